@@ -1,0 +1,199 @@
+package config
+
+import (
+	"errors"
+	"net"
+	"net/url"
+	"os"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Types are the upstream types tokenproxy has adapters for.
+var Types = []string{"prominsight", "inspera", "hgem", "prodoscore"}
+
+var (
+	nameRE   = regexp.MustCompile(`^[a-z0-9-]+$`)
+	prefixRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+)
+
+// Validate checks a decoded, defaulted config and returns every problem.
+// It reads nothing from disk or the network.
+func (c *Config) Validate() Problems {
+	var ps Problems
+	checkListen(&ps, "listen", c.Listen)
+	checkListen(&ps, "admin_listen", c.AdminListen)
+	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.LogLevel) {
+		ps.add("log_level", "%q is not one of debug, info, warn, error", c.LogLevel)
+	}
+	if len(c.Upstreams) == 0 {
+		ps.add("upstreams", "at least one upstream is required")
+	}
+	usesVault := false
+	for _, name := range c.UpstreamNames() {
+		u := c.Upstreams[name]
+		p := "upstreams." + name
+		if !nameRE.MatchString(name) {
+			ps.add(p, "route name must match [a-z0-9-]+")
+		}
+		if !slices.Contains(Types, u.Type) {
+			ps.add(p+".type", "%q is not one of %s", u.Type, strings.Join(Types, ", "))
+		}
+		checkURL(&ps, p+".base_url", u.BaseURL)
+		if u.TokenURL == "" && u.Type == "prodoscore" {
+			ps.add(p+".token_url", "required for type prodoscore (its token endpoint is on another host)")
+		} else if u.TokenURL != "" {
+			checkURL(&ps, p+".token_url", u.TokenURL)
+		}
+		if u.Type == "hgem" && u.Scope != "" && !slices.Contains(strings.Fields(u.Scope), "hgem-results-api") {
+			ps.add(p+".scope", "must contain hgem-results-api when set (HGEM refuses a scope without it)")
+		}
+		src, _, err := ParseRef(u.Credentials)
+		if err != nil {
+			ps.add(p+".credentials", "%s", err)
+		}
+		usesVault = usesVault || src == "vault"
+		if u.Timeout.Duration <= 0 {
+			ps.add(p+".timeout", "must be positive")
+		}
+		if u.TokenTimeout.Duration <= 0 {
+			ps.add(p+".token_timeout", "must be positive")
+		}
+		if u.RefreshFraction < 0.1 || u.RefreshFraction > 0.95 {
+			ps.add(p+".refresh_fraction", "must be between 0.1 and 0.95")
+		}
+		if u.ReplayMaxBytes < 0 {
+			ps.add(p+".replay_max_bytes", "must not be negative")
+		}
+	}
+	if usesVault && c.Secrets.Vault == nil {
+		ps.add("secrets.vault", "required: an upstream's credentials start with vault:")
+	}
+	if v := c.Secrets.Vault; v != nil {
+		v.validate(&ps)
+	}
+	return ps
+}
+
+func (v *Vault) validate(ps *Problems) {
+	if v.Address == "" {
+		ps.add("secrets.vault.address", "required (or set $VAULT_ADDR)")
+	} else if u, err := url.Parse(v.Address); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		ps.add("secrets.vault.address", "%q is not an http(s) URL", v.Address)
+	}
+	a := v.Auth
+	switch a.Method {
+	case "kubernetes":
+		if a.Role == "" {
+			ps.add("secrets.vault.auth.role", "required for method kubernetes")
+		}
+	case "approle":
+		if a.RoleIDFile == "" {
+			ps.add("secrets.vault.auth.role_id_file", "required for method approle")
+		}
+		if a.SecretIDFile == "" {
+			ps.add("secrets.vault.auth.secret_id_file", "required for method approle")
+		}
+	case "token":
+		if a.TokenFile == "" && os.Getenv("VAULT_TOKEN") == "" {
+			ps.add("secrets.vault.auth.token_file", "required for method token when $VAULT_TOKEN is not set")
+		}
+	default:
+		ps.add("secrets.vault.auth.method", "%q is not one of kubernetes, approle, token", a.Method)
+	}
+	if v.PollInterval.Duration <= 0 {
+		ps.add("secrets.vault.poll_interval", "must be positive")
+	}
+}
+
+func checkListen(ps *Problems, key, addr string) {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		ps.add(key, "%q is not host:port", addr)
+		return
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		ps.add(key, "%q has no valid port", addr)
+	}
+}
+
+// checkURL accepts an absolute https URL, or http to a loopback host (for
+// local simulators); credentials must never cross a network in clear text.
+func checkURL(ps *Problems, key, raw string) {
+	if raw == "" {
+		ps.add(key, "required")
+		return
+	}
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil || u.Host == "" || u.Opaque != "":
+		ps.add(key, "%q is not an absolute URL", raw)
+	case u.Scheme != "https" && !(u.Scheme == "http" && IsLoopback(u.Hostname())):
+		ps.add(key, "must use https (http is allowed only for a loopback host)")
+	case u.User != nil:
+		ps.add(key, "must not carry user info")
+	case u.RawQuery != "" || u.Fragment != "" || strings.HasSuffix(raw, "?") || strings.Contains(raw, "#"):
+		ps.add(key, "must not have a query or fragment")
+	}
+}
+
+// IsLoopback reports whether host (no port) names this machine only.
+func IsLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// ParseRef splits a credentials reference into its source (vault, file, env)
+// and the rest, and checks its form.
+func ParseRef(ref string) (source, rest string, err error) {
+	source, rest, _ = strings.Cut(ref, ":")
+	switch source {
+	case "vault":
+		mount, path, _ := strings.Cut(rest, "/")
+		if mount == "" || strings.Trim(path, "/") == "" {
+			return source, rest, errors.New("vault reference must be vault:<kv-mount>/<path>")
+		}
+	case "file":
+		if rest == "" {
+			return source, rest, errors.New("file reference must be file:<path>")
+		}
+	case "env":
+		if !prefixRE.MatchString(rest) {
+			return source, rest, errors.New("env reference must be env:<PREFIX> with PREFIX a variable-name prefix")
+		}
+	case "":
+		return source, rest, errors.New("required")
+	default:
+		// Never echo the value: a secret pasted here by mistake must not reach a log.
+		return "", rest, errors.New("must be a reference (vault:, file: or env:), never a value")
+	}
+	return source, rest, nil
+}
+
+// UpstreamNames returns the route names in a stable order.
+func (c *Config) UpstreamNames() []string {
+	names := make([]string, 0, len(c.Upstreams))
+	for n := range c.Upstreams {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Warnings are accepted but worth an operator's attention.
+func (c *Config) Warnings() []Problem {
+	var ws []Problem
+	if host, _, _ := net.SplitHostPort(c.Listen); !IsLoopback(host) {
+		ws = append(ws, Problem{Path: "listen", Msg: c.Listen + " is not a loopback address: anything that reaches it can call the upstreams with their credentials"})
+	}
+	if host, _, _ := net.SplitHostPort(c.AdminListen); !IsLoopback(host) {
+		ws = append(ws, Problem{Path: "admin_listen", Msg: c.AdminListen + " is not a loopback address: anything that reaches it can read upstream state"})
+	}
+	return ws
+}
