@@ -1,0 +1,447 @@
+package secrets
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+	"github.com/hashicorp/vault/api/auth/approle"
+	"github.com/hashicorp/vault/api/auth/kubernetes"
+	"go.uber.org/zap"
+
+	"github.com/tokenproxy/tokenproxy/internal/config"
+)
+
+const (
+	// vaultTimeout bounds every call to Vault, so an outage costs a read
+	// seconds, never a hang.
+	vaultTimeout = 10 * time.Second
+	// Failed logins back off from one second, doubling to two minutes, and
+	// no two logins come closer than a second, however short-lived the
+	// tokens or however often reads find them refused.
+	vaultLoginBackoff    = time.Second
+	vaultMaxLoginBackoff = 2 * time.Minute
+)
+
+// Vault reads KV secrets (v1 or v2, detected per mount) and keeps its own
+// Vault token alive, the way Vault Agent's auto-auth does: Run logs in, an
+// api.LifetimeWatcher renews the token, and Run logs in again when renewal
+// ends or a read finds the token refused. Reads never wait for a login.
+//
+// Errors and logs name the address, path and key; never a secret value, a
+// token, a secret_id or a JWT.
+type Vault struct {
+	// OnLogin and OnRenew, when set before Run, see every login attempt and
+	// every token renewal (for metrics).
+	OnLogin func(err error)
+	OnRenew func(err error)
+
+	addr    string
+	auth    config.VaultAuth
+	log     *zap.Logger
+	http    *http.Client
+	client  *api.Client   // holds the token; reads and renewals
+	login   *api.Client   // never holds a token; logins only
+	refused chan struct{} // a read answered 403: is the token still good?
+
+	mu       sync.Mutex
+	notReady error                 // why there is no token to use; nil when logged in
+	mounts   map[string]vaultMount // by mount path, "secret/"
+}
+
+type vaultMount struct {
+	path string // "secret/"
+	v2   bool
+}
+
+// NewVault builds a Vault client from cfg (address, namespace, ca_file; auth
+// method and files). It does not contact Vault.
+func NewVault(cfg *config.Vault, log *zap.Logger) (*Vault, error) {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	conf := api.DefaultConfig()
+	if conf.Error != nil {
+		return nil, fmt.Errorf("vault: %w", conf.Error)
+	}
+	// DefaultConfig also reads VAULT_AGENT_ADDR, VAULT_CACERT,
+	// VAULT_SKIP_VERIFY, VAULT_CLIENT_TIMEOUT, VAULT_MAX_RETRIES, ... from the
+	// environment. Undo all of it: only the config file decides.
+	conf.Address = cfg.Address
+	conf.AgentAddress = ""
+	conf.Timeout = vaultTimeout
+	conf.MaxRetries = 0 // Watch and Run retry, with their own backoff
+	conf.Limiter = nil
+	conf.SRVLookup = false
+	conf.DisableRedirects = false
+	tr := conf.HttpClient.Transport.(*http.Transport)
+	tr.Proxy = http.ProxyFromEnvironment
+	tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: tr.TLSClientConfig.NextProtos}
+	if err := conf.ConfigureTLS(&api.TLSConfig{CACert: cfg.CAFile}); err != nil {
+		return nil, fmt.Errorf("vault: ca_file: %w", err)
+	}
+	v := &Vault{
+		addr:     cfg.Address,
+		auth:     cfg.Auth,
+		log:      log.Named("vault"),
+		http:     conf.HttpClient,
+		refused:  make(chan struct{}, 1),
+		notReady: errors.New("no login yet"),
+		mounts:   map[string]vaultMount{},
+	}
+	var err error
+	if v.client, err = newVaultClient(conf, cfg.Namespace); err != nil {
+		return nil, err
+	}
+	if v.login, err = newVaultClient(conf, cfg.Namespace); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// newVaultClient undoes what api.NewClient takes from VAULT_TOKEN,
+// VAULT_NAMESPACE and VAULT_HEADERS.
+func newVaultClient(conf *api.Config, namespace string) (*api.Client, error) {
+	c, err := api.NewClient(conf)
+	if err != nil {
+		return nil, fmt.Errorf("vault: %w", err)
+	}
+	c.ClearToken()
+	c.SetHeaders(http.Header{api.RequestHeaderName: {"true"}})
+	if namespace != "" {
+		c.SetNamespace(namespace)
+	}
+	return c, nil
+}
+
+// Run logs in and keeps the Vault token alive until ctx ends. Call it once.
+func (v *Vault) Run(ctx context.Context) {
+	defer v.http.CloseIdleConnections()
+	var last time.Time
+	wait := time.Duration(0)
+	for failures := 0; ; {
+		pause := max(wait, time.Until(last.Add(vaultLoginBackoff)))
+		if pause > 0 && !vaultSleep(ctx, pause) {
+			return
+		}
+		last = time.Now()
+		tok, err := v.logIn(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if v.OnLogin != nil {
+			v.OnLogin(err)
+		}
+		if err != nil {
+			v.setNotReady(err)
+			failures++
+			wait = min(vaultLoginBackoff<<min(failures-1, 8), vaultMaxLoginBackoff)
+			wait = wait/2 + rand.N(wait/2+1)
+			v.log.Warn("vault login failed", v.fields(zap.Error(err), zap.Duration("retry_in", wait))...)
+			continue
+		}
+		failures, wait = 0, 0
+		v.client.SetToken(tok.Auth.ClientToken)
+		v.setNotReady(nil)
+		v.log.Info("vault login", v.fields(zap.Int("ttl_seconds", tok.Auth.LeaseDuration), zap.Bool("renewable", tok.Auth.Renewable))...)
+		v.keepAlive(ctx, tok)
+	}
+}
+
+// keepAlive renews the token until renewal ends, Vault refuses the token,
+// or ctx ends. A token without a TTL (a root token) needs no renewal.
+func (v *Vault) keepAlive(ctx context.Context, tok *api.Secret) {
+	var done <-chan error
+	var renewed <-chan *api.RenewOutput
+	if tok.Auth.LeaseDuration > 0 {
+		w, err := v.client.NewLifetimeWatcher(&api.LifetimeWatcherInput{Secret: tok})
+		if err != nil {
+			v.log.Error("vault token watcher", zap.Error(err))
+			return
+		}
+		exited := make(chan struct{})
+		go func() { defer close(exited); w.Start() }()
+		defer func() { w.Stop(); <-exited }()
+		done, renewed = w.DoneCh(), w.RenewCh()
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case r := <-renewed:
+			if v.OnRenew != nil {
+				v.OnRenew(nil)
+			}
+			v.log.Debug("vault token renewed", zap.String("address", v.addr), zap.Int("ttl_seconds", r.Secret.Auth.LeaseDuration))
+		case err := <-done:
+			if err != nil {
+				if v.OnRenew != nil {
+					v.OnRenew(err)
+				}
+				v.log.Warn("vault token renewal failed; logging in again", v.fields(zap.String("error", vaultDescribe(err)))...)
+			} else {
+				v.log.Info("vault token near the end of its life; logging in again", v.fields()...)
+			}
+			return
+		case <-v.refused:
+			// A 403 may only mean the policy does not cover a path: log in
+			// again only when Vault refuses the token itself.
+			_, err := v.client.Auth().Token().LookupSelfWithContext(ctx)
+			if vaultStatus(err) == http.StatusForbidden {
+				v.setNotReady(errors.New("Vault refused the token; logging in again"))
+				v.log.Warn("vault refused the token; logging in again", v.fields()...)
+				return
+			}
+		}
+	}
+}
+
+// logIn asks Vault for a new token, reading the credential files afresh.
+func (v *Vault) logIn(ctx context.Context) (*api.Secret, error) {
+	a := v.auth
+	var method api.AuthMethod
+	var err error
+	switch a.Method {
+	case "token":
+		return v.tokenLogin(ctx)
+	case "approle":
+		var roleID string
+		if roleID, err = vaultReadFile(a.RoleIDFile); err == nil {
+			method, err = approle.NewAppRoleAuth(roleID, &approle.SecretID{FromFile: a.SecretIDFile}, approle.WithMountPath(a.Mount))
+		}
+	case "kubernetes":
+		// The path option reads the file when it is applied, so build the
+		// method at every login: Kubernetes rotates the token on disk.
+		method, err = kubernetes.NewKubernetesAuth(a.Role, kubernetes.WithServiceAccountTokenPath(a.JWTFile), kubernetes.WithMountPath(a.Mount))
+	default:
+		err = fmt.Errorf("unknown method %q", a.Method)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s login at %s: %w", a.Method, v.addr, err)
+	}
+	tok, err := method.Login(ctx, v.login)
+	if err != nil {
+		return nil, fmt.Errorf("%s login at %s (auth mount %s): %w", a.Method, v.addr, a.Mount, vaultAPIError{err})
+	}
+	if tok == nil || tok.Auth == nil || tok.Auth.ClientToken == "" {
+		return nil, fmt.Errorf("%s login at %s (auth mount %s): answer holds no token", a.Method, v.addr, a.Mount)
+	}
+	return tok, nil
+}
+
+// tokenLogin takes the token from token_file, else $VAULT_TOKEN, and asks
+// Vault for its TTL.
+func (v *Vault) tokenLogin(ctx context.Context) (*api.Secret, error) {
+	token, from := os.Getenv("VAULT_TOKEN"), "$VAULT_TOKEN"
+	if f := v.auth.TokenFile; f != "" {
+		var err error
+		if token, err = vaultReadFile(f); err != nil {
+			return nil, fmt.Errorf("token login: %w", err)
+		}
+		from = f
+	}
+	if token == "" {
+		return nil, fmt.Errorf("token login: %s is empty", from)
+	}
+	c, err := v.login.CloneWithHeaders() // the namespace is a header
+	if err != nil {
+		return nil, fmt.Errorf("token login: %w", err)
+	}
+	c.SetToken(token)
+	self, err := c.Auth().Token().LookupSelfWithContext(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("token login at %s: looking up the token from %s: %w", v.addr, from, vaultAPIError{err})
+	}
+	ttl, _ := self.TokenTTL()
+	renewable, _ := self.TokenIsRenewable()
+	return &api.Secret{Auth: &api.SecretAuth{ClientToken: token, LeaseDuration: int(ttl.Seconds()), Renewable: renewable}}, nil
+}
+
+// Secret returns the Source for vault:<mount>/<path> given "<mount>/<path>".
+func (v *Vault) Secret(path string) Source {
+	return vaultSecret{v: v, path: strings.Trim(path, "/")}
+}
+
+type vaultSecret struct {
+	v    *Vault
+	path string
+}
+
+func (s vaultSecret) Kind() string { return "vault" }
+
+func (s vaultSecret) Read(ctx context.Context) (Credentials, error) { return s.v.read(ctx, s.path) }
+
+func (v *Vault) read(ctx context.Context, path string) (Credentials, error) {
+	where := "vault:" + path + " at " + v.addr
+	v.mu.Lock()
+	notReady := v.notReady
+	v.mu.Unlock()
+	if notReady != nil {
+		return Credentials{}, fmt.Errorf("vault: not logged in: %w (reading %s)", notReady, where)
+	}
+	m, err := v.mount(ctx, path)
+	if err != nil {
+		v.sawError(err)
+		return Credentials{}, fmt.Errorf("%s: finding its KV mount: %w", where, vaultAPIError{err})
+	}
+	apiPath, version := path, ""
+	if m.v2 {
+		apiPath = m.path + "data/" + strings.TrimPrefix(path, m.path)
+	}
+	s, err := v.client.Logical().ReadWithContext(ctx, apiPath)
+	if err != nil {
+		v.sawError(err)
+		v.forgetMount(m.path) // in case the mount changed
+		return Credentials{}, fmt.Errorf("%s: %w", where, vaultAPIError{err})
+	}
+	var data map[string]any
+	if s != nil {
+		data = s.Data
+	}
+	if m.v2 && data != nil {
+		meta, _ := data["metadata"].(map[string]any)
+		if n, ok := meta["version"].(json.Number); ok {
+			version = n.String()
+		}
+		data, _ = data["data"].(map[string]any)
+	}
+	if data == nil {
+		return Credentials{}, fmt.Errorf("%s: no secret there (or its latest version is deleted)", where)
+	}
+	values := make(map[string]string, len(data))
+	for _, k := range slices.Sorted(maps.Keys(data)) {
+		switch x := data[k].(type) {
+		case string:
+			values[k] = x
+		case json.Number:
+			values[k] = x.String()
+		case bool:
+			values[k] = strconv.FormatBool(x)
+		default:
+			return Credentials{}, fmt.Errorf("%s: key %s holds an object, an array or null, not a string, number or boolean", where, k)
+		}
+	}
+	return NewCredentials(values, version), nil
+}
+
+// mount finds the KV mount holding path and its version, as the vault CLI
+// does, and remembers it. Any token with access somewhere under a mount may
+// ask; a path under no mount answers 403.
+func (v *Vault) mount(ctx context.Context, path string) (vaultMount, error) {
+	v.mu.Lock()
+	var found vaultMount
+	for p, m := range v.mounts {
+		if strings.HasPrefix(path, p) && len(p) > len(found.path) {
+			found = m
+		}
+	}
+	v.mu.Unlock()
+	if found.path != "" {
+		return found, nil
+	}
+	s, err := v.client.Logical().ReadWithContext(ctx, "sys/internal/ui/mounts/"+path)
+	if err != nil {
+		return vaultMount{}, err
+	}
+	if s == nil || s.Data == nil {
+		return vaultMount{}, errors.New("no mount found")
+	}
+	mountPath, _ := s.Data["path"].(string)
+	typ, _ := s.Data["type"].(string)
+	if (typ != "kv" && typ != "generic") || !strings.HasPrefix(path, mountPath) || mountPath == "" {
+		return vaultMount{}, fmt.Errorf("mount %q is of type %q, not kv", mountPath, typ)
+	}
+	opts, _ := s.Data["options"].(map[string]any)
+	m := vaultMount{path: mountPath, v2: opts["version"] == "2"}
+	v.mu.Lock()
+	v.mounts[mountPath] = m
+	v.mu.Unlock()
+	v.log.Debug("vault KV mount found", zap.String("address", v.addr), zap.String("mount", mountPath), zap.Bool("kv_v2", m.v2))
+	return m, nil
+}
+
+func (v *Vault) forgetMount(path string) {
+	v.mu.Lock()
+	delete(v.mounts, path)
+	v.mu.Unlock()
+}
+
+// sawError tells Run when Vault answered 403, which a revoked or expired
+// token also gets.
+func (v *Vault) sawError(err error) {
+	if vaultStatus(err) == http.StatusForbidden {
+		select {
+		case v.refused <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (v *Vault) setNotReady(err error) {
+	v.mu.Lock()
+	v.notReady = err
+	v.mu.Unlock()
+}
+
+func (v *Vault) fields(more ...zap.Field) []zap.Field {
+	return append([]zap.Field{zap.String("address", v.addr), zap.String("method", v.auth.Method), zap.String("auth_mount", v.auth.Mount)}, more...)
+}
+
+// vaultAPIError shortens the Vault API's multi-line errors to one line, "HTTP
+// 403: permission denied", and keeps the original for errors.As.
+type vaultAPIError struct{ err error }
+
+func (e vaultAPIError) Error() string { return vaultDescribe(e.err) }
+func (e vaultAPIError) Unwrap() error { return e.err }
+
+func vaultDescribe(err error) string {
+	var re *api.ResponseError
+	if !errors.As(err, &re) {
+		return err.Error()
+	}
+	msg := strings.Join(strings.Fields(strings.Join(re.Errors, "; ")), " ")
+	if re.RawError {
+		msg = "an answer that is not Vault's" // a proxy's page: not ours to repeat
+	}
+	return fmt.Sprintf("HTTP %d: %s", re.StatusCode, msg)
+}
+
+func vaultStatus(err error) int {
+	var re *api.ResponseError
+	if errors.As(err, &re) {
+		return re.StatusCode
+	}
+	return 0
+}
+
+func vaultReadFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// vaultSleep waits d or until ctx ends, and reports whether ctx is still live.
+func vaultSleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

@@ -1,0 +1,107 @@
+package secrets
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"time"
+)
+
+// Watch re-reads one source every Interval, or at once when kicked, and hands
+// each new good version to OnChange. A read that fails or yields unusable
+// credentials goes to OnError and never replaces the last good version.
+type Watch struct {
+	Source   Source
+	Type     string        // upstream type whose keys the credentials must hold
+	Ref      string        // the reference, for error messages
+	Interval time.Duration // poll interval once a good version is in hand
+
+	OnChange func(Credentials)
+	OnError  func(error)
+	OnRead   func(kind string, err error) // every read, for metrics
+
+	kick chan struct{}
+}
+
+// Retry bounds for reads that fail: quick at first so that a Vault that is a
+// moment late at start-up costs little, never more often than minRetry, and
+// never slower than the poll interval.
+const (
+	minRetry = time.Second
+	readTTL  = 30 * time.Second
+)
+
+// NewWatch returns a Watch of src; set the callbacks before Run.
+func NewWatch(src Source, typ, ref string, interval time.Duration) *Watch {
+	return &Watch{Source: src, Type: typ, Ref: ref, Interval: interval, kick: make(chan struct{}, 1)}
+}
+
+// Kick asks for a read now (after the vendor refused the credentials).
+// Kicks closer together than a second are merged.
+func (w *Watch) Kick() {
+	select {
+	case w.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run reads at once and then keeps reading until ctx ends.
+func (w *Watch) Run(ctx context.Context) {
+	var last Credentials
+	failures := 0
+	for {
+		c, err := w.read(ctx)
+		switch {
+		case err != nil:
+			failures++
+			w.OnError(err)
+		case c.Version() != last.Version():
+			failures = 0
+			last = c
+			w.OnChange(c)
+		default:
+			failures = 0
+		}
+		wait := w.Interval
+		if failures > 0 {
+			wait = min(w.Interval, minRetry<<min(failures-1, 10))
+			wait = wait/2 + rand.N(wait/2+1)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		case <-w.kick:
+			t.Stop()
+			// Merge a burst of kicks into one read.
+			pause := time.NewTimer(minRetry)
+			select {
+			case <-ctx.Done():
+				pause.Stop()
+				return
+			case <-pause.C:
+			}
+			select {
+			case <-w.kick:
+			default:
+			}
+		}
+	}
+}
+
+func (w *Watch) read(ctx context.Context) (Credentials, error) {
+	ctx, cancel := context.WithTimeout(ctx, readTTL)
+	defer cancel()
+	c, err := w.Source.Read(ctx)
+	if err == nil {
+		if err = Check(w.Type, c); err != nil {
+			err = fmt.Errorf("%s: %w", w.Ref, err)
+		}
+	}
+	if w.OnRead != nil {
+		w.OnRead(w.Source.Kind(), err)
+	}
+	return c, err
+}

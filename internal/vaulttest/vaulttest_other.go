@@ -1,0 +1,7 @@
+//go:build !linux
+
+package vaulttest
+
+import "os/exec"
+
+func setDeathSignal(*exec.Cmd) {}
