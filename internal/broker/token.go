@@ -1,0 +1,121 @@
+// Package broker owns the token cache: one Cache per upstream holds the
+// current access token, fetches a new one once however many callers wait,
+// refreshes it in the background before it expires, backs off when the
+// vendor's token endpoint fails, and never hands out an expired token.
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/tokenproxy/tokenproxy/internal/secrets"
+)
+
+// Token is an access token and what the broker knows of its life.
+type Token struct {
+	AccessToken string
+	// ExpiresIn is the lifetime the vendor gave; the Cache turns it into
+	// Expiry from the moment the request was sent. Zero means not given.
+	ExpiresIn time.Duration
+	// RefreshToken and RefreshExpiresIn are set by grants that issue one.
+	RefreshToken     string
+	RefreshExpiresIn time.Duration
+
+	// Set by the Cache.
+	Expiry        time.Time
+	RefreshExpiry time.Time
+	Obtained      time.Time
+	Gen           uint64              // generation: which fetch produced it, for Invalidate
+	Creds         secrets.Credentials // what it was minted from, for vendor key headers
+}
+
+// String never prints a token value.
+func (t Token) String() string {
+	return fmt.Sprintf("token{gen=%d expiry=%s}", t.Gen, t.Expiry.Format(time.RFC3339))
+}
+
+// Format makes every fmt verb print String.
+func (t Token) Format(f fmt.State, _ rune) { fmt.Fprint(f, t.String()) }
+
+// Fetcher obtains a token from one vendor's token endpoint. It builds the
+// request and parses the answer, nothing more: no caching, retries or
+// goroutines, so that the Cache alone decides when to call it and never runs
+// two calls of one upstream at once. refreshToken is a still-valid refresh
+// token from the last fetch, or "" to use the primary grant.
+type Fetcher interface {
+	Fetch(ctx context.Context, creds secrets.Credentials, refreshToken string) (Token, error)
+}
+
+// FetchError is a token endpoint's answer that was not a usable token, or
+// the failure to get an answer at all. Adapters return it; the Cache
+// classifies it in one place (classify) for backoff and the caller's error.
+type FetchError struct {
+	Status      int           // HTTP status, 0 when no answer arrived
+	Code        string        // RFC 6749 "error", or the vendor's error text
+	Description string        // RFC 6749 "error_description", or the vendor's message
+	RetryAfter  time.Duration // from a Retry-After header
+	Malformed   bool          // a 2xx answer that held no usable token
+	Err         error         // the transport error, when Status is 0
+}
+
+func (e *FetchError) Error() string {
+	switch {
+	case e.Status == 0 && e.Err != nil:
+		return "unreachable: " + e.Err.Error()
+	case e.Malformed:
+		return fmt.Sprintf("HTTP %d without a usable token (%s)", e.Status, e.Description)
+	}
+	msg := fmt.Sprintf("HTTP %d", e.Status)
+	if e.Code != "" {
+		msg += ", " + e.Code
+	}
+	if e.Description != "" {
+		msg += ": " + e.Description
+	}
+	return msg
+}
+
+func (e *FetchError) Unwrap() error { return e.Err }
+
+// ParseRetryAfter reads a Retry-After header given in seconds or as an HTTP date.
+func ParseRetryAfter(h http.Header, now time.Time) time.Duration {
+	v := strings.TrimSpace(h.Get("Retry-After"))
+	if v == "" {
+		return 0
+	}
+	var secs int
+	if _, err := fmt.Sscanf(v, "%d", &secs); err == nil && secs >= 0 {
+		return time.Duration(secs) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
+}
+
+// Error codes the proxy answers with (CONTRACT.md §4).
+const (
+	CodeTokenEndpoint = "token_endpoint_error"
+	CodeUnavailable   = "credentials_unavailable"
+)
+
+// Error is why a Cache cannot hand out a token now. Its message is safe to
+// show a caller: it never holds a credential or token.
+type Error struct {
+	Code       string // CodeTokenEndpoint or CodeUnavailable
+	Msg        string
+	RetryAfter time.Duration
+}
+
+func (e *Error) Error() string { return e.Msg }
+
+// AsError returns err's *Error, if it is one.
+func AsError(err error) (*Error, bool) {
+	var e *Error
+	ok := errors.As(err, &e)
+	return e, ok
+}
