@@ -6,7 +6,6 @@ package config
 import (
 	"bytes"
 	"errors"
-	"fmt"
 	"io"
 	"os"
 	"time"
@@ -85,13 +84,10 @@ const (
 // Duration is a time.Duration written as "30s" in YAML.
 type Duration struct{ time.Duration }
 
-// UnmarshalYAML parses a Go duration string.
+// UnmarshalYAML parses a Go duration string. A malformed one is left at
+// zero: checkNode has already reported it with its key path.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
-	v, err := time.ParseDuration(n.Value)
-	if err != nil {
-		return err
-	}
-	d.Duration = v
+	d.Duration, _ = time.ParseDuration(n.Value)
 	return nil
 }
 
@@ -101,38 +97,55 @@ func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
 // Load reads, decodes, defaults and validates the file at path. A config that
 // cannot be used returns a *Problems error listing every problem.
 func Load(path string) (*Config, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("config: %w", err)
+	cfg, ps := Inspect(path)
+	if len(ps) > 0 {
+		return nil, &ps
 	}
-	return Parse(b)
+	return cfg, nil
 }
 
 // Parse is Load for bytes already in hand.
 func Parse(b []byte) (*Config, error) {
-	var root yaml.Node
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	if err := dec.Decode(&root); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, &Problems{{Path: "(file)", Msg: "empty config"}}
-		}
-		return nil, &Problems{{Path: "(file)", Msg: "not valid YAML: " + err.Error()}}
-	}
-	var ps Problems
-	checkNode(&ps, "", root.Content[0], typeOfConfig)
+	cfg, ps := parse(b)
 	if len(ps) > 0 {
 		return nil, &ps
 	}
+	return cfg, nil
+}
+
+// Inspect returns every problem of the file at path, and the config as far
+// as it could be decoded (nil when it could not be read or parsed), so that
+// `tokenproxy validate` can check what it can of a broken config.
+func Inspect(path string) (*Config, Problems) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, Problems{{Path: "(file)", Msg: err.Error()}}
+	}
+	return parse(b)
+}
+
+func parse(b []byte) (*Config, Problems) {
+	var root yaml.Node
+	if err := yaml.NewDecoder(bytes.NewReader(b)).Decode(&root); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, Problems{{Path: "(file)", Msg: "empty config"}}
+		}
+		return nil, Problems{{Path: "(file)", Msg: "not valid YAML: " + err.Error()}}
+	}
+	var ps Problems
+	checkNode(&ps, "", root.Content[0], typeOfConfig)
+	if root.Content[0].Kind != yaml.MappingNode {
+		return nil, ps
+	}
 	cfg := &Config{}
-	if err := root.Content[0].Decode(cfg); err != nil {
-		// checkNode accepts only what Decode accepts; reaching here is a bug.
-		return nil, &Problems{{Path: "(file)", Msg: err.Error()}}
+	// Decoding skips unknown keys and leaves mistyped values at zero; both
+	// are already in ps, and the rest is still worth validating.
+	var te *yaml.TypeError
+	if err := root.Content[0].Decode(cfg); err != nil && !errors.As(err, &te) {
+		return nil, append(ps, Problem{Path: "(file)", Msg: err.Error()})
 	}
 	cfg.applyDefaults()
-	if ps := cfg.Validate(); len(ps) > 0 {
-		return nil, &ps
-	}
-	return cfg, nil
+	return cfg, append(ps, cfg.Validate()...)
 }
 
 func (c *Config) applyDefaults() {
