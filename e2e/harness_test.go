@@ -1,0 +1,383 @@
+// Package e2e runs the real tokenproxy binary, built by TestMain, against
+// the vendor simulators served over HTTPS on loopback. Nothing here leaves
+// 127.0.0.1.
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tokenproxy/tokenproxy/internal/secrets"
+	"github.com/tokenproxy/tokenproxy/internal/vendorsim"
+)
+
+// binary is the tokenproxy built for this run (with -race when the tests are).
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "tokenproxy-e2e-")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "tokenproxy")
+	args := []string{"build", "-o", binary}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	cmd := exec.Command("go", append(args, "../cmd/tokenproxy")...)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: cannot build tokenproxy:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// discardLog silences the simulators' servers (TLS handshakes cut short by
+// tests that stop a proxy mid-way).
+var discardLog = log.New(io.Discard, "", 0)
+
+// vendor is one simulator served over HTTPS on loopback, with the canary
+// credentials it accepts.
+type vendor struct {
+	kind  string
+	sim   *vendorsim.Server
+	srv   *httptest.Server
+	creds map[string]string
+}
+
+func (v *vendor) url() string { return v.srv.URL }
+
+// canary makes a credential value that is easy to find in any output.
+func canary(kind, key string) string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return fmt.Sprintf("CANARY-%s-%s-%s", kind, strings.ReplaceAll(key, "_", ""), hex.EncodeToString(b))
+}
+
+// env is a test's vendors, files and the proxies it started.
+type env struct {
+	t       *testing.T
+	dir     string
+	caFile  string
+	vendors map[string]*vendor
+	procs   []*proc
+}
+
+// newEnv starts the four simulators with canary credentials.
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	e := &env{t: t, dir: t.TempDir(), vendors: map[string]*vendor{}}
+	for _, kind := range []string{"prominsight", "inspera", "hgem", "prodoscore"} {
+		creds := map[string]string{}
+		for _, k := range secrets.RequiredKeys[kind] {
+			creds[k] = canary(kind, k)
+		}
+		sim, err := vendorsim.New(kind, creds)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// HTTP/2, as the vendors' own endpoints speak it.
+		srv := httptest.NewUnstartedServer(sim)
+		srv.EnableHTTP2 = true
+		srv.Config.ErrorLog = discardLog
+		srv.StartTLS()
+		t.Cleanup(func() { sim.Close(); srv.Close() })
+		e.vendors[kind] = &vendor{kind: kind, sim: sim, srv: srv, creds: creds}
+		e.writeJSON(kind+".json", creds)
+		if e.caFile == "" {
+			// Every httptest TLS server presents the same certificate.
+			e.caFile = e.write("ca.pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}))
+		}
+	}
+	t.Cleanup(e.checkNoSecrets)
+	return e
+}
+
+func (e *env) write(name string, b []byte) string {
+	p := filepath.Join(e.dir, name)
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		e.t.Fatal(err)
+	}
+	return p
+}
+
+func (e *env) writeJSON(name string, v any) string {
+	b, _ := json.Marshal(v)
+	return e.write(name, b)
+}
+
+// upstreamYAML is the config block for one vendor named as its kind,
+// with credentials from the JSON file newEnv wrote; extra lines are added
+// under it (indented by the caller with four spaces).
+func (e *env) upstreamYAML(kind string, extra ...string) string {
+	v := e.vendors[kind]
+	s := fmt.Sprintf("  %s:\n    type: %s\n    base_url: %s\n    credentials: file:%s\n    ca_file: %s\n",
+		kind, kind, v.url(), filepath.Join(e.dir, kind+".json"), e.caFile)
+	if kind == "prodoscore" {
+		s += fmt.Sprintf("    token_url: %s%s\n", v.url(), v.sim.TokenPath())
+	}
+	for _, l := range extra {
+		s += "    " + l + "\n"
+	}
+	return s
+}
+
+// allUpstreams is the config of all four vendors on ephemeral ports.
+func (e *env) allUpstreams(top ...string) string {
+	s := "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\nlog_level: debug\n" + strings.Join(top, "\n") + "\nupstreams:\n"
+	for _, k := range []string{"prominsight", "inspera", "hgem", "prodoscore"} {
+		s += e.upstreamYAML(k)
+	}
+	return s
+}
+
+// proc is a running tokenproxy.
+type proc struct {
+	t       *testing.T
+	cmd     *exec.Cmd
+	out     *syncBuffer
+	data    string // http://host:port of the data plane
+	admin   string
+	exited  chan struct{}
+	waitErr error
+}
+
+// start runs `tokenproxy run` on the config text and waits until it listens.
+func (e *env) start(cfg string) *proc {
+	e.t.Helper()
+	path := e.write(fmt.Sprintf("config-%d.yaml", len(e.procs)), []byte(cfg))
+	p := e.startArgs("run", "--config", path)
+	return p
+}
+
+func (e *env) startArgs(args ...string) *proc {
+	e.t.Helper()
+	p := &proc{t: e.t, out: &syncBuffer{}, exited: make(chan struct{})}
+	p.cmd = exec.Command(binary, args...)
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	p.cmd.Env = append(os.Environ(), "GORACE=halt_on_error=1")
+	if err := p.cmd.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	go func() { p.waitErr = p.cmd.Wait(); close(p.exited) }()
+	e.procs = append(e.procs, p)
+	e.t.Cleanup(p.stop)
+	waitFor(e.t, 20*time.Second, "tokenproxy to listen", func() bool {
+		for _, l := range p.logLines() {
+			if l["msg"] == "listening" {
+				p.data, p.admin = "http://"+l["listen"].(string), "http://"+l["admin_listen"].(string)
+				return true
+			}
+		}
+		select {
+		case <-p.exited:
+			e.t.Fatalf("tokenproxy exited before listening: %v\n%s", p.waitErr, p.out.String())
+		default:
+		}
+		return false
+	})
+	return p
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (p *proc) stop() {
+	select {
+	case <-p.exited:
+		return
+	default:
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(30 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.exited
+		p.t.Errorf("tokenproxy did not stop within 30s of SIGTERM")
+	}
+	if strings.Contains(p.out.String(), "WARNING: DATA RACE") {
+		p.t.Errorf("data race in tokenproxy:\n%s", p.out.String())
+	}
+}
+
+// logLines parses the JSON log lines written so far.
+func (p *proc) logLines() []map[string]any {
+	var out []map[string]any
+	sc := bufio.NewScanner(strings.NewReader(p.out.String()))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var m map[string]any
+		if json.Unmarshal(sc.Bytes(), &m) == nil {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// logged reports whether a log line has msg and every given field value.
+func (p *proc) logged(msg string, fields map[string]any) bool {
+	for _, l := range p.logLines() {
+		if l["msg"] != msg {
+			continue
+		}
+		ok := true
+		for k, v := range fields {
+			if fmt.Sprint(l[k]) != fmt.Sprint(v) {
+				ok = false
+			}
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
+}
+
+var client = &http.Client{
+	Timeout:       60 * time.Second,
+	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	Transport:     &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 100},
+}
+
+// response is a finished HTTP exchange with the body read.
+type response struct {
+	*http.Response
+	body []byte
+}
+
+func (r *response) json(t *testing.T) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(r.body, &m); err != nil {
+		t.Fatalf("body is not JSON: %v: %s", err, r.body)
+	}
+	return m
+}
+
+// do sends a request and reads the whole answer.
+func do(t *testing.T, method, url string, body io.Reader, header ...string) *response {
+	t.Helper()
+	req, err := http.NewRequest(method, url, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Add(header[i], header[i+1])
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: reading body: %v", method, url, err)
+	}
+	return &response{Response: resp, body: b}
+}
+
+func get(t *testing.T, url string, header ...string) *response {
+	t.Helper()
+	return do(t, http.MethodGet, url, nil, header...)
+}
+
+// wantError checks a response tokenproxy made itself (CONTRACT.md §4).
+func wantError(t *testing.T, r *response, status int, code, upstream string) map[string]any {
+	t.Helper()
+	if r.StatusCode != status || r.Header.Get("Tokenproxy-Error") != code {
+		t.Fatalf("got %d %q, want %d %s: %s", r.StatusCode, r.Header.Get("Tokenproxy-Error"), status, code, r.body)
+	}
+	if ct := r.Header.Get("Content-Type"); ct != "application/json" {
+		t.Fatalf("Content-Type %q", ct)
+	}
+	m := r.json(t)
+	if m["error"] != code || m["upstream"] != upstream || m["message"] == "" {
+		t.Fatalf("body %s, want error %s upstream %q and a message", r.body, code, upstream)
+	}
+	return m
+}
+
+// waitFor polls cond until it holds or the deadline passes: a wait on a
+// condition, never a sleep standing in for one.
+func waitFor(t testing.TB, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", within, what)
+		}
+		<-tick.C
+	}
+}
+
+// ready waits until /readyz says every upstream holds a token.
+func (p *proc) ready(t *testing.T) {
+	t.Helper()
+	waitFor(t, 20*time.Second, "readiness", func() bool {
+		resp, err := client.Get(p.admin + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+}
+
+// checkNoSecrets searches everything every proxy wrote for the canary
+// credentials and for every token the simulators issued.
+func (e *env) checkNoSecrets() {
+	var secrets []string
+	for _, v := range e.vendors {
+		for _, c := range v.creds {
+			secrets = append(secrets, c)
+		}
+		secrets = append(secrets, v.sim.Tokens()...)
+	}
+	for _, p := range e.procs {
+		out := p.out.String()
+		for _, s := range secrets {
+			if strings.Contains(out, s) {
+				e.t.Errorf("tokenproxy's output holds a secret or token (%.20s...)", s)
+			}
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the process's writers and the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

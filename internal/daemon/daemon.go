@@ -1,0 +1,337 @@
+// Package daemon owns the running process: it builds the upstreams a config
+// names, serves the data and admin planes, reloads on SIGHUP keeping warm
+// tokens, and drains on SIGTERM.
+package daemon
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"os"
+	"reflect"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/tokenproxy/tokenproxy/internal/admin"
+	"github.com/tokenproxy/tokenproxy/internal/config"
+	"github.com/tokenproxy/tokenproxy/internal/metrics"
+	"github.com/tokenproxy/tokenproxy/internal/proxy"
+	"github.com/tokenproxy/tokenproxy/internal/secrets"
+)
+
+// Options are what a caller other than `tokenproxy run` (tests, `tokenproxy
+// dev`) may change.
+type Options struct {
+	Version string
+	// OpenSource resolves a credentials reference; secrets.Open by default.
+	OpenSource func(ref string, v *secrets.Vault) (secrets.Source, error)
+	// ExtraRootsPEM is trusted for every upstream besides the system roots.
+	ExtraRootsPEM []byte
+	// LogOutput receives the JSON log lines; stderr by default.
+	LogOutput zapcore.WriteSyncer
+	// OnListening is told the bound addresses once both listeners are up.
+	OnListening func(data, admin net.Addr)
+}
+
+// Daemon is one tokenproxy process.
+type Daemon struct {
+	opt      Options
+	path     string // config file, re-read on reload
+	log      *zap.Logger
+	level    zap.AtomicLevel
+	reg      *prometheus.Registry
+	metrics  *metrics.Metrics
+	proxy    *proxy.Handler
+	draining atomic.Bool
+
+	mu        sync.Mutex
+	cfg       *config.Config
+	ups       map[string]*running
+	vault     *secrets.Vault
+	vaultStop func()
+}
+
+// New builds a daemon for cfg, read from path, and starts its upstreams:
+// credentials are read and tokens fetched before any traffic arrives.
+func New(cfg *config.Config, path string, opt Options) (*Daemon, error) {
+	if opt.OpenSource == nil {
+		opt.OpenSource = secrets.Open
+	}
+	if opt.LogOutput == nil {
+		opt.LogOutput = zapcore.Lock(os.Stderr)
+	}
+	d := &Daemon{opt: opt, path: path, cfg: cfg, ups: map[string]*running{}}
+	d.level = zap.NewAtomicLevelAt(level(cfg.LogLevel))
+	enc := zap.NewProductionEncoderConfig()
+	enc.TimeKey, enc.EncodeTime = "ts", zapcore.ISO8601TimeEncoder
+	d.log = zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(enc), opt.LogOutput, d.level))
+	d.reg = prometheus.NewRegistry()
+	d.metrics = metrics.New(d.reg, opt.Version)
+	metrics.WatchTokens(d.reg, d.tokenTimes)
+	d.proxy = proxy.New(proxy.NewTable(nil), cfg.Listen, d.metrics, d.log.Named("proxy"))
+
+	vault, stop, err := d.startVault(cfg.Secrets.Vault)
+	if err != nil {
+		return nil, err
+	}
+	d.vault, d.vaultStop = vault, stop
+	for _, name := range cfg.UpstreamNames() {
+		r, err := d.startUpstream(name, cfg.Upstreams[name], cfg, vault)
+		if err != nil {
+			d.closeAll()
+			return nil, err
+		}
+		d.ups[name] = r
+	}
+	d.proxy.SetTable(d.table())
+	return d, nil
+}
+
+// Log is the daemon's logger.
+func (d *Daemon) Log() *zap.Logger { return d.log }
+
+func level(s string) zapcore.Level {
+	l, err := zapcore.ParseLevel(s)
+	if err != nil {
+		return zapcore.InfoLevel
+	}
+	return l
+}
+
+func (d *Daemon) startVault(vc *config.Vault) (*secrets.Vault, func(), error) {
+	if vc == nil {
+		return nil, func() {}, nil
+	}
+	v, err := secrets.NewVault(vc, d.log)
+	if err != nil {
+		return nil, nil, err
+	}
+	v.OnLogin = d.metrics.VaultLogin
+	v.OnRenew = d.metrics.VaultRenewal
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); v.Run(ctx) }()
+	return v, func() { cancel(); <-done }, nil
+}
+
+// table builds the routes in force from d.ups; d.mu held or not yet shared.
+func (d *Daemon) table() *proxy.Table {
+	routes := make([]*proxy.Route, 0, len(d.ups))
+	for _, r := range d.ups {
+		routes = append(routes, r.route)
+	}
+	return proxy.NewTable(routes)
+}
+
+// Run serves until a SIGTERM or SIGINT arrives on signals (or ctx ends),
+// reloading on SIGHUP, and returns the exit code.
+func (d *Daemon) Run(ctx context.Context, signals <-chan os.Signal) int {
+	defer d.log.Sync()
+	cfg := d.config()
+	data, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		d.log.Error("cannot listen", zap.String("listen", cfg.Listen), zap.Error(err))
+		d.closeAll()
+		return 1
+	}
+	adm, err := net.Listen("tcp", cfg.AdminListen)
+	if err != nil {
+		data.Close()
+		d.log.Error("cannot listen", zap.String("admin_listen", cfg.AdminListen), zap.Error(err))
+		d.closeAll()
+		return 1
+	}
+	dataSrv := d.server(d.proxy)
+	adminSrv := d.server((&admin.Server{Upstreams: d.states, Draining: &d.draining, Gatherer: d.reg, Version: d.opt.Version}).Handler())
+	failed := make(chan error, 2)
+	go func() { failed <- dataSrv.Serve(data) }()
+	go func() { failed <- adminSrv.Serve(adm) }()
+	d.log.Info("listening", zap.String("listen", data.Addr().String()), zap.String("admin_listen", adm.Addr().String()),
+		zap.String("version", d.opt.Version), zap.Strings("upstreams", cfg.UpstreamNames()))
+	for _, w := range cfg.Warnings() {
+		d.log.Warn(w.String())
+	}
+	if d.opt.OnListening != nil {
+		d.opt.OnListening(data.Addr(), adm.Addr())
+	}
+
+	for {
+		select {
+		case sig := <-signals:
+			if sig == syscall.SIGHUP {
+				d.reload()
+				continue
+			}
+			d.log.Info("signal received; draining", zap.String("signal", sig.String()))
+		case <-ctx.Done():
+			d.log.Info("stopping; draining")
+		case err := <-failed:
+			d.log.Error("listener failed", zap.Error(err))
+			dataSrv.Close()
+			adminSrv.Close()
+			d.closeAll()
+			return 1
+		}
+		return d.drain(dataSrv, adminSrv, signals)
+	}
+}
+
+// drain turns readiness off, keeps serving for drain_delay so that load
+// balancers notice, then lets in-flight requests finish within
+// shutdown_timeout. A second signal cuts the delay short.
+func (d *Daemon) drain(dataSrv, adminSrv *http.Server, signals <-chan os.Signal) int {
+	d.draining.Store(true)
+	cfg := d.config()
+	delay := time.NewTimer(cfg.DrainDelay.Duration)
+	select {
+	case <-delay.C:
+	case <-signals:
+		delay.Stop()
+	}
+	code := 0
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout.Duration)
+	defer cancel()
+	if err := dataSrv.Shutdown(ctx); err != nil {
+		d.log.Warn("requests still in flight at shutdown_timeout; closing them", zap.Error(err))
+		dataSrv.Close()
+		code = 1
+	}
+	d.closeAll()
+	adminCtx, cancelAdmin := context.WithTimeout(context.Background(), time.Second)
+	defer cancelAdmin()
+	if adminSrv.Shutdown(adminCtx) != nil {
+		adminSrv.Close()
+	}
+	d.log.Info("stopped", zap.Int("exit_code", code))
+	return code
+}
+
+func (d *Daemon) server(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          zap.NewStdLog(d.log.Named("http")),
+	}
+}
+
+// reload re-reads the config file. A config that fails to validate is
+// rejected and the running one stays. Upstreams whose settings did not
+// change keep their caches, and so their warm tokens.
+func (d *Daemon) reload() {
+	err := d.apply()
+	d.metrics.ConfigReload(err)
+	if err != nil {
+		d.log.Error("config reload rejected; the running config stays", zap.String("config", d.path), zap.Error(err))
+		return
+	}
+	d.log.Info("config reloaded", zap.String("config", d.path))
+}
+
+func (d *Daemon) apply() error {
+	cfg, err := config.Load(d.path)
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	old := d.cfg
+	if cfg.Listen != old.Listen || cfg.AdminListen != old.AdminListen {
+		d.log.Warn("listen and admin_listen changes take effect only at restart")
+	}
+	vault, stopVault := d.vault, func() {}
+	vaultChanged := !reflect.DeepEqual(cfg.Secrets.Vault, old.Secrets.Vault)
+	if vaultChanged {
+		if vault, stopVault, err = d.startVault(cfg.Secrets.Vault); err != nil {
+			return err
+		}
+	}
+	next := map[string]*running{}
+	var started []*running
+	for _, name := range cfg.UpstreamNames() {
+		u := cfg.Upstreams[name]
+		kind, _, _ := config.ParseRef(u.Credentials)
+		if r := d.ups[name]; r != nil && r.cfg == u && !(vaultChanged && kind == "vault") &&
+			cfg.PollInterval(kind) == old.PollInterval(kind) {
+			next[name] = r
+			r.watch.Kick() // a reload also re-reads credentials
+			continue
+		}
+		r, err := d.startUpstream(name, u, cfg, vault)
+		if err != nil {
+			for _, r := range started {
+				r.close()
+			}
+			if vaultChanged {
+				stopVault()
+			}
+			return err
+		}
+		next[name] = r
+		started = append(started, r)
+	}
+	prev, prevStopVault := d.ups, d.vaultStop
+	d.ups, d.cfg = next, cfg
+	d.proxy.SetTable(d.table())
+	d.level.SetLevel(level(cfg.LogLevel))
+	for name, r := range prev {
+		if next[name] != r {
+			r.close()
+			if _, kept := next[name]; !kept {
+				d.metrics.Forget(name)
+			}
+		}
+	}
+	if vaultChanged {
+		d.vault, d.vaultStop = vault, stopVault
+		prevStopVault()
+	}
+	return nil
+}
+
+func (d *Daemon) config() *config.Config {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.cfg
+}
+
+func (d *Daemon) closeAll() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, r := range d.ups {
+		r.close()
+	}
+	d.ups = map[string]*running{}
+	if d.vaultStop != nil {
+		d.vaultStop()
+		d.vaultStop = nil
+	}
+}
+
+// states reports every upstream for the admin plane, by name.
+func (d *Daemon) states() []admin.Upstream {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make([]admin.Upstream, 0, len(d.ups))
+	for _, r := range d.ups {
+		out = append(out, admin.Upstream{Type: r.cfg.Type, State: r.cache.State()})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func (d *Daemon) tokenTimes() []metrics.TokenTimes {
+	var out []metrics.TokenTimes
+	for _, u := range d.states() {
+		out = append(out, metrics.TokenTimes{Upstream: u.Name, Obtained: u.TokenObtainedAt, Expiry: u.TokenExpiresAt})
+	}
+	return out
+}

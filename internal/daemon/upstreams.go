@@ -1,0 +1,94 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"sync"
+
+	"go.uber.org/zap"
+
+	"github.com/tokenproxy/tokenproxy/internal/broker"
+	"github.com/tokenproxy/tokenproxy/internal/config"
+	"github.com/tokenproxy/tokenproxy/internal/proxy"
+	"github.com/tokenproxy/tokenproxy/internal/secrets"
+	"github.com/tokenproxy/tokenproxy/internal/upstream"
+)
+
+// running is one upstream at work: its token cache, the watch on its
+// credentials, and its route.
+type running struct {
+	cfg   config.Upstream
+	vault *secrets.Vault // the client its credentials came from, if any
+	cache *broker.Cache
+	watch *secrets.Watch
+	route *proxy.Route
+	stop  context.CancelFunc
+	wg    sync.WaitGroup
+}
+
+// startUpstream builds and starts an upstream: credentials are read and its
+// first token fetched at once, without waiting for traffic.
+func (d *Daemon) startUpstream(name string, u config.Upstream, cfg *config.Config, vault *secrets.Vault) (*running, error) {
+	base, err := url.Parse(u.BaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("upstreams.%s.base_url: %w", name, err)
+	}
+	tr, err := upstream.Transport(u.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("upstreams.%s.%w", name, err)
+	}
+	if d.opt.ExtraRootsPEM != nil {
+		tr.TLSClientConfig.RootCAs.AppendCertsFromPEM(d.opt.ExtraRootsPEM)
+	}
+	ad, err := upstream.New(u, upstream.TokenClient(tr, u.TokenTimeout.Duration))
+	if err != nil {
+		return nil, fmt.Errorf("upstreams.%s.type: %w", name, err)
+	}
+	src, err := d.opt.OpenSource(u.Credentials, vault)
+	if err != nil {
+		return nil, fmt.Errorf("upstreams.%s.credentials: %w", name, err)
+	}
+	log := d.log.With(zap.String("upstream", name))
+	kind, _, _ := config.ParseRef(u.Credentials)
+	w := secrets.NewWatch(src, u.Type, u.Credentials, cfg.PollInterval(kind))
+	cache := broker.New(name, ad, broker.Options{
+		RefreshFraction: u.RefreshFraction,
+		FetchTimeout:    u.TokenTimeout.Duration,
+		OnRefused:       w.Kick,
+		Metrics:         d.metrics,
+		Log:             log.Named("broker"),
+	})
+	w.OnChange = func(c secrets.Credentials) {
+		log.Info("credentials loaded", zap.String("credentials", u.Credentials), zap.String("version", c.Version()))
+		cache.SetCredentials(c)
+	}
+	w.OnError = func(err error) {
+		log.Warn("credentials unavailable; keeping the last good ones if any", zap.String("credentials", u.Credentials), zap.Error(err))
+		cache.SetCredentialsError(err)
+	}
+	w.OnRead = d.metrics.SecretRead
+	r := &running{
+		cfg:   u,
+		vault: vault,
+		cache: cache,
+		watch: w,
+		route: &proxy.Route{Name: name, Base: base, Adapter: ad, Tokens: cache, Transport: tr,
+			Timeout: u.Timeout.Duration, ReplayMaxBytes: u.ReplayMaxBytes},
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r.stop = cancel
+	r.wg.Add(1)
+	go func() { defer r.wg.Done(); w.Run(ctx) }()
+	return r, nil
+}
+
+// close stops the upstream's goroutines and idle connections.
+func (r *running) close() {
+	r.stop()
+	r.wg.Wait()
+	r.cache.Close()
+	if t, ok := r.route.Transport.(interface{ CloseIdleConnections() }); ok {
+		t.CloseIdleConnections()
+	}
+}

@@ -1,0 +1,275 @@
+// Package proxy owns the data plane: it maps a caller's plain-HTTP request
+// to one configured upstream (by route name, or by host in forward-proxy
+// mode), strips whatever credentials the caller sent, injects the upstream's
+// own, replays once after a 401, and answers its own failures in the shape
+// CONTRACT.md §4 fixes.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/tokenproxy/tokenproxy/internal/broker"
+	"github.com/tokenproxy/tokenproxy/internal/metrics"
+	"github.com/tokenproxy/tokenproxy/internal/upstream"
+)
+
+// Tokens is the part of broker.Cache the data plane uses.
+type Tokens interface {
+	Token(ctx context.Context) (broker.Token, error)
+	Invalidate(gen uint64) bool
+}
+
+// Route is one upstream as the data plane sees it.
+type Route struct {
+	Name           string
+	Base           *url.URL // base_url
+	Adapter        upstream.Adapter
+	Tokens         Tokens
+	Transport      http.RoundTripper // for API calls to Base's host
+	Timeout        time.Duration     // until the response headers arrive
+	ReplayMaxBytes int64             // largest body kept for a replay after 401
+}
+
+// basePath is Base's escaped path without a trailing slash.
+func (rt *Route) basePath() string { return strings.TrimSuffix(rt.Base.EscapedPath(), "/") }
+
+// Table is the set of routes in force; a reload swaps in a new one.
+type Table struct {
+	byName map[string]*Route
+}
+
+// NewTable indexes routes by name.
+func NewTable(routes []*Route) *Table {
+	t := &Table{byName: map[string]*Route{}}
+	for _, r := range routes {
+		t.byName[r.Name] = r
+	}
+	return t
+}
+
+// Handler is the data plane's http.Handler.
+type Handler struct {
+	table   atomic.Pointer[Table]
+	listen  string // the configured listen address, for Location rewriting
+	rp      *httputil.ReverseProxy
+	metrics *metrics.Metrics
+	log     *zap.Logger
+}
+
+// New returns a Handler serving t. listen is the data plane's configured
+// address (host:port).
+func New(t *Table, listen string, m *metrics.Metrics, log *zap.Logger) *Handler {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	h := &Handler{listen: listen, metrics: m, log: log}
+	h.table.Store(t)
+	h.rp = &httputil.ReverseProxy{
+		// Rewrite, not Director: it runs after the hop-by-hop headers are
+		// removed, so "Connection: Authorization" cannot strip what is injected.
+		Rewrite:        rewrite,
+		Transport:      &injector{metrics: m},
+		ModifyResponse: h.modifyResponse,
+		ErrorHandler:   h.proxyError,
+		BufferPool:     bufferPool{},
+		ErrorLog:       zap.NewStdLog(log),
+	}
+	return h
+}
+
+// SetTable makes t the routes in force for requests that start from now on.
+func (h *Handler) SetTable(t *Table) { h.table.Store(t) }
+
+// exchange is what one caller request carries through the proxy.
+type exchange struct {
+	route    *Route
+	target   *url.URL
+	local    string // scheme://host of this proxy as the caller reached it
+	replayed bool
+}
+
+type ctxKey struct{}
+
+func exchangeOf(ctx context.Context) *exchange {
+	x, _ := ctx.Value(ctxKey{}).(*exchange)
+	return x
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	sw := &statusWriter{ResponseWriter: w}
+	x := &exchange{}
+	defer func() { h.finish(r, x, sw.status(), start) }()
+
+	if len(r.TransferEncoding) > 0 {
+		// net/http drops a Content-Length sent beside Transfer-Encoding and
+		// reads the chunked body; RFC 9112 §6.1 then wants the connection
+		// closed after the response, so that nothing smuggled can follow.
+		w.Header().Set("Connection", "close")
+	}
+	if r.Method == http.MethodConnect {
+		writeError(sw, http.StatusMethodNotAllowed, "connect_not_supported", "CONNECT is not supported: send plain HTTP to tokenproxy, which speaks HTTPS to the upstream", "")
+		return
+	}
+	var err *Error
+	if r.URL.IsAbs() {
+		x.route, x.target, err = h.table.Load().forward(r)
+	} else {
+		x.route, x.target, err = h.table.Load().byRoute(r)
+	}
+	if err != nil {
+		if x.route != nil {
+			err.Upstream = x.route.Name
+		}
+		err.write(sw)
+		return
+	}
+	x.local = h.localOrigin(r)
+	h.rp.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), ctxKey{}, x)))
+}
+
+// finish logs one line per request and counts it.
+func (h *Handler) finish(r *http.Request, x *exchange, status int, start time.Time) {
+	d := time.Since(start)
+	name := ""
+	if x.route != nil {
+		name = x.route.Name
+	}
+	h.metrics.Request(name, status, d)
+	token := "fresh"
+	if x.replayed {
+		token = "replayed"
+	}
+	h.log.Info("request",
+		zap.String("upstream", name),
+		zap.String("method", r.Method),
+		zap.String("path", logPath(r)),
+		zap.Int("status", status),
+		zap.Duration("duration", d),
+		zap.String("token", token))
+}
+
+// logPath is the request path without its query, which may hold anything.
+func logPath(r *http.Request) string {
+	if r.URL.IsAbs() {
+		return r.URL.Scheme + "://" + r.URL.Host + r.URL.EscapedPath()
+	}
+	return r.URL.EscapedPath()
+}
+
+// localOrigin is how the caller reaches this proxy, for rewriting Location:
+// the configured listen address, or the request's Host when the proxy
+// listens on every interface.
+func (h *Handler) localOrigin(r *http.Request) string {
+	host, _, err := net.SplitHostPort(h.listen)
+	if err == nil && host != "" && host != "0.0.0.0" && host != "::" {
+		return "http://" + h.listen
+	}
+	return "http://" + r.Host
+}
+
+// rewrite points the outbound request at the route's target and removes
+// every credential the caller sent; the injector adds the upstream's own.
+func rewrite(pr *httputil.ProxyRequest) {
+	x := exchangeOf(pr.In.Context())
+	pr.Out.URL = x.target
+	pr.Out.Host = "" // the target's host, never the caller's Host header
+	pr.Out.RequestURI = ""
+	for _, k := range append([]string{"Authorization", "Proxy-Authorization", "Forwarded"}, x.route.Adapter.KeyHeaders()...) {
+		pr.Out.Header.Del(k)
+	}
+	// Rewrite already drops X-Forwarded-For/-Host/-Proto from the caller.
+}
+
+// modifyResponse rewrites a Location on the upstream's own origin to the
+// matching local URL. Redirects are never followed.
+func (h *Handler) modifyResponse(resp *http.Response) error {
+	x := exchangeOf(resp.Request.Context())
+	if loc := resp.Header.Get("Location"); loc != "" {
+		if local, ok := localLocation(x.route, x.target, loc, x.local); ok {
+			resp.Header.Set("Location", local)
+		}
+	}
+	return nil
+}
+
+// proxyError maps a failure of the round trip to the contract's errors.
+func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	x := exchangeOf(r.Context())
+	name := x.route.Name
+	var be *broker.Error
+	switch {
+	case errors.As(err, &be):
+		status := http.StatusServiceUnavailable
+		if be.Code == broker.CodeTokenEndpoint {
+			status = http.StatusBadGateway
+		}
+		e := &Error{Status: status, Code: be.Code, Msg: be.Msg, Upstream: name, RetryAfter: be.RetryAfter}
+		e.write(w)
+	case errors.Is(err, errHeaderTimeout):
+		writeError(w, http.StatusGatewayTimeout, "upstream_timeout", name+": the upstream did not answer within "+x.route.Timeout.String(), name)
+	case r.Context().Err() != nil:
+		// The caller went away; nobody reads an answer (logged as 499).
+	default:
+		h.log.Warn("upstream unreachable", zap.String("upstream", name), zap.String("host", x.target.Host), zap.Error(err))
+		writeError(w, http.StatusBadGateway, "upstream_unreachable", name+": cannot reach "+x.target.Host+": "+shortError(err), name)
+	}
+}
+
+// shortError drops the URL a *url.Error carries: the query may hold anything.
+func shortError(err error) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	return err.Error()
+}
+
+// statusWriter remembers the status written, for the log and metrics.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.code == 0 && code >= 200 {
+		s.code = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(b []byte) (int, error) {
+	if s.code == 0 {
+		s.code = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+func (s *statusWriter) status() int {
+	if s.code == 0 {
+		return 499
+	}
+	return s.code
+}
+
+// Unwrap lets http.ResponseController reach Flush and deadlines.
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// bufferPool recycles ReverseProxy's copy buffers.
+type bufferPool struct{}
+
+var buffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (bufferPool) Get() []byte  { return *buffers.Get().(*[]byte) }
+func (bufferPool) Put(b []byte) { buffers.Put(&b) }

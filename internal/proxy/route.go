@@ -1,0 +1,187 @@
+package proxy
+
+import (
+	"net/http"
+	"net/url"
+	"sort"
+	"strings"
+)
+
+// byRoute maps http://{listen}/{name}/{rest} to {base_url}/{rest}. The path
+// and query are taken from the request line as the caller wrote them, so
+// that they reach the upstream byte for byte; the Host header plays no part.
+func (t *Table) byRoute(r *http.Request) (*Route, *url.URL, *Error) {
+	path, query, _ := strings.Cut(r.RequestURI, "?")
+	if !strings.HasPrefix(path, "/") {
+		return nil, nil, badRequest("the request target must start with /")
+	}
+	name, rest, hasRest := strings.Cut(path[1:], "/")
+	rt := t.byName[name]
+	if rt == nil {
+		return nil, nil, &Error{Status: http.StatusNotFound, Code: "unknown_upstream",
+			Msg: "no upstream is named " + quoteName(name) + "; requests go to /{upstream}/{path}"}
+	}
+	target := rt.basePath()
+	if hasRest {
+		target += "/" + rest
+	}
+	if target == "" {
+		target = "/"
+	}
+	u, err := rt.targetURL(target, query)
+	if err != nil {
+		return rt, nil, err
+	}
+	return rt, u, nil
+}
+
+// forward handles a request in absolute form (a client that uses tokenproxy
+// as its HTTP_PROXY): the host must be an upstream's base_url host, and the
+// path, forwarded as written, must lie under that base_url's path.
+func (t *Table) forward(r *http.Request) (*Route, *url.URL, *Error) {
+	if r.URL.Scheme != "http" && r.URL.Scheme != "https" {
+		return nil, nil, badRequest("only http URLs can be proxied")
+	}
+	path, query, _ := strings.Cut(r.RequestURI[len(r.URL.Scheme)+3+len(r.URL.Host):], "?")
+	if path == "" {
+		path = "/"
+	}
+	var hostMatch *Route
+	for _, rt := range t.sorted() {
+		if !sameHost(rt.Base, r.URL) {
+			continue
+		}
+		hostMatch = rt
+		base := rt.basePath()
+		if path == base || strings.HasPrefix(path, base+"/") {
+			u, err := rt.targetURL(path, query)
+			return rt, u, err
+		}
+	}
+	if hostMatch != nil {
+		return hostMatch, nil, &Error{Status: http.StatusForbidden, Code: "path_not_allowed",
+			Msg: "the path lies outside the upstream's base_url path " + hostMatch.basePath() + "/"}
+	}
+	return nil, nil, &Error{Status: http.StatusForbidden, Code: "host_not_allowed",
+		Msg: "no upstream is configured for host " + quoteName(r.URL.Hostname())}
+}
+
+// sorted returns the routes with the longest base path first, so that a
+// forward-proxy request picks the most specific upstream of a shared host.
+func (t *Table) sorted() []*Route {
+	rs := make([]*Route, 0, len(t.byName))
+	for _, rt := range t.byName {
+		rs = append(rs, rt)
+	}
+	sort.Slice(rs, func(i, j int) bool {
+		if a, b := len(rs[i].basePath()), len(rs[j].basePath()); a != b {
+			return a > b
+		}
+		return rs[i].Name < rs[j].Name
+	})
+	return rs
+}
+
+// sameHost matches hosts by name; where base names an explicit port the
+// request must name that port too, and where it names none the request may
+// name none or a default port.
+func sameHost(base, req *url.URL) bool {
+	if !strings.EqualFold(base.Hostname(), req.Hostname()) {
+		return false
+	}
+	if p := base.Port(); p != "" {
+		return req.Port() == p
+	}
+	switch req.Port() {
+	case "", "80", "443":
+		return true
+	}
+	return false
+}
+
+// targetURL builds the outbound URL on rt's base from an escaped path
+// (starting with /) and a raw query. It refuses paths that could step
+// outside the base path at the upstream: dot segments, empty segments (//),
+// and segments that decode to a slash, a backslash or a control character.
+func (rt *Route) targetURL(escapedPath, rawQuery string) (*url.URL, *Error) {
+	segs := strings.Split(escapedPath, "/")[1:]
+	for i, seg := range segs {
+		if seg == "" && i < len(segs)-1 {
+			return nil, badRequest("the path has an empty segment (//)")
+		}
+		if err := checkSegment(seg); err != nil {
+			return nil, err
+		}
+	}
+	p, err := url.PathUnescape(escapedPath)
+	if err != nil {
+		return nil, badRequest("the path has a malformed percent-encoding")
+	}
+	return &url.URL{Scheme: rt.Base.Scheme, Host: rt.Base.Host, Path: p, RawPath: escapedPath, RawQuery: rawQuery}, nil
+}
+
+func checkSegment(seg string) *Error {
+	d, err := url.PathUnescape(seg)
+	switch {
+	case err != nil:
+		return badRequest("the path has a malformed percent-encoding")
+	case d == "." || d == "..":
+		return badRequest("the path has a dot segment (. or ..)")
+	case strings.ContainsAny(d, "/\\"):
+		return badRequest("the path has an encoded slash or a backslash")
+	case strings.IndexFunc(d, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0:
+		return badRequest("the path has a control character")
+	}
+	return nil
+}
+
+// localLocation rewrites a Location on the upstream's origin and under its
+// base path to the local URL that reaches the same place through the proxy.
+func localLocation(rt *Route, sent *url.URL, loc, local string) (string, bool) {
+	u, err := sent.Parse(loc)
+	if err != nil || !strings.EqualFold(u.Scheme, rt.Base.Scheme) || !sameOrigin(u, rt.Base) {
+		return "", false
+	}
+	base := rt.basePath()
+	p := u.EscapedPath()
+	if p != base && !strings.HasPrefix(p, base+"/") {
+		return "", false
+	}
+	out := local + "/" + rt.Name + strings.TrimPrefix(p, base)
+	if u.RawQuery != "" {
+		out += "?" + u.RawQuery
+	}
+	if u.Fragment != "" {
+		out += "#" + u.EscapedFragment()
+	}
+	return out, true
+}
+
+// sameOrigin compares host and effective port.
+func sameOrigin(a, b *url.URL) bool {
+	return strings.EqualFold(a.Hostname(), b.Hostname()) && port(a) == port(b)
+}
+
+func port(u *url.URL) string {
+	if p := u.Port(); p != "" {
+		return p
+	}
+	if strings.EqualFold(u.Scheme, "http") {
+		return "80"
+	}
+	return "443"
+}
+
+// quoteName shows a caller-supplied name in a message, bounded and without
+// anything that could break a log line.
+func quoteName(s string) string {
+	if len(s) > 64 {
+		s = s[:64] + "..."
+	}
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || r == '"' {
+			return '?'
+		}
+		return r
+	}, `"`+s+`"`)
+}
