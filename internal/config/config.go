@@ -132,11 +132,11 @@ func parse(b []byte) (*Config, Problems) {
 		}
 		return nil, Problems{{Path: "(file)", Msg: "not valid YAML: " + err.Error()}}
 	}
+	if root.Content[0].Kind != yaml.MappingNode {
+		return nil, Problems{{Path: "(file)", Msg: "must be a mapping of settings"}}
+	}
 	var ps Problems
 	checkNode(&ps, "", root.Content[0], typeOfConfig)
-	if root.Content[0].Kind != yaml.MappingNode {
-		return nil, ps
-	}
 	cfg := &Config{}
 	// Decoding skips unknown keys and leaves mistyped values at zero; both
 	// are already in ps, and the rest is still worth validating.

@@ -45,7 +45,8 @@ func (c *Config) Validate() Problems {
 		checkURL(&ps, p+".base_url", u.BaseURL)
 		if u.TokenURL == "" && u.Type == "prodoscore" {
 			ps.add(p+".token_url", "required for type prodoscore (its token endpoint is on another host)")
-		} else if u.TokenURL != "" {
+		} else if u.TokenURL != DefaultTokenURL(u.Type, u.BaseURL) {
+			// A derived token_url has the base_url's problems, already reported.
 			checkURL(&ps, p+".token_url", u.TokenURL)
 		}
 		if u.Type == "hgem" && u.Scope != "" && !slices.Contains(strings.Fields(u.Scope), "hgem-results-api") {

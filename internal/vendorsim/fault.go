@@ -85,7 +85,9 @@ func (s *Server) serveFault(w http.ResponseWriter, r *http.Request, f *Fault, re
 		case <-release:
 			return false // the fault was cleared or replaced: answer normally
 		case <-r.Context().Done():
-			return true // the client is gone; nobody reads an answer
+			// The client is gone. Abort rather than return: returning would
+			// send an empty 200 that a client closing its end may still read.
+			panic(http.ErrAbortHandler)
 		case <-s.closed:
 			s.writeError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "simulator closed")
 			return true
