@@ -42,9 +42,17 @@ func (t *Table) forward(r *http.Request) (*Route, *url.URL, *Error) {
 	if r.URL.Scheme != "http" && r.URL.Scheme != "https" {
 		return nil, nil, badRequest("only http URLs can be proxied")
 	}
-	path, query, _ := strings.Cut(r.RequestURI[len(r.URL.Scheme)+3+len(r.URL.Host):], "?")
-	if path == "" {
-		path = "/"
+	if r.URL.User != nil {
+		return nil, nil, badRequest("the URL must not carry user info")
+	}
+	// The path and query as written: what follows the authority.
+	_, rest, _ := strings.Cut(r.RequestURI, "://")
+	path, query := "/", ""
+	if i := strings.IndexAny(rest, "/?"); i >= 0 {
+		path, query, _ = strings.Cut(rest[i:], "?")
+		if path == "" {
+			path = "/"
+		}
 	}
 	var hostMatch *Route
 	for _, rt := range t.sorted() {

@@ -1,0 +1,178 @@
+package proxy
+
+import (
+	"net/http"
+	"net/url"
+	"path"
+	"strings"
+	"testing"
+)
+
+func table(t testing.TB, bases map[string]string) *Table {
+	var routes []*Route
+	for name, base := range bases {
+		u, err := url.Parse(base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		routes = append(routes, &Route{Name: name, Base: u})
+	}
+	return NewTable(routes)
+}
+
+// request builds a server-side request as net/http would from a request line.
+func request(t testing.TB, target string) *http.Request {
+	u, err := url.ParseRequestURI(target)
+	if err != nil {
+		t.Skip("net/http would refuse this request target")
+	}
+	return &http.Request{Method: "GET", URL: u, RequestURI: target, Host: "127.0.0.1:8080"}
+}
+
+func TestByRoute(t *testing.T) {
+	tb := table(t, map[string]string{"hgem": "https://results-api.hgem.com", "ins": "https://t.inspera.com/api/", "p": "https://h.example:8443/v1"})
+	cases := []struct {
+		target, want, code string
+	}{
+		{"/hgem/api/visits?page=2&x=%2F", "https://results-api.hgem.com/api/visits?page=2&x=%2F", ""},
+		{"/hgem", "https://results-api.hgem.com/", ""},
+		{"/hgem/", "https://results-api.hgem.com/", ""},
+		{"/ins/v1/test/1", "https://t.inspera.com/api/v1/test/1", ""},
+		{"/ins", "https://t.inspera.com/api", ""},
+		{"/p/a%20b/c", "https://h.example:8443/v1/a%20b/c", ""},
+		{"/p/trailing/", "https://h.example:8443/v1/trailing/", ""},
+		{"/nope/x", "", "unknown_upstream"},
+		{"//evil.com/x", "", "unknown_upstream"},
+		{"/hgem/../admin", "", "bad_request"},
+		{"/hgem/a/%2e%2e/b", "", "bad_request"},
+		{"/hgem/a/%2E./b", "", "bad_request"},
+		{"/hgem/.", "", "bad_request"},
+		{"/hgem/a%2Fb", "", "bad_request"},
+		{"/hgem/a%5Cb", "", "bad_request"},
+		{"/hgem/a\\b", "", "bad_request"},
+		{"/hgem//evil.com/x", "", "bad_request"},
+		{"/hgem/a%00b", "", "bad_request"},
+		{"/hgem/a%zz", "", "bad_request"},
+		{"/hgem/@evil.com", "https://results-api.hgem.com/@evil.com", ""},
+	}
+	for _, c := range cases {
+		rt, u, err := tb.byRoute(request(t, c.target))
+		switch {
+		case c.code != "" && (err == nil || err.Code != c.code):
+			t.Errorf("%s: got %v %v, want %s", c.target, u, err, c.code)
+		case c.code == "" && err != nil:
+			t.Errorf("%s: %v", c.target, err)
+		case c.code == "" && u.String() != c.want:
+			t.Errorf("%s: target %s, want %s", c.target, u, c.want)
+		case c.code == "" && rt == nil:
+			t.Errorf("%s: no route", c.target)
+		}
+	}
+}
+
+func TestForward(t *testing.T) {
+	tb := table(t, map[string]string{
+		"hgem": "https://results-api.hgem.com",
+		"p":    "https://h.example:8443/v1",
+		"p2":   "https://h.example:8443/v1/special",
+	})
+	cases := []struct {
+		target, route, want, code string
+	}{
+		{"http://results-api.hgem.com/api/visits?a=1", "hgem", "https://results-api.hgem.com/api/visits?a=1", ""},
+		{"http://RESULTS-API.hgem.com:80/x", "hgem", "https://results-api.hgem.com/x", ""},
+		{"http://results-api.hgem.com:8080/x", "", "", "host_not_allowed"},
+		{"http://h.example:8443/v1/x", "p", "https://h.example:8443/v1/x", ""},
+		{"http://h.example:8443/v1/special/x", "p2", "https://h.example:8443/v1/special/x", ""},
+		{"http://h.example/v1/x", "", "", "host_not_allowed"},
+		{"http://h.example:8443/v2/x", "", "", "path_not_allowed"},
+		{"http://h.example:8443/v1x", "", "", "path_not_allowed"},
+		{"http://h.example:8443/v1/../v2", "", "", "bad_request"},
+		{"http://evil.com/x", "", "", "host_not_allowed"},
+		{"http://results-api.hgem.com@evil.com/x", "", "", "bad_request"},
+		{"http://evil.com@results-api.hgem.com/x", "", "", "bad_request"},
+		{"http://results-api.hgem.com?q=1", "hgem", "https://results-api.hgem.com/?q=1", ""},
+		{"ftp://results-api.hgem.com/x", "", "", "bad_request"},
+	}
+	for _, c := range cases {
+		rt, u, err := tb.forward(request(t, c.target))
+		switch {
+		case c.code != "" && (err == nil || err.Code != c.code):
+			t.Errorf("%s: got %v %v, want %s", c.target, u, err, c.code)
+		case c.code == "" && err != nil:
+			t.Errorf("%s: %v", c.target, err)
+		case c.code == "" && (u.String() != c.want || rt.Name != c.route):
+			t.Errorf("%s: %s via %s, want %s via %s", c.target, u, rt.Name, c.want, c.route)
+		}
+	}
+}
+
+func TestLocalLocation(t *testing.T) {
+	base, _ := url.Parse("https://api.example/v1")
+	rt := &Route{Name: "up", Base: base}
+	sent, _ := url.Parse("https://api.example/v1/items?x=1")
+	cases := []struct{ loc, want string }{
+		{"https://api.example/v1/items/2?y=1", "http://127.0.0.1:8080/up/items/2?y=1"},
+		{"https://API.example:443/v1", "http://127.0.0.1:8080/up"},
+		{"/v1/next", "http://127.0.0.1:8080/up/next"},
+		{"next", "http://127.0.0.1:8080/up/next"},
+		{"https://api.example/other", ""},       // outside the base path
+		{"http://api.example/v1/x", ""},         // another scheme is another origin
+		{"https://api.example:8443/v1/x", ""},   // another port too
+		{"https://storage.example/blob?sig", ""}, // another host: passed through
+	}
+	for _, c := range cases {
+		got, ok := localLocation(rt, sent, c.loc, "http://127.0.0.1:8080")
+		if (c.want == "") == ok || got != c.want {
+			t.Errorf("%s: %q %v, want %q", c.loc, got, ok, c.want)
+		}
+	}
+}
+
+// FuzzByRoute: whatever the request target, an accepted request goes to the
+// configured host, under the base path, without a dot segment.
+func FuzzByRoute(f *testing.F) {
+	for _, s := range []string{"/hgem/api/visits?x=1", "/hgem/../x", "/hgem/%2e%2e/x", "/hgem//h/x", "/hgem/a%2Fb", "/hgem/%252e%252e/", "/hgem/a/./b"} {
+		f.Add(s)
+	}
+	tb := table(f, map[string]string{"hgem": "https://results-api.hgem.com/base"})
+	f.Fuzz(func(t *testing.T, target string) {
+		_, u, err := tb.byRoute(request(t, target))
+		if err != nil {
+			return
+		}
+		if u.Scheme != "https" || u.Host != "results-api.hgem.com" {
+			t.Fatalf("%q went to %s://%s", target, u.Scheme, u.Host)
+		}
+		if u.Path != "/base" && !strings.HasPrefix(u.Path, "/base/") {
+			t.Fatalf("%q left the base path: %q", target, u.Path)
+		}
+		if clean := path.Clean(u.Path); clean != strings.TrimSuffix(u.Path, "/") && clean != u.Path {
+			t.Fatalf("%q reaches %q, which a server would clean to %q", target, u.Path, clean)
+		}
+		if strings.ContainsAny(u.Path, "\\\x00") {
+			t.Fatalf("%q reaches %q", target, u.Path)
+		}
+	})
+}
+
+// FuzzForward: an accepted absolute-form request goes to the host of the
+// route it matched, under that route's base path.
+func FuzzForward(f *testing.F) {
+	for _, s := range []string{"http://a.example/base/x", "http://a.example:443/base/../x", "http://b.example:8443/y?z", "http://a.example@b.example/base"} {
+		f.Add(s)
+	}
+	tb := table(f, map[string]string{"a": "https://a.example/base", "b": "https://b.example:8443"})
+	f.Fuzz(func(t *testing.T, target string) {
+		rt, u, err := tb.forward(request(t, target))
+		if err != nil {
+			return
+		}
+		if u.Host != rt.Base.Host || u.Scheme != "https" {
+			t.Fatalf("%q went to %s via %s", target, u.Host, rt.Name)
+		}
+		if base := rt.basePath(); u.EscapedPath() != base && !strings.HasPrefix(u.EscapedPath(), base+"/") {
+			t.Fatalf("%q left %s's base path: %q", target, rt.Name, u.EscapedPath())
+		}
+	})
+}
