@@ -116,9 +116,9 @@ func TestLocalLocation(t *testing.T) {
 		{"https://API.example:443/v1", "http://127.0.0.1:8080/up"},
 		{"/v1/next", "http://127.0.0.1:8080/up/next"},
 		{"next", "http://127.0.0.1:8080/up/next"},
-		{"https://api.example/other", ""},       // outside the base path
-		{"http://api.example/v1/x", ""},         // another scheme is another origin
-		{"https://api.example:8443/v1/x", ""},   // another port too
+		{"https://api.example/other", ""},        // outside the base path
+		{"http://api.example/v1/x", ""},          // another scheme is another origin
+		{"https://api.example:8443/v1/x", ""},    // another port too
 		{"https://storage.example/blob?sig", ""}, // another host: passed through
 	}
 	for _, c := range cases {
