@@ -7,6 +7,7 @@ package secrets
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"sort"
 	"strings"
@@ -66,7 +67,10 @@ func (c Credentials) Format(f fmt.State, _ rune) { fmt.Fprint(f, c.String()) }
 
 // MarshalJSON writes only the key names and version.
 func (c Credentials) MarshalJSON() ([]byte, error) {
-	return fmt.Appendf(nil, "{\"version\":%q,\"keys\":%q}", c.version, c.Keys()), nil
+	return json.Marshal(struct {
+		Version string   `json:"version"`
+		Keys    []string `json:"keys"`
+	}{c.version, c.Keys()})
 }
 
 // Fingerprint is a short hash of the content, used as the version of sources

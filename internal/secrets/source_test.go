@@ -1,0 +1,196 @@
+package secrets
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+const canaryValue = "CANARY-value-7f3a"
+
+func TestCredentialsNeverPrintValues(t *testing.T) {
+	c := NewCredentials(map[string]string{"client_id": canaryValue, "client_secret": canaryValue}, "")
+	j, _ := json.Marshal(c)
+	for _, s := range []string{fmt.Sprint(c), fmt.Sprintf("%v %+v %#v %s %q", c, c, c, c, c), string(j), c.String()} {
+		if strings.Contains(s, canaryValue) || !strings.Contains(s, "client_secret") {
+			t.Fatalf("printed %q", s)
+		}
+	}
+	if !strings.HasPrefix(c.Version(), "sha256:") || c.Version() != NewCredentials(map[string]string{"client_secret": canaryValue, "client_id": canaryValue}, "").Version() {
+		t.Fatalf("fingerprint %q is not stable", c.Version())
+	}
+	if c.Version() == NewCredentials(map[string]string{"client_id": canaryValue, "client_secret": "other"}, "").Version() {
+		t.Fatal("a changed value kept its fingerprint")
+	}
+}
+
+func TestCheck(t *testing.T) {
+	cases := []struct {
+		values map[string]string
+		want   string
+	}{
+		{map[string]string{"api_key": "k", "client_id": "i", "client_secret": "s", "extra": "x"}, ""},
+		{map[string]string{"client_id": "i"}, "missing key api_key, client_secret"},
+		{map[string]string{"api_key": "", "client_id": "i", "client_secret": "s"}, "missing key api_key"},
+		{map[string]string{"api_key": canaryValue + "\r\nX: y", "client_id": "i", "client_secret": "s"}, "key api_key holds a CR, LF or NUL"},
+		{map[string]string{"api_key": "k", "client_id": "i\x00", "client_secret": "s"}, "key client_id holds"},
+	}
+	for _, c := range cases {
+		err := Check("hgem", NewCredentials(c.values, ""))
+		if (err == nil) != (c.want == "") || (err != nil && (!strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), canaryValue))) {
+			t.Errorf("%v: got %v, want %q", c.values, err, c.want)
+		}
+	}
+}
+
+func TestFileSource(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, text string) string {
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, []byte(text), 0o600)
+		return p
+	}
+	for _, text := range []string{`{"client_id": "a", "client_secret": "b"}`, "client_id: a\nclient_secret: b\n"} {
+		c, err := File(write("c", text)).Read(context.Background())
+		if err != nil || c.Get("client_id") != "a" || c.Get("client_secret") != "b" {
+			t.Fatalf("%q: %v %v", text, c, err)
+		}
+	}
+	c, err := File(write("n.yaml", "client_id: 12345\n")).Read(context.Background())
+	if err != nil || c.Get("client_id") != "12345" {
+		t.Fatalf("a number: %v %v", c, err)
+	}
+	for _, text := range []string{"", "[1, 2]", "client_id: {nested: " + canaryValue + "}", "{" + canaryValue} {
+		_, err := File(write("bad", text)).Read(context.Background())
+		if err == nil || strings.Contains(err.Error(), canaryValue) || !strings.Contains(err.Error(), "file:"+dir) {
+			t.Errorf("%q: %v", text, err)
+		}
+	}
+	if _, err := File(filepath.Join(dir, "absent")).Read(context.Background()); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("absent file: %v", err)
+	}
+}
+
+func TestEnvSource(t *testing.T) {
+	t.Setenv("TPTEST_API_KEY", "k")
+	t.Setenv("TPTEST_CLIENT_ID", "i")
+	t.Setenv("TPTESTX_CLIENT_SECRET", "not mine")
+	c, err := Env("TPTEST").Read(context.Background())
+	if err != nil || c.Get("api_key") != "k" || c.Get("client_id") != "i" || len(c.Keys()) != 2 {
+		t.Fatalf("%v %v", c, err)
+	}
+	if _, err := Env("TPNONE").Read(context.Background()); err == nil || !strings.Contains(err.Error(), "TPNONE_") {
+		t.Fatalf("no variables: %v", err)
+	}
+}
+
+func TestOpen(t *testing.T) {
+	for ref, kind := range map[string]string{"file:/x": "file", "env:X": "env"} {
+		s, err := Open(ref, nil)
+		if err != nil || s.Kind() != kind {
+			t.Errorf("%s: %v %v", ref, s, err)
+		}
+	}
+	if _, err := Open("vault:secret/x", nil); err == nil {
+		t.Error("vault reference without a vault")
+	}
+	if _, err := Open(canaryValue, nil); err == nil || strings.Contains(err.Error(), canaryValue) {
+		t.Errorf("a value as reference: %v", err)
+	}
+}
+
+// scripted is a Source whose answers a test sets.
+type scripted struct {
+	mu    sync.Mutex
+	reads int
+	next  func() (Credentials, error)
+}
+
+func (s *scripted) Kind() string { return "file" }
+func (s *scripted) Read(context.Context) (Credentials, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.reads++
+	return s.next()
+}
+
+func (s *scripted) set(f func() (Credentials, error)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.next = f
+}
+
+func (s *scripted) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.reads
+}
+
+func good(version string) func() (Credentials, error) {
+	return func() (Credentials, error) {
+		return NewCredentials(map[string]string{"client_id": "i", "client_secret": "s-" + version}, version), nil
+	}
+}
+
+func TestWatch(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := &scripted{next: good("1")}
+		w := NewWatch(src, "prominsight", "file:/c.json", time.Minute)
+		var mu sync.Mutex
+		var changes, errs []string
+		w.OnChange = func(c Credentials) { mu.Lock(); changes = append(changes, c.Version()); mu.Unlock() }
+		w.OnError = func(err error) { mu.Lock(); errs = append(errs, err.Error()); mu.Unlock() }
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { w.Run(ctx); close(done) }()
+		synctest.Wait()
+
+		// Same version at each poll: no change reported.
+		time.Sleep(3 * time.Minute)
+		synctest.Wait()
+		if src.count() != 4 || len(changes) != 1 {
+			t.Fatalf("after three polls: %d reads, changes %v", src.count(), changes)
+		}
+		// An incomplete secret is reported and does not replace the good one.
+		src.set(func() (Credentials, error) {
+			return NewCredentials(map[string]string{"client_id": "i"}, "2"), nil
+		})
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		if len(changes) != 1 || len(errs) != 1 || !strings.Contains(errs[0], "file:/c.json: missing key client_secret") {
+			t.Fatalf("changes %v, errors %v", changes, errs)
+		}
+		// Failures retry sooner than the poll interval, with backoff.
+		src.set(func() (Credentials, error) { return Credentials{}, errors.New("unreachable") })
+		before := src.count()
+		time.Sleep(30 * time.Second)
+		synctest.Wait()
+		if n := src.count() - before; n < 3 || n > 10 {
+			t.Fatalf("%d retries in 30s after failures", n)
+		}
+		// A kick reads at once (after merging a burst), and a new version is reported.
+		src.set(good("3"))
+		time.Sleep(time.Minute) // back to the poll interval
+		synctest.Wait()
+		src.set(good("4"))
+		before = src.count()
+		for range 5 {
+			w.Kick()
+		}
+		time.Sleep(1100 * time.Millisecond)
+		synctest.Wait()
+		if n := src.count() - before; n != 1 || changes[len(changes)-1] != "4" {
+			t.Fatalf("5 kicks: %d reads, changes %v", n, changes)
+		}
+		cancel()
+		<-done
+	})
+}
