@@ -199,14 +199,6 @@ func (c *fakeClock) Add(d time.Duration) {
 	c.now = c.now.Add(d)
 }
 
-func keys(m map[string]any) []string {
-	var ks []string
-	for k := range m {
-		ks = append(ks, k)
-	}
-	return ks
-}
-
 // jsonEqual reports whether got holds the same JSON value as want, key order aside.
 func jsonEqual(got []byte, want string) bool {
 	var g, w any
