@@ -19,7 +19,6 @@ import (
 // credentials, and its route.
 type running struct {
 	cfg   config.Upstream
-	vault *secrets.Vault // the client its credentials came from, if any
 	cache *broker.Cache
 	watch *secrets.Watch
 	route *proxy.Route
@@ -70,7 +69,6 @@ func (d *Daemon) startUpstream(name string, u config.Upstream, cfg *config.Confi
 	w.OnRead = d.metrics.SecretRead
 	r := &running{
 		cfg:   u,
-		vault: vault,
 		cache: cache,
 		watch: w,
 		route: &proxy.Route{Name: name, Base: base, Adapter: ad, Tokens: cache, Transport: tr,
