@@ -66,7 +66,14 @@ func (d *Daemon) startUpstream(name string, u config.Upstream, cfg *config.Confi
 		log.Warn("credentials unavailable; keeping the last good ones if any", zap.String("credentials", u.Credentials), zap.Error(err))
 		cache.SetCredentialsError(err)
 	}
-	w.OnRead = d.metrics.SecretRead
+	w.OnRead = func(kind string, err error) {
+		d.metrics.SecretRead(kind, err)
+		if err == nil {
+			// Readable again (maybe the same version, which OnChange does
+			// not see): the last read error no longer holds.
+			cache.SetCredentialsError(nil)
+		}
+	}
 	r := &running{
 		cfg:   u,
 		cache: cache,
