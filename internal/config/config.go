@@ -22,6 +22,10 @@ type Config struct {
 	DrainDelay      Duration            `yaml:"drain_delay"`
 	Secrets         Secrets             `yaml:"secrets"`
 	Upstreams       map[string]Upstream `yaml:"upstreams"`
+
+	// ReadHeaderTimeout bounds how long a client may take to send its
+	// request headers, on either listener (slow-header clients).
+	ReadHeaderTimeout Duration `yaml:"read_header_timeout"`
 }
 
 // Secrets says where credentials references are resolved.
@@ -80,6 +84,9 @@ const (
 	DefaultRefreshFraction = 0.75
 	DefaultReplayMaxBytes  = 1 << 20
 )
+
+// DefaultReadHeaderTimeout is read_header_timeout's default.
+const DefaultReadHeaderTimeout = 10 * time.Second
 
 // Duration is a time.Duration written as "30s" in YAML.
 type Duration struct{ time.Duration }
@@ -160,6 +167,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.ShutdownTimeout.Duration == 0 {
 		c.ShutdownTimeout.Duration = DefaultShutdownTimeout
+	}
+	if c.ReadHeaderTimeout.Duration == 0 {
+		c.ReadHeaderTimeout.Duration = DefaultReadHeaderTimeout
 	}
 	if c.Secrets.PollInterval.Duration == 0 {
 		c.Secrets.PollInterval.Duration = DefaultPollInterval

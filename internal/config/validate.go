@@ -29,6 +29,9 @@ func (c *Config) Validate() Problems {
 	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.LogLevel) {
 		ps.add("log_level", "%q is not one of debug, info, warn, error", c.LogLevel)
 	}
+	if c.ReadHeaderTimeout.Duration <= 0 {
+		ps.add("read_header_timeout", "must be positive")
+	}
 	if len(c.Upstreams) == 0 {
 		ps.add("upstreams", "at least one upstream is required")
 	}

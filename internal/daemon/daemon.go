@@ -216,7 +216,7 @@ func (d *Daemon) drain(dataSrv, adminSrv *http.Server, signals <-chan os.Signal)
 func (d *Daemon) server(h http.Handler) *http.Server {
 	return &http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: d.config().ReadHeaderTimeout.Duration,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          zap.NewStdLog(d.log.Named("http")),

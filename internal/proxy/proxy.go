@@ -172,8 +172,13 @@ func logPath(r *http.Request) string {
 // the configured listen address, or the request's Host when the proxy
 // listens on every interface.
 func (h *Handler) localOrigin(r *http.Request) string {
-	host, _, err := net.SplitHostPort(h.listen)
+	host, port, err := net.SplitHostPort(h.listen)
 	if err == nil && host != "" && host != "0.0.0.0" && host != "::" {
+		// Port 0 asks the kernel for a port: "host:0" reaches nothing, the
+		// address this connection came in on does.
+		if a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok && port == "0" {
+			return "http://" + a.String()
+		}
 		return "http://" + h.listen
 	}
 	return "http://" + r.Host
