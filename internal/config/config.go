@@ -70,6 +70,7 @@ type Upstream struct {
 	TokenTimeout    Duration `yaml:"token_timeout"`
 	RefreshFraction float64  `yaml:"refresh_fraction"`
 	ReplayMaxBytes  int64    `yaml:"replay_max_bytes"`
+	MaxConnections  int64    `yaml:"max_connections"`
 }
 
 // Defaults, applied before validation.
@@ -83,6 +84,7 @@ const (
 	DefaultTokenTimeout    = 10 * time.Second
 	DefaultRefreshFraction = 0.75
 	DefaultReplayMaxBytes  = 1 << 20
+	DefaultMaxConnections  = 64
 )
 
 // DefaultReadHeaderTimeout is read_header_timeout's default.
@@ -204,6 +206,9 @@ func (c *Config) applyDefaults() {
 		}
 		if u.ReplayMaxBytes == 0 {
 			u.ReplayMaxBytes = DefaultReplayMaxBytes
+		}
+		if u.MaxConnections == 0 {
+			u.MaxConnections = DefaultMaxConnections
 		}
 		c.Upstreams[name] = u
 	}

@@ -34,6 +34,8 @@ func TestDefaults(t *testing.T) {
 		{"token_timeout", u.TokenTimeout.Duration, 10 * time.Second},
 		{"refresh_fraction", u.RefreshFraction, 0.75},
 		{"replay_max_bytes", u.ReplayMaxBytes, int64(1 << 20)},
+		{"max_connections", u.MaxConnections, int64(64)},
+		{"read_header_timeout", cfg.ReadHeaderTimeout.Duration, 10 * time.Second},
 		{"poll_interval", cfg.PollInterval("file"), time.Minute},
 	}
 	for _, c := range checks {

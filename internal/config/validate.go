@@ -72,6 +72,9 @@ func (c *Config) Validate() Problems {
 		if u.ReplayMaxBytes < 0 {
 			ps.add(p+".replay_max_bytes", "must not be negative")
 		}
+		if u.MaxConnections < 0 {
+			ps.add(p+".max_connections", "must not be negative")
+		}
 	}
 	if usesVault && c.Secrets.Vault == nil {
 		ps.add("secrets.vault", "required: an upstream's credentials start with vault:")

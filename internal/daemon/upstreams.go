@@ -37,6 +37,9 @@ func (d *Daemon) startUpstream(name string, u config.Upstream, cfg *config.Confi
 	if err != nil {
 		return nil, fmt.Errorf("upstreams.%s.%w", name, err)
 	}
+	// A cold start or a 401 storm would otherwise open a connection per
+	// waiting request at once; queue them on a bounded set instead.
+	tr.MaxConnsPerHost = int(u.MaxConnections)
 	if d.opt.ExtraRootsPEM != nil {
 		tr.TLSClientConfig.RootCAs.AppendCertsFromPEM(d.opt.ExtraRootsPEM)
 	}
