@@ -1,8 +1,10 @@
 package upstream
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -41,7 +43,7 @@ func (g *HGEM) Fetch(ctx context.Context, creds secrets.Credentials, _ string) (
 	if base == nil {
 		base = http.DefaultTransport // what a nil Transport means to http.Client
 	}
-	client.Transport = withHeader{base: base, name: "Hgem-Api-Key", value: creds.Get("api_key")}
+	client.Transport = wholeAnswer{withHeader{base: base, name: "Hgem-Api-Key", value: creds.Get("api_key")}}
 	return fromOAuth2(cfg.Token(context.WithValue(ctx, oauth2.HTTPClient, &client)))
 }
 
@@ -66,7 +68,9 @@ func (p *Prodoscore) Fetch(ctx context.Context, creds secrets.Credentials, refre
 		ClientID: creds.Get("client_id"),
 		Endpoint: oauth2.Endpoint{TokenURL: p.TokenURL, AuthStyle: oauth2.AuthStyleInParams},
 	}
-	ctx = context.WithValue(ctx, oauth2.HTTPClient, p.Client)
+	client := *p.Client
+	client.Transport = wholeAnswer{p.Client.Transport}
+	ctx = context.WithValue(ctx, oauth2.HTTPClient, &client)
 	if refresh != "" {
 		tok, err := fromOAuth2(cfg.TokenSource(ctx, &oauth2.Token{RefreshToken: refresh}).Token())
 		var fe *broker.FetchError
@@ -129,4 +133,29 @@ func (w withHeader) RoundTrip(r *http.Request) (*http.Response, error) {
 	r = r.Clone(r.Context())
 	r.Header.Set(w.name, w.value)
 	return w.base.RoundTrip(r)
+}
+
+// wholeAnswer reads a token answer within the round trip. x/oauth2 reads
+// the body itself and reports a failed read as a plain error, which
+// fromOAuth2 could only take for a malformed 200; read here, a connection
+// cut mid-answer or a deadline passing is a transport error like any other
+// (unreachable or timeout, CONTRACT.md §4: 503, not 502).
+type wholeAnswer struct{ base http.RoundTripper } // nil: http.DefaultTransport
+
+func (w wholeAnswer) RoundTrip(r *http.Request) (*http.Response, error) {
+	base := w.base
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	resp, err := base.RoundTrip(r)
+	if err != nil {
+		return nil, err
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxTokenBody))
+	resp.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(b))
+	return resp, nil
 }
