@@ -231,6 +231,16 @@ func TestReplaysOnceAfter401(t *testing.T) {
 			t.Fatalf("%d attempts, want 2 (one replay only)", n)
 		}
 	})
+	t.Run("no new token to replay with", func(t *testing.T) {
+		// The token was revoked and the token endpoint now fails: the caller
+		// learns why, rather than getting a 401 about a token it never saw.
+		v.sim.RevokeAll()
+		v.sim.SetTokenFault(&vendorsim.Fault{Status: 500, Count: 1})
+		wantError(t, get(t, p.data+"/hgem/api/visits"), 502, "token_endpoint_error", "hgem")
+		waitFor(t, 10*time.Second, "recovery after the backoff", func() bool {
+			return get(t, p.data+"/hgem/api/visits").StatusCode == 200
+		})
+	})
 	t.Run("large body is not replayed", func(t *testing.T) {
 		v.sim.RevokeAll()
 		calls := len(v.sim.APIRequests())

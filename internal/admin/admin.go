@@ -118,12 +118,12 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"upstreams": body})
 }
 
-// stamp is an RFC 3339 time, or null when there is none.
+// stamp is an RFC 3339 time to the millisecond, or null when there is none.
 func stamp(t time.Time) *string {
 	if t.IsZero() {
 		return nil
 	}
-	s := t.UTC().Format(time.RFC3339)
+	s := t.UTC().Format("2006-01-02T15:04:05.000Z07:00")
 	return &s
 }
 

@@ -41,10 +41,15 @@ func (in *injector) RoundTrip(req *http.Request) (*http.Response, error) {
 	// replaced it) and try once more with whatever the broker has now.
 	rt.Tokens.Invalidate(tok.Gen)
 	fresh, err := rt.Tokens.Token(req.Context())
-	if err != nil || fresh.Gen == tok.Gen {
-		return resp, nil // no better token: the caller gets the 401
+	if err == nil && fresh.Gen == tok.Gen {
+		return resp, nil // nothing newer to try: the caller gets the 401
 	}
 	drain(resp.Body)
+	if err != nil {
+		// The caller learns why no token can be had (a refusal, an
+		// unreachable token endpoint), not a 401 about a token it never saw.
+		return nil, err
+	}
 	if req.GetBody != nil {
 		if req.Body, err = req.GetBody(); err != nil {
 			return nil, err
