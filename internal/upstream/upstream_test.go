@@ -421,9 +421,8 @@ func TestInsperaTokenFaults(t *testing.T) {
 	}
 }
 
-// A body cut short is a transport failure for every adapter, never a panic.
-// x/oauth2 reports a failed read as a plain error, so HGEM and Prodoscore
-// see it as a malformed answer; the other two as no answer.
+// A body cut short is a transport failure for every adapter (no answer,
+// with the read error as cause), never a malformed answer or a panic.
 func TestFetchTruncatedAnswer(t *testing.T) {
 	for _, kind := range kinds {
 		t.Run(kind, func(t *testing.T) {
@@ -436,8 +435,8 @@ func TestFetchTruncatedAnswer(t *testing.T) {
 				t.Fatalf("Fetch of a truncated answer succeeded: %v", tok)
 			}
 			fe := fetchError(t, err)
-			if fe.Status == 0 && fe.Err == nil {
-				t.Errorf("FetchError %+v has neither a status nor a cause", *fe)
+			if fe.Status != 0 || fe.Err == nil || fe.Malformed {
+				t.Errorf("FetchError %+v: want no status and the read error as cause", *fe)
 			}
 			noSecrets(t, err, goodCreds(kind))
 		})
