@@ -5,7 +5,6 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -19,12 +18,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/tokenproxy/tokenproxy/internal/secrets"
+	"github.com/tokenproxy/tokenproxy/internal/testlog"
 	"github.com/tokenproxy/tokenproxy/internal/vendorsim"
 )
 
@@ -155,7 +154,7 @@ func (e *env) allUpstreams(top ...string) string {
 type proc struct {
 	t       *testing.T
 	cmd     *exec.Cmd
-	out     *syncBuffer
+	out     *testlog.Buffer
 	data    string // http://host:port of the data plane
 	admin   string
 	exited  chan struct{}
@@ -174,7 +173,7 @@ func (e *env) start(cfg string) *proc {
 
 func (e *env) startArgs(args ...string) *proc {
 	e.t.Helper()
-	p := &proc{t: e.t, out: &syncBuffer{}, exited: make(chan struct{})}
+	p := &proc{t: e.t, out: &testlog.Buffer{}, exited: make(chan struct{})}
 	p.cmd = exec.Command(binary, args...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	p.cmd.Env = append(os.Environ(), "GORACE=halt_on_error=1")
@@ -365,22 +364,4 @@ func (e *env) checkNoSecrets() {
 			}
 		}
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the process's writers and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

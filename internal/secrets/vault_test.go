@@ -1,7 +1,6 @@
 package secrets
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -27,6 +26,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/tokenproxy/tokenproxy/internal/config"
+	"github.com/tokenproxy/tokenproxy/internal/testlog"
 	"github.com/tokenproxy/tokenproxy/internal/vaulttest"
 )
 
@@ -519,7 +519,7 @@ func TestVaultSetupScriptAndPolicy(t *testing.T) {
 // vaultHarness is one Vault under test, with what it logged and what it counted.
 type vaultHarness struct {
 	v                           *Vault
-	logs                        *vaultLogBuffer
+	logs                        *testlog.Buffer
 	logins, loginErrs, renewals atomic.Int32
 	secrets                     []string // must never appear in logs or errors
 
@@ -550,7 +550,7 @@ func runVault(t *testing.T, srv *vaulttest.Server, a config.VaultAuth) *vaultHar
 
 func runVaultConfig(t *testing.T, srv *vaulttest.Server, cfg *config.Vault) *vaultHarness {
 	t.Helper()
-	logs := &vaultLogBuffer{}
+	logs := &testlog.Buffer{}
 	core := zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), logs, zapcore.DebugLevel)
 	v, err := NewVault(cfg, zap.New(core))
 	if err != nil {
@@ -731,25 +731,6 @@ func vaultDrain(ch chan error) {
 			return
 		}
 	}
-}
-
-type vaultLogBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *vaultLogBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *vaultLogBuffer) Sync() error { return nil }
-
-func (s *vaultLogBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // vaultTokenReviewer stands in for the Kubernetes API server: Vault's kubernetes

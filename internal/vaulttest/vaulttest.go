@@ -6,7 +6,6 @@
 package vaulttest
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -26,6 +25,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/api"
+	"github.com/tokenproxy/tokenproxy/internal/testlog"
 )
 
 // Version is the Vault release tools/vault/build.sh builds; keep the two in step.
@@ -48,8 +48,8 @@ type Server struct {
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
-	exited chan struct{} // closed when cmd has been waited for
-	out    *lockedWriter // the server's output, for failure reports
+	exited chan struct{}   // closed when cmd has been waited for
+	out    *testlog.Buffer // the server's output, for failure reports
 }
 
 // Binary returns the path of the vault binary the tests use.
@@ -190,7 +190,7 @@ func (s *Server) start() {
 	cmd := exec.Command(s.bin, args...)
 	cmd.Dir = s.home
 	cmd.Env = append(cleanEnv(), "HOME="+s.home)
-	out := &lockedWriter{}
+	out := &testlog.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	setDeathSignal(cmd)
 	if err := cmd.Start(); err != nil {
@@ -267,21 +267,4 @@ func randomHex() string {
 	b := make([]byte, 12)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-type lockedWriter struct {
-	mu sync.Mutex
-	w  bytes.Buffer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
-}
-
-func (l *lockedWriter) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.String()
 }
