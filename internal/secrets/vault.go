@@ -38,7 +38,9 @@ const (
 // Vault reads KV secrets (v1 or v2, detected per mount) and keeps its own
 // Vault token alive, the way Vault Agent's auto-auth does: Run logs in, an
 // api.LifetimeWatcher renews the token, and Run logs in again when renewal
-// ends or a read finds the token refused. Reads never wait for a login.
+// ends or a read finds the token refused. Reads wait for the first login
+// attempt, so that a start does not begin with a spurious failure, and never
+// for a later one.
 //
 // Errors and logs name the address, path and key; never a secret value, a
 // token, a secret_id or a JWT.
@@ -55,6 +57,7 @@ type Vault struct {
 	client  *api.Client   // holds the token; reads and renewals
 	login   *api.Client   // never holds a token; logins only
 	refused chan struct{} // a read answered 403: is the token still good?
+	tried   chan struct{} // closed once the first login attempt has ended
 
 	mu       sync.Mutex
 	notReady error                 // why there is no token to use; nil when logged in
@@ -98,6 +101,7 @@ func NewVault(cfg *config.Vault, log *zap.Logger) (*Vault, error) {
 		log:      log.Named("vault"),
 		http:     conf.HttpClient,
 		refused:  make(chan struct{}, 1),
+		tried:    make(chan struct{}),
 		notReady: errors.New("no login yet"),
 		mounts:   map[string]vaultMount{},
 	}
@@ -146,6 +150,7 @@ func (v *Vault) Run(ctx context.Context) {
 		}
 		if err != nil {
 			v.setNotReady(err)
+			v.triedOnce()
 			failures++
 			wait = min(vaultLoginBackoff<<min(failures-1, 8), vaultMaxLoginBackoff)
 			wait = wait/2 + rand.N(wait/2+1)
@@ -155,6 +160,7 @@ func (v *Vault) Run(ctx context.Context) {
 		failures, wait = 0, 0
 		v.client.SetToken(tok.Auth.ClientToken)
 		v.setNotReady(nil)
+		v.triedOnce()
 		v.log.Info("vault login", v.fields(zap.Int("ttl_seconds", tok.Auth.LeaseDuration), zap.Bool("renewable", tok.Auth.Renewable))...)
 		v.keepAlive(ctx, tok)
 	}
@@ -285,6 +291,13 @@ func (s vaultSecret) Read(ctx context.Context) (Credentials, error) { return s.v
 
 func (v *Vault) read(ctx context.Context, path string) (Credentials, error) {
 	where := "vault:" + path + " at " + v.addr
+	wait := time.NewTimer(vaultTimeout)
+	select {
+	case <-v.tried:
+	case <-ctx.Done():
+	case <-wait.C:
+	}
+	wait.Stop()
 	v.mu.Lock()
 	notReady := v.notReady
 	v.mu.Unlock()
@@ -386,6 +399,16 @@ func (v *Vault) sawError(err error) {
 		case v.refused <- struct{}{}:
 		default:
 		}
+	}
+}
+
+func (v *Vault) triedOnce() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	select {
+	case <-v.tried:
+	default:
+		close(v.tried)
 	}
 }
 

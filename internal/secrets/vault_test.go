@@ -101,16 +101,40 @@ func TestVaultReadsKVv2AndKVv1(t *testing.T) {
 	}
 }
 
-func TestVaultReadBeforeLoginFailsAtOnce(t *testing.T) {
-	srv, _ := startVault(t)
+// A read waits for the first login attempt, so that a start does not begin
+// with a spurious failure; a caller's deadline bounds the wait, and a failed
+// login is reported as such.
+func TestVaultReadWaitsForTheFirstLogin(t *testing.T) {
+	srv, root := startVault(t)
+	vaultPutKV2(t, root, "tokenproxy/hgem", vaultHGEMValues)
 	v, err := NewVault(&config.Vault{Address: srv.Addr(), Auth: vaultTokenAuth(t, srv.RootToken())}, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
 	start := time.Now()
-	_, err = v.Secret("secret/tokenproxy/hgem").Read(context.Background())
-	if err == nil || !strings.Contains(err.Error(), "vault: not logged in: ") || time.Since(start) > time.Second {
-		t.Fatalf("got %v after %s, want an immediate not-logged-in error", err, time.Since(start))
+	_, err = v.Secret("secret/tokenproxy/hgem").Read(ctx)
+	if err == nil || !strings.Contains(err.Error(), "vault: not logged in: ") || time.Since(start) > 2*time.Second {
+		t.Fatalf("before any login: got %v after %s, want not-logged-in once the deadline passed", err, time.Since(start))
+	}
+
+	// With Run started at the same moment, the very first read succeeds.
+	runCtx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { v.Run(runCtx); close(done) }()
+	defer func() { stop(); <-done }()
+	if _, err := v.Secret("secret/tokenproxy/hgem").Read(context.Background()); err != nil {
+		t.Fatalf("first read alongside the first login: %v", err)
+	}
+
+	bad, _ := NewVault(&config.Vault{Address: srv.Addr(), Auth: vaultTokenAuth(t, "not-a-token")}, zap.NewNop())
+	badCtx, stopBad := context.WithCancel(context.Background())
+	badDone := make(chan struct{})
+	go func() { bad.Run(badCtx); close(badDone) }()
+	defer func() { stopBad(); <-badDone }()
+	if _, err := bad.Secret("secret/tokenproxy/hgem").Read(context.Background()); err == nil || !strings.Contains(err.Error(), "vault: not logged in: token login") {
+		t.Fatalf("after a failed first login: %v", err)
 	}
 }
 
