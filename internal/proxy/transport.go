@@ -33,7 +33,7 @@ func (in *injector) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return nil, err
 	}
-	resp, err := in.send(req, rt, func(h http.Header) { rt.Adapter.Inject(h, tok, tok.Creds) })
+	resp, err := in.send(req, rt, func(h http.Header) { rt.Adapter.Inject(h, tok) })
 	if err != nil || resp.StatusCode != http.StatusUnauthorized || !replayable {
 		return resp, err
 	}
@@ -57,7 +57,7 @@ func (in *injector) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	x.replayed = true
 	in.metrics.Replayed(rt.Name)
-	return in.send(req, rt, func(h http.Header) { rt.Adapter.Inject(h, fresh, fresh.Creds) })
+	return in.send(req, rt, func(h http.Header) { rt.Adapter.Inject(h, fresh) })
 }
 
 // send makes one attempt with the given injection, bounding the wait for

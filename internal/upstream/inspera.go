@@ -44,7 +44,7 @@ func parseInspera(resp *http.Response, body []byte) (broker.Token, error) {
 	return broker.Token{AccessToken: t.AccessToken, ExpiresIn: t.ExpiresIn.duration()}, nil
 }
 
-func (i *Inspera) Inject(h http.Header, tok broker.Token, _ secrets.Credentials) { bearer(h, tok) }
+func (i *Inspera) Inject(h http.Header, tok broker.Token) { bearer(h, tok) }
 
 // KeyHeaders: the API key travels only to the token endpoint, but a caller
 // must not be able to send one of its own either.

@@ -47,9 +47,9 @@ func (g *HGEM) Fetch(ctx context.Context, creds secrets.Credentials, _ string) (
 	return fromOAuth2(cfg.Token(context.WithValue(ctx, oauth2.HTTPClient, &client)))
 }
 
-func (g *HGEM) Inject(h http.Header, tok broker.Token, creds secrets.Credentials) {
+func (g *HGEM) Inject(h http.Header, tok broker.Token) {
 	bearer(h, tok)
-	h.Set("Hgem-Api-Key", creds.Get("api_key"))
+	h.Set("Hgem-Api-Key", tok.Creds.Get("api_key"))
 }
 
 func (g *HGEM) KeyHeaders() []string { return []string{"Hgem-Api-Key"} }
@@ -81,7 +81,7 @@ func (p *Prodoscore) Fetch(ctx context.Context, creds secrets.Credentials, refre
 	return fromOAuth2(cfg.PasswordCredentialsToken(ctx, creds.Get("username"), creds.Get("password")))
 }
 
-func (p *Prodoscore) Inject(h http.Header, tok broker.Token, _ secrets.Credentials) { bearer(h, tok) }
+func (p *Prodoscore) Inject(h http.Header, tok broker.Token) { bearer(h, tok) }
 
 func (p *Prodoscore) KeyHeaders() []string { return nil }
 

@@ -66,6 +66,6 @@ func parseProminsight(resp *http.Response, body []byte) (broker.Token, error) {
 	return broker.Token{AccessToken: env.Data.AccessToken, ExpiresIn: env.Data.ExpiresIn.duration()}, nil
 }
 
-func (p *Prominsight) Inject(h http.Header, tok broker.Token, _ secrets.Credentials) { bearer(h, tok) }
+func (p *Prominsight) Inject(h http.Header, tok broker.Token) { bearer(h, tok) }
 
 func (p *Prominsight) KeyHeaders() []string { return nil }

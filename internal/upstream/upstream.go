@@ -25,14 +25,14 @@ import (
 
 	"github.com/tokenproxy/tokenproxy/internal/broker"
 	"github.com/tokenproxy/tokenproxy/internal/config"
-	"github.com/tokenproxy/tokenproxy/internal/secrets"
 )
 
 // Adapter is what the proxy and the broker need from a vendor.
 type Adapter interface {
 	broker.Fetcher
-	// Inject sets the credentials headers of an API call.
-	Inject(h http.Header, tok broker.Token, creds secrets.Credentials)
+	// Inject sets the credentials headers of an API call: the token, and
+	// any vendor key from the credentials the token was minted from.
+	Inject(h http.Header, tok broker.Token)
 	// KeyHeaders are the vendor's credential headers besides Authorization;
 	// a caller's copies are removed before injection.
 	KeyHeaders() []string

@@ -746,10 +746,10 @@ func TestOAuth2Faults(t *testing.T) {
 }
 
 func TestInject(t *testing.T) {
-	tok := broker.Token{AccessToken: "tok-123"}
 	for _, kind := range kinds {
 		t.Run(kind, func(t *testing.T) {
 			c := goodCreds(kind)
+			tok := broker.Token{AccessToken: "tok-123", Creds: credsOf(c)}
 			a := adapterFor(kind, "https://127.0.0.1/token", "", nil)
 			h := http.Header{}
 			h.Add("Authorization", "Basic Y2FsbGVyOnB3")
@@ -757,7 +757,7 @@ func TestInject(t *testing.T) {
 			h.Set("Hgem-Api-Key", "caller-key")
 			h.Set("X-Keep", "yes")
 
-			a.Inject(h, tok, credsOf(c))
+			a.Inject(h, tok)
 
 			singleHeader(t, h, "Authorization", "Bearer tok-123")
 			singleHeader(t, h, "X-Keep", "yes")
@@ -797,7 +797,8 @@ func TestInjectedTokenCallsTheAPI(t *testing.T) {
 				}
 				req.Header.Set("Authorization", "Bearer stale")
 				if inject {
-					a.Inject(req.Header, tok, c)
+					tok.Creds = c
+					a.Inject(req.Header, tok)
 				}
 				resp, err := srv.Client().Do(req)
 				if err != nil {
