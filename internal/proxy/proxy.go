@@ -227,7 +227,7 @@ func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 	case r.Context().Err() != nil:
 		// The caller went away; nobody reads an answer (logged as 499).
 	default:
-		h.log.Warn("upstream unreachable", zap.String("upstream", name), zap.String("host", x.target.Host), zap.Error(err))
+		h.log.Warn("upstream unreachable", zap.String("upstream", name), zap.String("host", x.target.Host), zap.String("error", shortError(err)))
 		writeError(w, http.StatusBadGateway, "upstream_unreachable", name+": cannot reach "+x.target.Host+": "+shortError(err), name)
 	}
 }
