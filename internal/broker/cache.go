@@ -184,7 +184,7 @@ func (c *Cache) Invalidate(gen uint64) bool {
 	}
 	c.tok = Token{}
 	c.opt.Metrics.Reauthed(c.name)
-	c.opt.Metrics.TokenState(c.name, time.Time{}, false)
+	c.opt.Metrics.TokenExpiresAt(c.name, time.Time{})
 	c.opt.Log.Info("token refused by upstream; fetching a new one", zap.Uint64("gen", gen))
 	c.poke()
 	return true
@@ -271,12 +271,12 @@ func (c *Cache) fetch(f *flight, creds secrets.Credentials, refresh string) {
 		}
 	}
 	close(f.done)
-	expiry, ready := c.tok.Expiry, valid(c.tok, now)
+	expiry := c.tok.Expiry
 	c.poke()
 	c.mu.Unlock()
 
 	c.opt.Metrics.TokenFetch(c.name, reason, now.Sub(start))
-	c.opt.Metrics.TokenState(c.name, expiry, ready)
+	c.opt.Metrics.TokenExpiresAt(c.name, expiry)
 	if refused && c.opt.OnRefused != nil {
 		c.opt.OnRefused()
 	}

@@ -74,7 +74,7 @@ func New(cfg *config.Config, path string, opt Options) (*Daemon, error) {
 	d.log = zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(enc), opt.LogOutput, d.level))
 	d.reg = prometheus.NewRegistry()
 	d.metrics = metrics.New(d.reg, opt.Version)
-	metrics.WatchTokens(d.reg, d.tokenTimes)
+	metrics.WatchUpstreams(d.reg, d.upstreamStates)
 	d.proxy = proxy.New(proxy.NewTable(nil), cfg.Listen, d.metrics, d.log.Named("proxy"))
 
 	vault, stop, err := d.startVault(cfg.Secrets.Vault)
@@ -328,10 +328,10 @@ func (d *Daemon) states() []admin.Upstream {
 	return out
 }
 
-func (d *Daemon) tokenTimes() []metrics.TokenTimes {
-	var out []metrics.TokenTimes
+func (d *Daemon) upstreamStates() []metrics.UpstreamState {
+	var out []metrics.UpstreamState
 	for _, u := range d.states() {
-		out = append(out, metrics.TokenTimes{Upstream: u.Name, Obtained: u.TokenObtainedAt, Expiry: u.TokenExpiresAt})
+		out = append(out, metrics.UpstreamState{Upstream: u.Name, Ready: u.Ready, Obtained: u.TokenObtainedAt, Expiry: u.TokenExpiresAt})
 	}
 	return out
 }

@@ -15,20 +15,19 @@ import (
 // Metrics holds every collector. A nil *Metrics is valid and records nothing,
 // so that packages can be tested without one.
 type Metrics struct {
-	Requests         *prometheus.CounterVec
-	RequestDuration  *prometheus.HistogramVec
-	TokenFetches     *prometheus.CounterVec
-	TokenFetchTime   *prometheus.HistogramVec
-	TokenExpiry      *prometheus.GaugeVec
-	Reauth           *prometheus.CounterVec
-	SecretReads      *prometheus.CounterVec
-	FetchFailures    *prometheus.CounterVec
-	Coalesced        *prometheus.CounterVec
-	Replays          *prometheus.CounterVec
-	VaultLogins      *prometheus.CounterVec
-	VaultRenewals    *prometheus.CounterVec
-	ConfigReloads    *prometheus.CounterVec
-	CredentialsReady *prometheus.GaugeVec
+	Requests        *prometheus.CounterVec
+	RequestDuration *prometheus.HistogramVec
+	TokenFetches    *prometheus.CounterVec
+	TokenFetchTime  *prometheus.HistogramVec
+	TokenExpiry     *prometheus.GaugeVec
+	Reauth          *prometheus.CounterVec
+	SecretReads     *prometheus.CounterVec
+	FetchFailures   *prometheus.CounterVec
+	Coalesced       *prometheus.CounterVec
+	Replays         *prometheus.CounterVec
+	VaultLogins     *prometheus.CounterVec
+	VaultRenewals   *prometheus.CounterVec
+	ConfigReloads   *prometheus.CounterVec
 }
 
 // New registers every collector on reg.
@@ -88,10 +87,6 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 			Name: "tokenproxy_config_reloads_total",
 			Help: "Configuration reloads (SIGHUP), by result.",
 		}, []string{"result"}),
-		CredentialsReady: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "tokenproxy_upstream_ready",
-			Help: "1 while the upstream holds a valid token, else 0.",
-		}, []string{"upstream"}),
 	}
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "tokenproxy_build_info",
@@ -100,7 +95,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 	build.WithLabelValues(version).Set(1)
 	reg.MustRegister(m.Requests, m.RequestDuration, m.TokenFetches, m.TokenFetchTime,
 		m.TokenExpiry, m.Reauth, m.SecretReads, m.FetchFailures, m.Coalesced, m.Replays,
-		m.VaultLogins, m.VaultRenewals, m.ConfigReloads, m.CredentialsReady, build,
+		m.VaultLogins, m.VaultRenewals, m.ConfigReloads, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -189,21 +184,16 @@ func (m *Metrics) ConfigReload(err error) {
 	}
 }
 
-// TokenState records the current token's expiry (zero when none) and readiness.
-func (m *Metrics) TokenState(upstream string, expiry time.Time, ready bool) {
+// TokenExpiresAt records when the current token expires (zero: no token).
+func (m *Metrics) TokenExpiresAt(upstream string, expiry time.Time) {
 	if m == nil {
 		return
 	}
 	if expiry.IsZero() {
 		m.TokenExpiry.DeleteLabelValues(upstream)
-	} else {
-		m.TokenExpiry.WithLabelValues(upstream).Set(float64(expiry.UnixMilli()) / 1000)
+		return
 	}
-	v := 0.0
-	if ready {
-		v = 1
-	}
-	m.CredentialsReady.WithLabelValues(upstream).Set(v)
+	m.TokenExpiry.WithLabelValues(upstream).Set(float64(expiry.UnixMilli()) / 1000)
 }
 
 // Forget drops every series of an upstream removed by a reload.
@@ -214,7 +204,7 @@ func (m *Metrics) Forget(upstream string) {
 	for _, v := range []*prometheus.MetricVec{m.Requests.MetricVec, m.RequestDuration.MetricVec,
 		m.TokenFetches.MetricVec, m.TokenFetchTime.MetricVec, m.TokenExpiry.MetricVec,
 		m.Reauth.MetricVec, m.FetchFailures.MetricVec, m.Coalesced.MetricVec,
-		m.Replays.MetricVec, m.CredentialsReady.MetricVec} {
+		m.Replays.MetricVec} {
 		v.DeletePartialMatch(prometheus.Labels{"upstream": upstream})
 	}
 }

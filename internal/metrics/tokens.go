@@ -6,36 +6,49 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// TokenTimes is one upstream's current token, for the age and time-to-expiry
-// gauges, which are read at scrape time because they change every second.
-type TokenTimes struct {
+// UpstreamState is what the gauges read at scrape time report of one
+// upstream: they change with the clock, not with events.
+type UpstreamState struct {
 	Upstream         string
-	Obtained, Expiry time.Time
+	Ready            bool      // holds a token that may be handed out now
+	Obtained, Expiry time.Time // of the current token; zero when none
 }
 
 var (
+	readyDesc = prometheus.NewDesc("tokenproxy_upstream_ready",
+		"1 while the upstream holds a valid token, else 0.", []string{"upstream"}, nil)
 	ageDesc = prometheus.NewDesc("tokenproxy_token_age_seconds",
 		"Seconds since the current token was obtained.", []string{"upstream"}, nil)
 	ttlDesc = prometheus.NewDesc("tokenproxy_token_expiry_seconds",
 		"Seconds until the current token expires.", []string{"upstream"}, nil)
 )
 
-type tokenCollector func() []TokenTimes
+type stateCollector func() []UpstreamState
 
-func (f tokenCollector) Describe(ch chan<- *prometheus.Desc) { ch <- ageDesc; ch <- ttlDesc }
+func (f stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- readyDesc
+	ch <- ageDesc
+	ch <- ttlDesc
+}
 
-func (f tokenCollector) Collect(ch chan<- prometheus.Metric) {
+func (f stateCollector) Collect(ch chan<- prometheus.Metric) {
 	now := time.Now()
-	for _, t := range f() {
-		if t.Expiry.IsZero() {
+	for _, s := range f() {
+		ready := 0.0
+		if s.Ready {
+			ready = 1
+		}
+		ch <- prometheus.MustNewConstMetric(readyDesc, prometheus.GaugeValue, ready, s.Upstream)
+		if s.Expiry.IsZero() {
 			continue
 		}
-		ch <- prometheus.MustNewConstMetric(ageDesc, prometheus.GaugeValue, now.Sub(t.Obtained).Seconds(), t.Upstream)
-		ch <- prometheus.MustNewConstMetric(ttlDesc, prometheus.GaugeValue, t.Expiry.Sub(now).Seconds(), t.Upstream)
+		ch <- prometheus.MustNewConstMetric(ageDesc, prometheus.GaugeValue, now.Sub(s.Obtained).Seconds(), s.Upstream)
+		ch <- prometheus.MustNewConstMetric(ttlDesc, prometheus.GaugeValue, s.Expiry.Sub(now).Seconds(), s.Upstream)
 	}
 }
 
-// WatchTokens registers the token age and time-to-expiry gauges, read from f.
-func WatchTokens(reg prometheus.Registerer, f func() []TokenTimes) {
-	reg.MustRegister(tokenCollector(f))
+// WatchUpstreams registers the readiness, token age and time-to-expiry
+// gauges, read from f at each scrape.
+func WatchUpstreams(reg prometheus.Registerer, f func() []UpstreamState) {
+	reg.MustRegister(stateCollector(f))
 }
