@@ -112,6 +112,25 @@ func sendAPI(c *http.Client, p *proc, kind string) outcome {
 	return send(c, a.method, p.data+"/"+kind+a.path, a.body)
 }
 
+// burst has workers call kind's API through p until the deadline.
+func burst(c *http.Client, p *proc, kind string, workers int, until time.Time) []outcome {
+	var mu sync.Mutex
+	var outs []outcome
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for time.Now().Before(until) {
+				o := sendAPI(c, p, kind)
+				mu.Lock()
+				outs = append(outs, o)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return outs
+}
+
 // proxiedYAML is kind's config block with its API and token endpoints
 // reached through the given fault proxies (TLS passes through them, and the
 // simulators' certificate is valid for 127.0.0.1).
@@ -560,23 +579,8 @@ func TestFaultInsperaConflictBacksOff(t *testing.T) {
 	waitFor(t, 20*time.Second, "the conflict", func() bool { return statusOf(t, p, "inspera").State == "error" })
 
 	before := ins.TokenCalls()
-	c := keepAlive(t)
-	var mu sync.Mutex
-	var outs []outcome
-	var wg sync.WaitGroup
-	stop := time.Now().Add(1500 * time.Millisecond)
-	for range 8 {
-		wg.Go(func() {
-			for time.Now().Before(stop) {
-				o := sendAPI(c, p, "inspera")
-				mu.Lock()
-				outs = append(outs, o)
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
-	burst := ins.TokenCalls() - before
+	outs := burst(keepAlive(t), p, "inspera", 8, time.Now().Add(1500*time.Millisecond))
+	burstCalls := ins.TokenCalls() - before
 	var worst time.Duration
 	for _, o := range outs {
 		worst = max(worst, o.took)
@@ -588,8 +592,8 @@ func TestFaultInsperaConflictBacksOff(t *testing.T) {
 			t.Fatalf("Retry-After %d after a first conflict, whose backoff is at most 5s", n)
 		}
 	}
-	if before > 2 || burst > 1 {
-		t.Errorf("%d token requests before and %d during a burst of %d callers: want a backoff, not a loop", before, burst, len(outs))
+	if before > 2 || burstCalls > 1 {
+		t.Errorf("%d token requests before and %d during a burst of %d callers: want a backoff, not a loop", before, burstCalls, len(outs))
 	}
 	if !p.logged("token fetch failed", map[string]any{"level": "warn", "logger": "broker", "upstream": "inspera", "reason": "conflict"}) {
 		t.Error("no warning from the broker with reason conflict")
@@ -602,7 +606,7 @@ func TestFaultInsperaConflictBacksOff(t *testing.T) {
 	cleared := time.Now()
 	waitFor(t, 2*time.Minute+10*time.Second, "recovery after the conflict", func() bool { return sendAPI(quick, p, "inspera").status == 200 })
 	t.Logf("%d callers in 1.5s, slowest %s; token requests: %d before the burst, %d during, %d in all; recovered %s after the conflict cleared",
-		len(outs), worst.Round(time.Millisecond), before, burst, ins.TokenCalls(), time.Since(cleared).Round(time.Millisecond))
+		len(outs), worst.Round(time.Millisecond), before, burstCalls, ins.TokenCalls(), time.Since(cleared).Round(time.Millisecond))
 	stopClean(t, p)
 }
 
@@ -772,21 +776,7 @@ func TestFaultBurstAcrossRefresh(t *testing.T) {
 	if gen != s.Generation {
 		t.Fatalf("the refresh came before the burst (generation %d, then %d)", s.Generation, gen)
 	}
-	c := keepAlive(t)
-	var mu sync.Mutex
-	var outs []outcome
-	var wg sync.WaitGroup
-	for range 16 {
-		wg.Go(func() {
-			for time.Now().Before(until) {
-				o := sendAPI(c, p, "prominsight")
-				mu.Lock()
-				outs = append(outs, o)
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
+	outs := burst(keepAlive(t), p, "prominsight", 16, until)
 	extra := sim.TokenCalls() - before
 	var worst time.Duration
 	for _, o := range outs {
