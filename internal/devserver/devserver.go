@@ -56,6 +56,7 @@ func Start(opt Options) (*Env, error) {
 			env.Close()
 			return nil, err
 		}
+		sim.SetRecording(false) // a long session must not grow with every request
 		if opt.TokenLifetime > 0 {
 			sim.SetTokenLifetime(opt.TokenLifetime)
 		}

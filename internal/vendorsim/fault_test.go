@@ -6,7 +6,9 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -193,5 +195,26 @@ func TestHangRecordedWhileHanging(t *testing.T) {
 	sim.SetTokenFault(nil)
 	if r := <-done; r.status != 200 {
 		t.Errorf("released: %d %v", r.status, r.err)
+	}
+}
+
+// With recording off, requests are counted but not kept.
+func TestRecordingOff(t *testing.T) {
+	s, err := New(HGEM, map[string]string{"api_key": "k", "client_id": "i", "client_secret": "c"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.SetRecording(false)
+	srv := httptest.NewServer(s)
+	defer srv.Close()
+	for _, path := range []string{s.TokenPath(), "/api/visits", "/api/visits"} {
+		resp, err := http.Post(srv.URL+path, "application/x-www-form-urlencoded", strings.NewReader("grant_type=client_credentials"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	if s.TokenCalls() != 1 || s.APICalls() != 2 || len(s.TokenRequestsSeen()) != 0 || len(s.APIRequests()) != 0 {
+		t.Fatalf("counts %d/%d, records %d/%d", s.TokenCalls(), s.APICalls(), len(s.TokenRequestsSeen()), len(s.APIRequests()))
 	}
 }

@@ -56,6 +56,19 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // record logs r at once, so a hanging request is already visible, and returns the function
 // that fills in its status (and, for a streamed body, what of it was read) when it ends.
 func (s *Server) record(r *http.Request, isToken bool) func(status int) {
+	s.mu.Lock()
+	log := &s.apiLog
+	if isToken {
+		log = &s.tokenLog
+		s.tokenCalls++
+	} else {
+		s.apiCalls++
+	}
+	quiet := s.quiet
+	s.mu.Unlock()
+	if quiet {
+		return func(int) {}
+	}
 	req := Request{
 		Method:   r.Method,
 		Host:     r.Host,
@@ -81,10 +94,6 @@ func (s *Server) record(r *http.Request, isToken bool) func(status int) {
 	}
 
 	s.mu.Lock()
-	log := &s.apiLog
-	if isToken {
-		log = &s.tokenLog
-	}
 	i := len(*log)
 	*log = append(*log, req)
 	s.mu.Unlock()

@@ -79,6 +79,9 @@ type Server struct {
 	issued          []string
 	tokenLog        []Request
 	apiLog          []Request
+	tokenCalls      int
+	apiCalls        int
+	quiet           bool // count requests, keep no record of them
 	tokenFault      faultSlot
 	apiFault        faultSlot
 	downloadBase    string
@@ -176,7 +179,14 @@ func (s *Server) SetDownloadBaseURL(u string) {
 func (s *Server) TokenCalls() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.tokenLog)
+	return s.tokenCalls
+}
+
+// SetRecording turns the record of requests (TokenRequestsSeen,
+// APIRequests, ...) on, the default, or off; counts are kept either way. A
+// long-running `tokenproxy dev` turns it off so that its memory stays flat.
+func (s *Server) SetRecording(on bool) {
+	s.locked(func() { s.quiet = !on })
 }
 
 // TokenRequests returns the grant and status of every token call so far.
@@ -214,7 +224,7 @@ func (s *Server) TokenRequestsSeen() []Request {
 func (s *Server) APICalls() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.apiLog)
+	return s.apiCalls
 }
 
 // APIRequests returns every request that was not a token call.
