@@ -20,13 +20,23 @@ func table(t testing.TB, bases map[string]string) *Table {
 	return NewTable(routes)
 }
 
-// request builds a server-side request as net/http would from a request line.
-func request(t testing.TB, target string) *http.Request {
+// request builds a server-side request as net/http would from a request
+// line; nil when net/http would refuse the target.
+func request(target string) *http.Request {
 	u, err := url.ParseRequestURI(target)
 	if err != nil {
-		t.Skip("net/http would refuse this request target")
+		return nil
 	}
 	return &http.Request{Method: "GET", URL: u, RequestURI: target, Host: "127.0.0.1:8080"}
+}
+
+// mustRequest is request for targets a table holds, which must be valid.
+func mustRequest(t *testing.T, target string) *http.Request {
+	r := request(target)
+	if r == nil {
+		t.Fatalf("%q is not a valid request target", target)
+	}
+	return r
 }
 
 func TestByRoute(t *testing.T) {
@@ -52,11 +62,10 @@ func TestByRoute(t *testing.T) {
 		{"/hgem/a\\b", "", "bad_request"},
 		{"/hgem//evil.com/x", "", "bad_request"},
 		{"/hgem/a%00b", "", "bad_request"},
-		{"/hgem/a%zz", "", "bad_request"},
 		{"/hgem/@evil.com", "https://results-api.hgem.com/@evil.com", ""},
 	}
 	for _, c := range cases {
-		rt, u, err := tb.byRoute(request(t, c.target))
+		rt, u, err := tb.byRoute(mustRequest(t, c.target))
 		switch {
 		case c.code != "" && (err == nil || err.Code != c.code):
 			t.Errorf("%s: got %v %v, want %s", c.target, u, err, c.code)
@@ -95,7 +104,7 @@ func TestForward(t *testing.T) {
 		{"ftp://results-api.hgem.com/x", "", "", "bad_request"},
 	}
 	for _, c := range cases {
-		rt, u, err := tb.forward(request(t, c.target))
+		rt, u, err := tb.forward(mustRequest(t, c.target))
 		switch {
 		case c.code != "" && (err == nil || err.Code != c.code):
 			t.Errorf("%s: got %v %v, want %s", c.target, u, err, c.code)
@@ -137,7 +146,11 @@ func FuzzByRoute(f *testing.F) {
 	}
 	tb := table(f, map[string]string{"hgem": "https://results-api.hgem.com/base"})
 	f.Fuzz(func(t *testing.T, target string) {
-		_, u, err := tb.byRoute(request(t, target))
+		r := request(target)
+		if r == nil {
+			return // net/http refuses it before the proxy sees it
+		}
+		_, u, err := tb.byRoute(r)
 		if err != nil {
 			return
 		}
@@ -164,7 +177,11 @@ func FuzzForward(f *testing.F) {
 	}
 	tb := table(f, map[string]string{"a": "https://a.example/base", "b": "https://b.example:8443"})
 	f.Fuzz(func(t *testing.T, target string) {
-		rt, u, err := tb.forward(request(t, target))
+		r := request(target)
+		if r == nil || !r.URL.IsAbs() {
+			return // refused by net/http, or not absolute form
+		}
+		rt, u, err := tb.forward(r)
 		if err != nil {
 			return
 		}
