@@ -85,10 +85,9 @@ const (
 	DefaultRefreshFraction = 0.75
 	DefaultReplayMaxBytes  = 1 << 20
 	DefaultMaxConnections  = 64
-)
 
-// DefaultReadHeaderTimeout is read_header_timeout's default.
-const DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultReadHeaderTimeout = 10 * time.Second
+)
 
 // Duration is a time.Duration written as "30s" in YAML.
 type Duration struct{ time.Duration }

@@ -100,8 +100,8 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 	return m
 }
 
-// Result is the label value for an error: "success" or "error".
-func Result(err error) string {
+// result is the label value for an error: "success" or "error".
+func result(err error) string {
 	if err != nil {
 		return "error"
 	}
@@ -122,65 +122,61 @@ func (m *Metrics) TokenFetch(upstream, reason string, d time.Duration) {
 	if m == nil {
 		return
 	}
-	result := "success"
+	outcome := "success"
 	if reason != "" {
-		result = "error"
+		outcome = "error"
 		m.FetchFailures.WithLabelValues(upstream, reason).Inc()
 	}
-	m.TokenFetches.WithLabelValues(upstream, result).Inc()
+	m.TokenFetches.WithLabelValues(upstream, outcome).Inc()
 	m.TokenFetchTime.WithLabelValues(upstream).Observe(d.Seconds())
 }
 
-func (m *Metrics) count(v *prometheus.CounterVec, labels ...string) {
-	v.WithLabelValues(labels...).Inc()
-}
-
-// Reauth records a token dropped because the upstream answered 401.
+// Reauthed records a token dropped because the upstream answered 401.
 func (m *Metrics) Reauthed(upstream string) {
 	if m != nil {
-		m.count(m.Reauth, upstream)
+		m.Reauth.WithLabelValues(upstream).Inc()
 	}
 }
 
 // Replayed records a request replayed with a new token.
 func (m *Metrics) Replayed(upstream string) {
 	if m != nil {
-		m.count(m.Replays, upstream)
+		m.Replays.WithLabelValues(upstream).Inc()
 	}
 }
 
 // CoalescedWait records a caller that joined a fetch in flight.
 func (m *Metrics) CoalescedWait(upstream string) {
 	if m != nil {
-		m.count(m.Coalesced, upstream)
+		m.Coalesced.WithLabelValues(upstream).Inc()
 	}
 }
 
 // SecretRead records one read of a credentials source.
 func (m *Metrics) SecretRead(source string, err error) {
 	if m != nil {
-		m.count(m.SecretReads, source, Result(err))
+		m.SecretReads.WithLabelValues(source, result(err)).Inc()
 	}
 }
 
 // VaultLogin records one Vault login attempt.
 func (m *Metrics) VaultLogin(err error) {
 	if m != nil {
-		m.count(m.VaultLogins, Result(err))
+		m.VaultLogins.WithLabelValues(result(err)).Inc()
 	}
 }
 
 // VaultRenewal records one Vault token renewal.
 func (m *Metrics) VaultRenewal(err error) {
 	if m != nil {
-		m.count(m.VaultRenewals, Result(err))
+		m.VaultRenewals.WithLabelValues(result(err)).Inc()
 	}
 }
 
 // ConfigReload records one reload attempt.
 func (m *Metrics) ConfigReload(err error) {
 	if m != nil {
-		m.count(m.ConfigReloads, Result(err))
+		m.ConfigReloads.WithLabelValues(result(err)).Inc()
 	}
 }
 

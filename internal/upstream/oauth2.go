@@ -95,7 +95,7 @@ func fromOAuth2(t *oauth2.Token, err error) (broker.Token, error) {
 			fe := &broker.FetchError{Code: clip(re.ErrorCode), Description: clip(re.ErrorDescription)}
 			if re.Response != nil {
 				fe.Status = re.Response.StatusCode
-				fe.RetryAfter = broker.ParseRetryAfter(re.Response.Header, time.Now())
+				fe.RetryAfter = retryAfter(re.Response.Header, time.Now())
 			}
 			return broker.Token{}, fe
 		case errors.As(err, &ue):

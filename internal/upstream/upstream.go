@@ -124,7 +124,7 @@ func (s seconds) duration() time.Duration { return time.Duration(s) * time.Secon
 // field may also be an object, as Inspera's OAuth2Exception is; then its
 // own "error" or "message" is used.
 func vendorError(resp *http.Response, body []byte, codeField, descField string) *broker.FetchError {
-	fe := &broker.FetchError{Status: resp.StatusCode, RetryAfter: broker.ParseRetryAfter(resp.Header, time.Now())}
+	fe := &broker.FetchError{Status: resp.StatusCode, RetryAfter: retryAfter(resp.Header, time.Now())}
 	var m map[string]json.RawMessage
 	if json.Unmarshal(body, &m) == nil {
 		fe.Code = text(m[codeField])
@@ -144,6 +144,22 @@ func text(raw json.RawMessage) string {
 		return clip(cmp.Or(o.Error, o.Message))
 	}
 	return ""
+}
+
+// retryAfter reads a Retry-After header given in seconds or as an HTTP date.
+func retryAfter(h http.Header, now time.Time) time.Duration {
+	v := strings.TrimSpace(h.Get("Retry-After"))
+	if v == "" {
+		return 0
+	}
+	var secs int
+	if _, err := fmt.Sscanf(v, "%d", &secs); err == nil && secs >= 0 {
+		return time.Duration(secs) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
 }
 
 // clip bounds vendor text carried into errors and logs.
@@ -170,11 +186,6 @@ func Transport(caFile string) (*http.Transport, error) {
 			return nil, fmt.Errorf("ca_file %s: no PEM certificate in it", caFile)
 		}
 	}
-	return TransportWithRoots(pool), nil
-}
-
-// TransportWithRoots is Transport for a pool already in hand.
-func TransportWithRoots(pool *x509.CertPool) *http.Transport {
 	d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
 	return &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
@@ -186,7 +197,7 @@ func TransportWithRoots(pool *x509.CertPool) *http.Transport {
 		MaxIdleConnsPerHost:   64,
 		IdleConnTimeout:       90 * time.Second,
 		ExpectContinueTimeout: time.Second,
-	}
+	}, nil
 }
 
 // TokenClient is the client for token requests. It never follows a
