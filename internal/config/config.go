@@ -22,6 +22,7 @@ type Config struct {
 	DrainDelay      Duration            `yaml:"drain_delay"`
 	Secrets         Secrets             `yaml:"secrets"`
 	Upstreams       map[string]Upstream `yaml:"upstreams"`
+	Sharing         *Sharing            `yaml:"sharing"`
 
 	// ReadHeaderTimeout bounds how long a client may take to send its
 	// request headers, on either listener (slow-header clients).
@@ -71,6 +72,32 @@ type Upstream struct {
 	RefreshFraction float64  `yaml:"refresh_fraction"`
 	ReplayMaxBytes  int64    `yaml:"replay_max_bytes"`
 	MaxConnections  int64    `yaml:"max_connections"`
+
+	// ReauthMinInterval bounds 401-driven re-mints: at most one per
+	// interval (CONTRACT.md §3).
+	ReauthMinInterval Duration `yaml:"reauth_min_interval"`
+	// Shared says whether this upstream's token is shared through
+	// `sharing` (CONTRACT.md §7); nil means yes when sharing is configured.
+	Shared *bool `yaml:"shared"`
+}
+
+// Sharing makes the replicas of a fleet use one token per upstream,
+// coordinated through Vault KV v2 check-and-set (CONTRACT.md §7).
+type Sharing struct {
+	Vault              SharingVault `yaml:"vault"`
+	Lease              Duration     `yaml:"lease"`
+	OnStoreUnavailable string       `yaml:"on_store_unavailable"`
+}
+
+// SharingVault is where the shared tokens live: <kv-v2-mount>/<prefix>.
+type SharingVault struct {
+	Path string `yaml:"path"`
+}
+
+// IsShared reports whether upstream name's token is shared across the fleet.
+func (c *Config) IsShared(name string) bool {
+	u, ok := c.Upstreams[name]
+	return ok && c.Sharing != nil && (u.Shared == nil || *u.Shared)
 }
 
 // Defaults, applied before validation.
@@ -85,6 +112,8 @@ const (
 	DefaultRefreshFraction = 0.75
 	DefaultReplayMaxBytes  = 1 << 20
 	DefaultMaxConnections  = 64
+	DefaultReauthMin       = 10 * time.Second
+	DefaultLease           = 30 * time.Second
 
 	DefaultReadHeaderTimeout = 10 * time.Second
 )
@@ -190,6 +219,14 @@ func (c *Config) applyDefaults() {
 			a.JWTFile = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 		}
 	}
+	if s := c.Sharing; s != nil {
+		if s.Lease.Duration == 0 {
+			s.Lease.Duration = DefaultLease
+		}
+		if s.OnStoreUnavailable == "" {
+			s.OnStoreUnavailable = "local"
+		}
+	}
 	for name, u := range c.Upstreams {
 		if u.TokenURL == "" {
 			u.TokenURL = DefaultTokenURL(u.Type, u.BaseURL)
@@ -208,6 +245,9 @@ func (c *Config) applyDefaults() {
 		}
 		if u.MaxConnections == 0 {
 			u.MaxConnections = DefaultMaxConnections
+		}
+		if u.ReauthMinInterval.Duration == 0 {
+			u.ReauthMinInterval.Duration = DefaultReauthMin
 		}
 		c.Upstreams[name] = u
 	}

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Types are the upstream types tokenproxy has adapters for.
@@ -75,6 +76,12 @@ func (c *Config) Validate() Problems {
 		if u.MaxConnections < 0 {
 			ps.add(p+".max_connections", "must not be negative")
 		}
+		if u.Shared != nil && c.Sharing == nil {
+			ps.add(p+".shared", "needs a top-level sharing section (CONTRACT §7)")
+		}
+	}
+	if c.Sharing != nil {
+		c.validateSharing(&ps)
 	}
 	if usesVault && c.Secrets.Vault == nil {
 		ps.add("secrets.vault", "required: an upstream's credentials start with vault:")
@@ -83,6 +90,40 @@ func (c *Config) Validate() Problems {
 		v.validate(&ps)
 	}
 	return ps
+}
+
+// validateSharing checks the sharing section (CONTRACT.md §7): it needs
+// secrets.vault, a path naming a mount and a prefix, a lease at least twice
+// the largest token_timeout of the shared upstreams (a holder must be able to
+// mint and write back within it), and a known on_store_unavailable.
+func (c *Config) validateSharing(ps *Problems) {
+	s := c.Sharing
+	if c.Secrets.Vault == nil {
+		ps.add("sharing", "needs secrets.vault: shared tokens are kept in Vault")
+	}
+	mount, prefix, _ := strings.Cut(strings.Trim(s.Vault.Path, "/"), "/")
+	switch {
+	case s.Vault.Path == "":
+		ps.add("sharing.vault.path", "required: <kv-v2-mount>/<prefix>, e.g. secret/tokenproxy/shared")
+	case mount == "" || strings.Trim(prefix, "/") == "" || strings.Contains(s.Vault.Path, "//"):
+		ps.add("sharing.vault.path", "%q must be <kv-v2-mount>/<prefix>, e.g. secret/tokenproxy/shared", s.Vault.Path)
+	}
+	if s.Lease.Duration <= 0 {
+		ps.add("sharing.lease", "must be positive")
+	}
+	var longest time.Duration
+	var which string
+	for _, name := range c.UpstreamNames() {
+		if u := c.Upstreams[name]; c.IsShared(name) && u.TokenTimeout.Duration > longest {
+			longest, which = u.TokenTimeout.Duration, name
+		}
+	}
+	if s.Lease.Duration > 0 && s.Lease.Duration < 2*longest {
+		ps.add("sharing.lease", "%s is less than twice the token_timeout of upstream %s (%s): a holder must be able to mint and write back within its lease", s.Lease.Duration, which, longest)
+	}
+	if s.OnStoreUnavailable != "local" && s.OnStoreUnavailable != "fail" {
+		ps.add("sharing.on_store_unavailable", "%q is not one of local, fail", s.OnStoreUnavailable)
+	}
 }
 
 func (v *Vault) validate(ps *Problems) {
