@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -28,6 +29,15 @@ type Options struct {
 	// malformed, 429 without Retry-After), conflict (409) and refused
 	// (credentials or grant refused). Each doubles per failure up to Max.
 	Transient, Conflict, Refused Backoff
+
+	// ReauthMinInterval bounds 401-driven re-mints: at most one per
+	// interval; a 401 inside it on a token minted by or after the last
+	// re-mint is not a reason to drop the token (CONTRACT.md §3). Zero: no
+	// bound.
+	ReauthMinInterval time.Duration
+	// Sharing, when set, gets tokens through the fleet's store before the
+	// vendor (CONTRACT.md §7).
+	Sharing *Sharing
 
 	// OnRefused is called (outside any lock) when the vendor refuses the
 	// credentials, so that the caller can re-read them at once.
@@ -65,6 +75,8 @@ type Cache struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	wake   chan struct{}
+	fleet  *fleet        // nil unless the token is shared
+	loaded chan struct{} // closed once the first credentials read has ended
 
 	mu        sync.Mutex
 	creds     secrets.Credentials
@@ -80,6 +92,18 @@ type Cache struct {
 	lastFetch time.Time
 	lastOK    bool
 	rotated   bool // new credentials: mint a token from them soon
+
+	// The reauth bound: when the last 401-driven re-mint happened, and the
+	// first generation minted by or after it (0: none yet).
+	lastReauth time.Time
+	reauthGen  uint64
+
+	// Shared tokens: the store generation a 401 refused (0: none), and the
+	// local generation given to the last store generation installed, so
+	// that the same shared token installed again keeps its generation.
+	refused        uint64
+	sharedGen      uint64
+	sharedLocalGen uint64
 }
 
 type flight struct {
@@ -112,7 +136,12 @@ func New(name string, f Fetcher, opt Options) *Cache {
 	if opt.Log == nil {
 		opt.Log = zap.NewNop()
 	}
-	c := &Cache{name: name, fetcher: f, opt: opt, wake: make(chan struct{}, 1)}
+	c := &Cache{name: name, fetcher: f, opt: opt, wake: make(chan struct{}, 1), loaded: make(chan struct{})}
+	if opt.Sharing != nil {
+		c.fleet = &fleet{Sharing: *opt.Sharing, name: name, fetcher: f, timeout: opt.FetchTimeout,
+			fraction: opt.RefreshFraction, defLife: opt.DefaultLifetime, reauth: opt.ReauthMinInterval,
+			log: opt.Log.Named("sharing")}
+	}
 	c.base, c.cancel = context.WithCancel(context.Background())
 	c.wg.Add(1)
 	go c.refresher()
@@ -126,9 +155,24 @@ func (c *Cache) Close() {
 }
 
 // Token returns a token that will not expire within the safety margin. It
-// waits for a fetch when there is none; a caller that gives up (ctx) does
-// not cancel the fetch for the others. A failure is an *Error.
+// waits for a fetch when there is none, and before the first credentials
+// read has ended, for that too (at most FetchTimeout, CONTRACT.md §2); a
+// caller that gives up (ctx) does not cancel the fetch for the others. A
+// failure is an *Error.
 func (c *Cache) Token(ctx context.Context) (Token, error) {
+	select {
+	case <-c.loaded:
+	default:
+		t := time.NewTimer(c.opt.FetchTimeout)
+		select {
+		case <-c.loaded:
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return Token{}, ctx.Err()
+		}
+		t.Stop()
+	}
 	now := time.Now()
 	c.mu.Lock()
 	if valid(c.tok, now) {
@@ -175,15 +219,29 @@ func (c *Cache) unavailableLocked(now time.Time) error {
 
 // Invalidate drops the token of generation gen after the upstream answered
 // 401 to it. A newer token (another fetch finished meanwhile) is kept, so a
-// late purge cannot throw away a good token. It reports whether it dropped one.
+// late purge cannot throw away a good token; so is a token minted by or
+// after the last 401-driven re-mint within ReauthMinInterval, so that an API
+// path that always answers 401 cannot turn caller traffic into token
+// requests (CONTRACT.md §3). It reports whether it dropped the token.
 func (c *Cache) Invalidate(gen uint64) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if gen == 0 || c.tok.Gen != gen {
 		return false
 	}
+	if now := time.Now(); c.reauthGen != 0 && gen >= c.reauthGen && now.Sub(c.lastReauth) < c.opt.ReauthMinInterval {
+		c.opt.Log.Debug("token refused by upstream within reauth_min_interval of the last re-mint; keeping it",
+			zap.Uint64("gen", gen), zap.Time("last_reauth", c.lastReauth))
+		return false
+	}
+	if c.fleet != nil && c.tok.SharedGen != 0 {
+		// The fleet decides, through the store, whether to re-mint.
+		c.refused = c.tok.SharedGen
+	} else {
+		c.lastReauth, c.reauthGen = time.Now(), c.gen+1
+		c.opt.Metrics.Reauthed(c.name)
+	}
 	c.tok = Token{}
-	c.opt.Metrics.Reauthed(c.name)
 	c.opt.Metrics.TokenExpiresAt(c.name, time.Time{})
 	c.opt.Log.Info("token refused by upstream; fetching a new one", zap.Uint64("gen", gen))
 	c.poke()
@@ -197,6 +255,7 @@ func (c *Cache) SetCredentials(cr secrets.Credentials) {
 	defer c.mu.Unlock()
 	old := c.creds
 	c.creds, c.credsErr = cr, nil
+	c.loadedLocked()
 	if old.IsZero() || old.Version() == cr.Version() {
 		c.poke()
 		return
@@ -216,6 +275,18 @@ func (c *Cache) SetCredentialsError(err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.credsErr = err
+	if err != nil {
+		c.loadedLocked()
+	}
+}
+
+// loadedLocked marks the first credentials read as ended; c.mu held.
+func (c *Cache) loadedLocked() {
+	select {
+	case <-c.loaded:
+	default:
+		close(c.loaded)
+	}
 }
 
 // poke wakes the refresher to reconsider its schedule.
@@ -230,82 +301,166 @@ func (c *Cache) poke() {
 func (c *Cache) startLocked() *flight {
 	f := &flight{done: make(chan struct{})}
 	c.flight = f
-	creds := c.creds
-	refresh := ""
+	w := want{creds: c.creds, held: c.tok, refused: c.refused}
 	if now := time.Now(); c.refresh.RefreshToken != "" &&
 		(c.refresh.RefreshExpiry.IsZero() || now.Before(c.refresh.RefreshExpiry.Add(-margin(c.refresh.RefreshExpiresIn)))) {
-		refresh = c.refresh.RefreshToken
+		w.refresh = c.refresh.RefreshToken
 	}
 	c.rotated = false
 	c.wg.Add(1)
-	go c.fetch(f, creds, refresh)
+	go c.fetch(f, w)
 	return f
 }
 
-func (c *Cache) fetch(f *flight, creds secrets.Credentials, refresh string) {
+// fetch gets a token from the vendor, or through the fleet's store when the
+// token is shared, and installs it; a failure schedules the next attempt.
+func (c *Cache) fetch(f *flight, w want) {
 	defer c.wg.Done()
-	ctx, cancel := context.WithTimeout(c.base, c.opt.FetchTimeout)
 	start := time.Now()
-	tok, err := c.fetcher.Fetch(ctx, creds, refresh)
-	cancel()
-	now := time.Now()
-	if err == nil && tok.AccessToken == "" {
-		err = &FetchError{Status: 200, Malformed: true, Description: "empty access token"}
+	var g got
+	var err error
+	for {
+		if c.fleet != nil {
+			g, err = c.fleet.get(c.base, w)
+		} else {
+			g, err = c.vendor(w)
+		}
+		c.mu.Lock()
+		// A 401 arrived while the fetch ran: the token it found may be the
+		// refused one, or the token it means to keep may be gone. Ask again.
+		if err == nil && c.fleet != nil && c.base.Err() == nil &&
+			((g.tok.SharedGen != 0 && g.tok.SharedGen == c.refused && w.refused != c.refused) ||
+				(g.tok.AccessToken == "" && !valid(c.tok, time.Now()))) {
+			w.held, w.refused = c.tok, c.refused
+			c.mu.Unlock()
+			continue
+		}
+		break
 	}
+	now := time.Now()
 	reason, refused := "", false
-
-	c.mu.Lock()
+	var e *Error
 	c.flight = nil
-	c.lastFetch = now
-	c.lastOK = err == nil
-	if err == nil {
-		c.installLocked(&tok, creds, start, now)
-		f.tok = tok
-	} else {
-		var e *Error
-		reason, refused, e = c.failLocked(err, creds, now)
+	if g.vendor || err != nil || g.result != "" {
+		c.lastFetch, c.lastOK = now, err == nil
+	}
+	switch {
+	case err != nil:
+		if se, ok := err.(*Error); ok {
+			// The fleet's answer (another replica's failure, a lease held
+			// too long, the store down): no vendor call to classify.
+			e = se
+			c.fails++
+			c.retryAt, c.lastErr = now.Add(se.RetryAfter), se
+			c.opt.Log.Warn("no shared token", zap.String("error", se.Msg), zap.Duration("retry_in", se.RetryAfter))
+		} else {
+			reason, refused, e = c.failLocked(err, w.creds, now)
+			if refused && w.refresh != "" && c.refresh.RefreshToken == w.refresh {
+				c.refresh = Token{} // a refused refresh token is never presented again
+			}
+		}
 		f.err = e
 		if valid(c.tok, now) {
 			// A failed refresh never replaces a good token.
 			f.tok, f.err = c.tok, nil
 		}
+	case g.tok.AccessToken != "":
+		taken := c.installLocked(&g.tok, w.creds, start, now, g)
+		f.tok = g.tok
+		if c.fleet != nil && taken && g.result != "" {
+			c.opt.Metrics.SharedToken(c.name, g.result)
+		}
+		if g.reauth {
+			c.opt.Metrics.Reauthed(c.name)
+		}
+	default:
+		// Keep the token held while another replica refreshes it, or while
+		// the store cannot be read.
+		c.refreshAt = g.next
+		f.tok = c.tok
+	}
+	if err != nil && c.fleet != nil {
+		c.opt.Metrics.SharedToken(c.name, SharedError)
 	}
 	close(f.done)
-	expiry := c.tok.Expiry
+	expiry, retryAt := c.tok.Expiry, c.retryAt
 	c.poke()
 	c.mu.Unlock()
 
-	c.opt.Metrics.TokenFetch(c.name, reason, now.Sub(start))
+	if g.vendor {
+		c.opt.Metrics.TokenFetch(c.name, reason, now.Sub(start))
+	}
 	c.opt.Metrics.TokenExpiresAt(c.name, expiry)
+	if g.leaseVer != 0 && e != nil {
+		c.fleet.release(c.base, g, w.creds, e, refused, retryAt)
+	}
 	if refused && c.opt.OnRefused != nil {
 		c.opt.OnRefused()
 	}
 }
 
-// installLocked makes tok the current token; sent is when it was asked for,
-// so that the lifetime is counted from before the vendor started it.
-func (c *Cache) installLocked(tok *Token, creds secrets.Credentials, sent, now time.Time) {
-	life := tok.ExpiresIn
-	if life <= 0 {
-		life = c.opt.DefaultLifetime
+// vendor asks the vendor's token endpoint, bounded by FetchTimeout.
+func (c *Cache) vendor(w want) (got, error) {
+	ctx, cancel := context.WithTimeout(c.base, c.opt.FetchTimeout)
+	defer cancel()
+	tok, err := c.fetcher.Fetch(ctx, w.creds, w.refresh)
+	if err == nil && tok.AccessToken == "" {
+		err = &FetchError{Status: 200, Malformed: true, Description: "empty access token"}
 	}
-	c.gen++
-	tok.Gen = c.gen
+	return got{tok: tok, vendor: true, refresh: w.refresh}, err
+}
+
+// installLocked makes tok the current token and reports whether it is a new
+// one (not the shared token already held). A token from the vendor is dated
+// from sent, when it was asked for, so that its lifetime counts from before
+// the vendor started it; a shared token comes dated by the replica that
+// minted it.
+func (c *Cache) installLocked(tok *Token, creds secrets.Credentials, sent, now time.Time, g got) bool {
+	if tok.SharedGen != 0 && tok.SharedGen == c.sharedGen {
+		tok.Gen = c.sharedLocalGen
+	} else {
+		c.gen++
+		tok.Gen = c.gen
+		c.sharedGen, c.sharedLocalGen = tok.SharedGen, tok.Gen
+	}
+	taken := tok.Gen != c.tok.Gen
 	tok.Creds = creds
-	tok.Obtained = now
-	tok.Expiry = sent.Add(life)
-	if tok.RefreshToken != "" {
-		if tok.RefreshExpiresIn > 0 {
-			tok.RefreshExpiry = sent.Add(tok.RefreshExpiresIn)
+	c.refused = 0
+	if tok.Expiry.IsZero() {
+		life := tok.ExpiresIn
+		if life <= 0 {
+			life = c.opt.DefaultLifetime
 		}
-		c.refresh = *tok // always keep the newest refresh token
+		tok.Obtained = now
+		tok.Expiry = sent.Add(life)
+		if tok.RefreshToken != "" {
+			if tok.RefreshExpiresIn > 0 {
+				tok.RefreshExpiry = sent.Add(tok.RefreshExpiresIn)
+			}
+			c.refresh = *tok // always keep the newest refresh token
+		}
+		jitter := 1 - 0.1*rand.Float64()
+		c.refreshAt = sent.Add(time.Duration(float64(life) * c.opt.RefreshFraction * jitter))
+	} else {
+		// Replicas wake a little apart after the stored refresh point, so
+		// that one takes the lease and the others find the new token.
+		spread := min((tok.Expiry.Sub(tok.RefreshAt))/10, 2*time.Second)
+		c.refreshAt = tok.RefreshAt.Add(rand.N(max(spread, 0) + 1))
+	}
+	if !g.next.IsZero() {
+		c.refreshAt = g.next
+	}
+	if g.lastReauth.After(c.lastReauth) && tok.SharedGen >= g.reauthGen {
+		// The fleet re-minted after a 401: this token is that one or newer.
+		c.lastReauth, c.reauthGen = g.lastReauth, tok.Gen
 	}
 	c.tok = *tok
-	jitter := 1 - 0.1*rand.Float64()
-	c.refreshAt = sent.Add(time.Duration(float64(life) * c.opt.RefreshFraction * jitter))
 	c.fails, c.retryAt, c.lastErr = 0, time.Time{}, nil
-	c.opt.Log.Info("token obtained", zap.Uint64("gen", tok.Gen),
-		zap.Duration("lifetime", life), zap.Time("expires_at", tok.Expiry))
+	if taken {
+		c.opt.Log.Info("token obtained", zap.Uint64("gen", tok.Gen), zap.String("source", cmp.Or(g.result, "vendor")),
+			zap.Duration("lifetime", tok.Expiry.Sub(tok.Obtained)), zap.Time("expires_at", tok.Expiry))
+	}
+	return taken
 }
 
 // failLocked classifies a failed fetch, schedules the next attempt and
@@ -455,6 +610,8 @@ type State struct {
 	CredentialVersion string
 	Generation        uint64
 	Failures          int
+	Shared            bool   // the token is the fleet's (CONTRACT.md §7)
+	MintedBy          string // the replica that minted the token held; "" when none or minted here alone
 }
 
 // State returns a snapshot of the cache.
@@ -469,6 +626,8 @@ func (c *Cache) State() State {
 		CredentialVersion: c.creds.Version(),
 		Generation:        c.tok.Gen,
 		Failures:          c.fails,
+		Shared:            c.fleet != nil,
+		MintedBy:          c.tok.MintedBy,
 	}
 	if c.tok.AccessToken != "" {
 		s.TokenExpiresAt, s.TokenObtainedAt, s.RefreshAt = c.tok.Expiry, c.tok.Obtained, c.refreshAt

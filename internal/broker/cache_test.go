@@ -463,3 +463,36 @@ func TestNoCredentials(t *testing.T) {
 		}
 	})
 }
+
+// A request that arrives before the first credentials read has ended waits
+// for it, up to the fetch timeout (CONTRACT.md §2).
+func TestWaitsForFirstCredentials(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &fakeFetcher{fn: lifetime(time.Hour, 100*time.Millisecond)}
+		c := New("test", f, Options{FetchTimeout: 5 * time.Second})
+		defer c.Close()
+		go func() {
+			time.Sleep(2 * time.Second)
+			c.SetCredentials(testCreds)
+		}()
+		start := time.Now()
+		tok, err := c.Token(context.Background())
+		if err != nil || tok.AccessToken != "tok-1" {
+			t.Fatalf("got %v %v", tok, err)
+		}
+		if waited := time.Since(start); waited != 2100*time.Millisecond {
+			t.Fatalf("waited %s, want 2.1s (credentials, then the fetch)", waited)
+		}
+
+		never := New("never", f, Options{FetchTimeout: 5 * time.Second})
+		defer never.Close()
+		start = time.Now()
+		_, err = never.Token(context.Background())
+		if e, ok := AsError(err); !ok || e.Code != CodeUnavailable || !strings.Contains(e.Msg, "not loaded yet") {
+			t.Fatalf("no credentials ever: %v", err)
+		}
+		if waited := time.Since(start); waited != 5*time.Second {
+			t.Fatalf("waited %s for credentials that never came, want the 5s fetch timeout", waited)
+		}
+	})
+}

@@ -1,7 +1,3 @@
-// Package broker owns the token cache: one Cache per upstream holds the
-// current access token, fetches a new one once however many callers wait,
-// refreshes it in the background before it expires, backs off when the
-// vendor's token endpoint fails, and never hands out an expired token.
 package broker
 
 import (
@@ -29,6 +25,11 @@ type Token struct {
 	Obtained      time.Time
 	Gen           uint64              // generation: which fetch produced it, for Invalidate
 	Creds         secrets.Credentials // what it was minted from, for vendor key headers
+
+	// Set for a token shared through the fleet's store (CONTRACT.md §7).
+	SharedGen uint64    // the store's generation; 0 for a token minted here alone
+	RefreshAt time.Time // the stored refresh point
+	MintedBy  string    // the minting replica, <hostname>-<pid>
 }
 
 // String never prints a token value.

@@ -55,11 +55,12 @@ func (d *Daemon) startUpstream(name string, u config.Upstream, cfg *config.Confi
 	kind, _, _ := config.ParseRef(u.Credentials)
 	w := secrets.NewWatch(src, u.Type, u.Credentials, cfg.PollInterval(kind))
 	cache := broker.New(name, ad, broker.Options{
-		RefreshFraction: u.RefreshFraction,
-		FetchTimeout:    u.TokenTimeout.Duration,
-		OnRefused:       w.Kick,
-		Metrics:         d.metrics,
-		Log:             log.Named("broker"),
+		RefreshFraction:   u.RefreshFraction,
+		FetchTimeout:      u.TokenTimeout.Duration,
+		ReauthMinInterval: u.ReauthMinInterval.Duration,
+		OnRefused:         w.Kick,
+		Metrics:           d.metrics,
+		Log:               log.Named("broker"),
 	})
 	w.OnChange = func(c secrets.Credentials) {
 		log.Info("credentials loaded", zap.String("credentials", u.Credentials), zap.String("version", c.Version()))

@@ -28,6 +28,7 @@ type Metrics struct {
 	VaultLogins     *prometheus.CounterVec
 	VaultRenewals   *prometheus.CounterVec
 	ConfigReloads   *prometheus.CounterVec
+	SharedTokens    *prometheus.CounterVec
 }
 
 // New registers every collector on reg.
@@ -87,6 +88,10 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 			Name: "tokenproxy_config_reloads_total",
 			Help: "Configuration reloads (SIGHUP), by result.",
 		}, []string{"result"}),
+		SharedTokens: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokenproxy_shared_token_total",
+			Help: "Shared tokens taken into use, by how: hit (another replica's, read at once), waited (another replica's, after waiting for its lease), minted (won the lease), local (store unavailable, minted alone); error counts attempts that ended without a token.",
+		}, []string{"upstream", "result"}),
 	}
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "tokenproxy_build_info",
@@ -95,7 +100,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 	build.WithLabelValues(version).Set(1)
 	reg.MustRegister(m.Requests, m.RequestDuration, m.TokenFetches, m.TokenFetchTime,
 		m.TokenExpiry, m.Reauth, m.SecretReads, m.FetchFailures, m.Coalesced, m.Replays,
-		m.VaultLogins, m.VaultRenewals, m.ConfigReloads, build,
+		m.VaultLogins, m.VaultRenewals, m.ConfigReloads, m.SharedTokens, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -142,6 +147,14 @@ func (m *Metrics) Reauthed(upstream string) {
 func (m *Metrics) Replayed(upstream string) {
 	if m != nil {
 		m.Replays.WithLabelValues(upstream).Inc()
+	}
+}
+
+// SharedToken records a shared token taken into use, or an attempt that
+// ended without one (result "error").
+func (m *Metrics) SharedToken(upstream, result string) {
+	if m != nil {
+		m.SharedTokens.WithLabelValues(upstream, result).Inc()
 	}
 }
 
@@ -200,7 +213,7 @@ func (m *Metrics) Forget(upstream string) {
 	for _, v := range []*prometheus.MetricVec{m.Requests.MetricVec, m.RequestDuration.MetricVec,
 		m.TokenFetches.MetricVec, m.TokenFetchTime.MetricVec, m.TokenExpiry.MetricVec,
 		m.Reauth.MetricVec, m.FetchFailures.MetricVec, m.Coalesced.MetricVec,
-		m.Replays.MetricVec} {
+		m.Replays.MetricVec, m.SharedTokens.MetricVec} {
 		v.DeletePartialMatch(prometheus.Labels{"upstream": upstream})
 	}
 }

@@ -1,0 +1,101 @@
+// Package broker owns the token cache: one Cache per upstream holds the
+// current access token, fetches a new one once however many callers wait,
+// refreshes it in the background before it expires, backs off when the
+// vendor's token endpoint fails, bounds 401-driven re-mints, and never
+// hands out an expired token.
+//
+// # One replica
+//
+// A Cache runs at most one fetch at a time (a flight); callers that find
+// no valid token join it. The refresher starts a fetch at RefreshFraction of
+// a token's life (with up to 10% jitter earlier), after a backoff, or when
+// the credentials change. A 401 from the API drops the token of that
+// generation only (Invalidate), unless the token was minted by or after the
+// last 401-driven re-mint and ReauthMinInterval has not passed since it: then
+// the 401 goes back to the caller (TestReauthBoundedPerInterval,
+// TestReauthOlderTokenReplaysWithNewer).
+//
+// # A fleet of replicas (Options.Sharing, CONTRACT.md §7)
+//
+// With Sharing, a fetch asks the fleet's store (a sharing.Store, Vault KV v2
+// in production) before the vendor. The store holds one record per upstream:
+// the token, its expiry and stored refresh point, the refresh token, the
+// credential version, a generation, the minting lease (holder, deadline),
+// the fleet's last 401-driven re-mint, and the fleet's backoff after a
+// failed mint. Every write is a check-and-set on the version read.
+//
+// A fetch reads the record and, in this order:
+//
+//  1. refused generation still stored, within the fleet's reauth interval:
+//     keep it (the 401 goes back to the caller);
+//  2. a valid token minted from our credential version (or a newer one),
+//     not refused, before its refresh point: use it (hit, or waited if we
+//     waited for it);
+//  3. minted from credentials newer than ours: use it while valid, else
+//     wait; never mint from older credentials;
+//  4. the fleet is backing off after a failed mint from our version: keep
+//     what is valid, else answer the stored error;
+//  5. another replica holds an unexpired lease: keep what is valid (the
+//     record's token or ours), else wait, re-reading, at most FetchTimeout,
+//     then answer 503 with Retry-After = the lease time left;
+//  6. otherwise take the lease (check-and-set: holder = us, deadline = now +
+//     Lease), ask the vendor (with the stored refresh token, if from our
+//     version and unexpired: only a lease holder presents it), and write the
+//     token back with generation+1 and the lease cleared (check-and-set on
+//     the lease's version). A failed mint writes the lease back cleared with
+//     the fleet's backoff, and drops a refused refresh token.
+//
+// The store unreachable (or not KV v2): a valid held token is kept, the
+// store retried with backoff; once the held token is past its safety margin,
+// Local mints alone (not written back) or the caller gets 503. The next
+// fetch after the store answers again goes through it
+// (TestSharedStoreUnavailable).
+//
+// Replicas wake for a refresh a little apart after the stored refresh point
+// (up to 2s or a tenth of the time left); the first takes the lease and the
+// others, finding it held, keep the valid token and read again within a
+// second (TestSharedRefreshOncePerLifetime).
+//
+// # Races, and the test that covers each
+//
+//   - Two replicas take the lease at once: both read version n and write
+//     with cas=n; the store accepts one. The loser reads again, finds the
+//     lease held, waits, and uses the winner's token
+//     (TestSharedColdStartMintsOnce: 5 replicas × 100 callers, 1 mint).
+//   - The holder dies after minting, before writing: its lease stays until
+//     its deadline; the others keep a valid token or wait (503 with the lease
+//     time left as Retry-After), and once the deadline passes one takes the
+//     lease over with a check-and-set on the dead holder's record, without
+//     backoff (TestSharedDeadHolderLeasePassesOn). A refresh token the dead
+//     holder used is lost with it: the successor's refresh is refused and it
+//     falls back to the primary grant (CONTRACT.md §7's one exception).
+//   - A slow writer whose lease ran out: another replica took the lease
+//     (which changed the version), so the slow writer's check-and-set fails
+//     and the newer token is never overwritten; the slow writer reads again
+//     and uses the fleet's token, or its own alone if the store has none
+//     valid (TestSharedSlowWriterNeverOverwrites).
+//   - A refresh racing a 401: a replica refused generation g asks for a
+//     token that is not g. If another replica is refreshing, it waits for
+//     the new generation; if g is still stored and the fleet re-minted
+//     within the interval, the 401 goes back to the caller; else it re-mints
+//     under the lease (TestSharedRefreshRacing401, TestSharedReauthFleetWide).
+//     Within one replica, a fetch that started before the 401 and comes back
+//     with g does not install it: it asks again with g refused
+//     (TestSharedRefusedDuringFlightIsNotInstalled).
+//   - A rotation seen by one replica before the others: it finds a record
+//     from an older version, mints from the new one under the lease, and
+//     writes it. The others, still on the old version, find a newer version
+//     stored and use that token; they never mint from the older credentials
+//     (Vault KV versions compare as numbers; fingerprints of file: and env:
+//     sources have no order, so any difference counts as newer)
+//     (TestSharedRotationSeenByOneFirst).
+//   - Refresh tokens across the fleet: only the lease holder presents the
+//     stored one, and every write stores the newest, so none is presented
+//     twice (TestSharedRefreshTokenNeverPresentedTwice).
+//   - A failed mint: the fleet's backoff is stored, so the other replicas do
+//     not ask the vendor in turn (TestSharedFailureBacksOffFleet).
+//
+// Lease deadlines are wall-clock times: replicas' clocks are assumed within
+// a second of each other, and Lease is at least twice FetchTimeout (config
+// validation), so a holder that is alive mints and writes within its lease.
+package broker

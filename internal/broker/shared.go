@@ -1,0 +1,371 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/tokenproxy/tokenproxy/internal/secrets"
+	"github.com/tokenproxy/tokenproxy/internal/sharing"
+)
+
+// Sharing makes a Cache one of a fleet that holds one token per upstream,
+// kept in a sharing.Store (CONTRACT.md §7). The protocol is described in
+// doc.go.
+type Sharing struct {
+	Store sharing.Store
+	// Lease is how long a replica holds the right to mint; at least twice
+	// the Cache's FetchTimeout (config validation checks it).
+	Lease time.Duration
+	// Local says what to do once the held token is no longer valid and the
+	// store cannot be used: mint alone (true) or fail with 503 (false).
+	Local bool
+	// ID names this replica in leases and minted_by: <hostname>-<pid>.
+	ID string
+}
+
+// Results of a shared fetch, the result label of
+// tokenproxy_shared_token_total.
+const (
+	SharedHit    = "hit"    // another replica's token, read without waiting
+	SharedWaited = "waited" // another replica's token, after waiting for its lease
+	SharedMinted = "minted" // won the lease and asked the vendor
+	SharedLocal  = "local"  // the store could not be used: minted alone
+	SharedError  = "error"  // no token came of it
+)
+
+// Polling while another replica holds the lease: quick at first, since a
+// mint usually takes tens of milliseconds, then at most every half second.
+const (
+	firstPoll = 50 * time.Millisecond
+	maxPoll   = 500 * time.Millisecond
+	// keepPoll is how soon a replica that keeps its token while another
+	// one refreshes asks the store again.
+	keepPoll = time.Second
+	// Store failures while a valid token is held: retried from storeRetry,
+	// doubling up to maxStoreRetry.
+	storeRetry    = time.Second
+	maxStoreRetry = 30 * time.Second
+)
+
+// errReadAgain tells get's loop to read the store again.
+var errReadAgain = errors.New("read the store again")
+
+// want is what a shared fetch starts from.
+type want struct {
+	creds   secrets.Credentials
+	held    Token  // the token the Cache holds now; may be zero or expired
+	refused uint64 // the shared generation an upstream refused (401); 0 if none
+	refresh string // a refresh token from a local mint (store unavailable)
+}
+
+// got is what a shared fetch ends with.
+type got struct {
+	tok    Token     // the token to hold; zero: keep the held one until next
+	next   time.Time // with a zero tok: ask the store again then
+	result string    // one of the Shared* results; "" when nothing new was taken
+
+	vendor  bool   // the vendor's token endpoint was asked
+	reauth  bool   // the vendor was asked because of a 401 (a re-mint)
+	refresh string // the refresh token presented to the vendor, if any
+
+	// When the vendor's answer under our lease was a failure, the lease
+	// record and its version, so the failure can be written back for the
+	// whole fleet once the Cache has chosen the backoff.
+	lease    sharing.Record
+	leaseVer int
+
+	// The fleet's last 401-driven re-mint, from the record read.
+	lastReauth time.Time
+	reauthGen  uint64
+}
+
+// fleet runs the sharing protocol for one Cache. Its methods are called only
+// from the Cache's fetch goroutine, one at a time (single flight), so its
+// own fields need no lock.
+type fleet struct {
+	Sharing
+	name     string
+	fetcher  Fetcher
+	timeout  time.Duration // FetchTimeout: bounds the wait for a lease, and one vendor call
+	fraction float64
+	defLife  time.Duration
+	reauth   time.Duration // ReauthMinInterval, fleet-wide
+	log      *zap.Logger
+
+	storeFails int
+}
+
+// get returns the token this replica should hold, following doc.go.
+func (fl *fleet) get(ctx context.Context, w want) (got, error) {
+	waitUntil := time.Now().Add(fl.timeout)
+	pause, waited := firstPoll, false
+	for {
+		rec, ver, err := fl.load(ctx)
+		if err != nil {
+			return fl.storeDown(ctx, w, err)
+		}
+		fl.storeFails = 0
+		now := time.Now()
+		g := got{lastReauth: rec.LastReauth, reauthGen: rec.ReauthGeneration}
+		v := w.creds.Version()
+		fresh := rec.AccessToken != "" && valid(recordToken(rec), now)
+		behind := olderVersion(v, rec.CredentialVersion)
+		sameOrNewer := rec.CredentialVersion == v || behind
+		refusedHere := w.refused != 0 && rec.Generation == w.refused
+
+		usable := fresh && sameOrNewer && !refusedHere
+		heldOK := valid(w.held, now)
+		// wait is for when another replica must act first: keep a token
+		// while one is valid, else wait for the store to change, at most
+		// until waitUntil.
+		wait := func(until time.Time, why *Error) (got, error) {
+			switch {
+			case usable:
+				g.tok, g.result, g.next = recordToken(rec), taken(waited), minTime(until, now.Add(keepPoll))
+				return g, nil
+			case heldOK:
+				g.next = minTime(until, now.Add(keepPoll))
+				return g, nil
+			case !now.Before(waitUntil):
+				return g, why
+			}
+			waited = true
+			pause = fl.pause(ctx, pause, waitUntil)
+			return g, errReadAgain
+		}
+
+		switch {
+		case refusedHere && fresh && sameOrNewer && fl.reauthBounded(rec, now):
+			// A re-mint happened fleet-wide within reauth_min_interval and
+			// this token is that one or newer: the 401 goes back to the
+			// caller and the token stays (CONTRACT.md §3).
+			g.tok = recordToken(rec)
+			return g, nil
+		case usable && now.Before(rec.RefreshAt):
+			// The fleet's token, before its refresh point.
+			g.tok, g.result = recordToken(rec), taken(waited)
+			return g, nil
+		case behind:
+			// Minted from credentials newer than ours: only a replica that
+			// has read them may mint.
+			if r, err := wait(now.Add(keepPoll), &Error{Code: CodeUnavailable, RetryAfter: time.Second,
+				Msg: fmt.Sprintf("%s: the fleet's token was minted from credential version %s, newer than this replica's %s; waiting to read it", fl.name, rec.CredentialVersion, v)}); err != errReadAgain {
+				return r, err
+			}
+			continue
+		case rec.FailureVersion == v && now.Before(rec.RetryAt):
+			// A replica failed to mint from these credentials: the fleet
+			// backs off together.
+			if usable || heldOK {
+				if usable {
+					g.tok = recordToken(rec)
+				}
+				g.next = rec.RetryAt
+				return g, nil
+			}
+			return g, &Error{Code: rec.FailureCode, Msg: rec.FailureMsg, RetryAfter: rec.RetryAt.Sub(now)}
+		case rec.LeaseHolder != "" && rec.LeaseHolder != fl.ID && now.Before(rec.LeaseUntil):
+			// Another replica is minting.
+			if r, err := wait(rec.LeaseUntil, &Error{Code: CodeUnavailable, RetryAfter: rec.LeaseUntil.Sub(now),
+				Msg: fmt.Sprintf("%s: replica %s is minting the fleet's token; none arrived within %s", fl.name, rec.LeaseHolder, fl.timeout)}); err != errReadAgain {
+				return r, err
+			}
+			continue
+		}
+
+		// Take the lease. Losing the check-and-set means another replica
+		// wrote first: read again and decide again.
+		lease := rec
+		lease.LeaseHolder, lease.LeaseUntil = fl.ID, now.Add(fl.Lease)
+		leaseVer, err := fl.Store.Save(ctx, fl.name, lease, ver)
+		if errors.Is(err, sharing.ErrConflict) {
+			if ctx.Err() != nil {
+				return g, ctx.Err()
+			}
+			continue
+		}
+		if err != nil {
+			return fl.storeDown(ctx, w, err)
+		}
+		return fl.mint(ctx, w, rec, lease, leaseVer)
+	}
+}
+
+// mint asks the vendor under the lease and writes the token back.
+func (fl *fleet) mint(ctx context.Context, w want, rec, lease sharing.Record, leaseVer int) (got, error) {
+	v := w.creds.Version()
+	g := got{vendor: true, reauth: w.refused != 0 && rec.Generation == w.refused,
+		lastReauth: rec.LastReauth, reauthGen: rec.ReauthGeneration}
+	sent := time.Now()
+	// The stored refresh token is the newest in the fleet, and only the
+	// lease holder presents it. One from other credentials is not used.
+	if rec.RefreshToken != "" && rec.CredentialVersion == v &&
+		(rec.RefreshExpiry.IsZero() || sent.Before(rec.RefreshExpiry.Add(-margin(rec.RefreshExpiry.Sub(rec.Obtained))))) {
+		g.refresh = rec.RefreshToken
+	}
+	mctx, cancel := context.WithTimeout(ctx, fl.timeout)
+	tok, err := fl.fetcher.Fetch(mctx, w.creds, g.refresh)
+	cancel()
+	if err == nil && tok.AccessToken == "" {
+		err = &FetchError{Status: 200, Malformed: true, Description: "empty access token"}
+	}
+	if err != nil {
+		g.lease, g.leaseVer = lease, leaseVer
+		return g, err
+	}
+	now := time.Now()
+	life := tok.ExpiresIn
+	if life <= 0 {
+		life = fl.defLife
+	}
+	next := sharing.Record{
+		AccessToken:       tok.AccessToken,
+		Obtained:          sent,
+		Expiry:            sent.Add(life),
+		RefreshAt:         sent.Add(time.Duration(float64(life) * fl.fraction * (1 - 0.1*rand.Float64()))),
+		RefreshToken:      tok.RefreshToken,
+		CredentialVersion: v,
+		Generation:        rec.Generation + 1,
+		MintedBy:          fl.ID,
+		LastReauth:        rec.LastReauth,
+		ReauthGeneration:  rec.ReauthGeneration,
+	}
+	if tok.RefreshToken != "" && tok.RefreshExpiresIn > 0 {
+		next.RefreshExpiry = sent.Add(tok.RefreshExpiresIn)
+	}
+	if tok.RefreshToken == "" && g.refresh != "" {
+		// A refresh answer without a new refresh token: the old one lives on.
+		next.RefreshToken, next.RefreshExpiry = rec.RefreshToken, rec.RefreshExpiry
+	}
+	if g.reauth {
+		next.LastReauth, next.ReauthGeneration = now, next.Generation
+	}
+	g.lastReauth, g.reauthGen = next.LastReauth, next.ReauthGeneration
+	_, err = fl.Store.Save(ctx, fl.name, next, leaseVer)
+	switch {
+	case err == nil:
+		g.tok, g.result = recordToken(next), SharedMinted
+		return g, nil
+	case errors.Is(err, sharing.ErrConflict):
+		// Our lease ran out and another replica took it: what it wrote is
+		// not overwritten. Use its token if it has one, else ours alone.
+		if cur, _, lerr := fl.load(ctx); lerr == nil && cur.AccessToken != "" &&
+			cur.Generation > rec.Generation && valid(recordToken(cur), now) {
+			fl.log.Warn("lease lost before the token was written back; using the fleet's newer token",
+				zap.String("minted_by", cur.MintedBy))
+			g.tok, g.result = recordToken(cur), SharedWaited
+			return g, nil
+		}
+		fl.log.Warn("lease lost before the token was written back; using this replica's token alone")
+	default:
+		fl.log.Warn("could not write the token back to the sharing store; using it alone", zap.Error(err))
+	}
+	next.Generation, next.MintedBy = 0, fl.ID
+	g.tok, g.result = recordToken(next), SharedMinted
+	return g, nil
+}
+
+// release writes a failed mint back: the lease is given up, and the fleet
+// backs off until retryAt. A refused refresh token is dropped so that
+// nobody presents it again. Best effort: if it cannot be written, the
+// lease runs out on its own.
+func (fl *fleet) release(ctx context.Context, g got, creds secrets.Credentials, e *Error, refused bool, retryAt time.Time) {
+	rec := g.lease
+	rec.LeaseHolder, rec.LeaseUntil = "", time.Time{}
+	rec.RetryAt, rec.FailureCode, rec.FailureMsg, rec.FailureVersion = retryAt, e.Code, e.Msg, creds.Version()
+	if refused && g.refresh != "" && rec.RefreshToken == g.refresh {
+		rec.RefreshToken, rec.RefreshExpiry = "", time.Time{}
+	}
+	if _, err := fl.Store.Save(ctx, fl.name, rec, g.leaseVer); err != nil && !errors.Is(err, sharing.ErrConflict) {
+		fl.log.Warn("could not release the lease in the sharing store", zap.Error(err))
+	}
+}
+
+// storeDown is what a replica does when the store cannot be used: keep a
+// token that is still valid, else mint alone or fail, as configured.
+func (fl *fleet) storeDown(ctx context.Context, w want, err error) (got, error) {
+	fl.storeFails++
+	now := time.Now()
+	if valid(w.held, now) {
+		wait := min(storeRetry<<min(fl.storeFails-1, 10), maxStoreRetry)
+		wait = wait/2 + rand.N(wait/2+1)
+		fl.log.Warn("sharing store unavailable; keeping the token held", zap.Error(err), zap.Duration("retry_in", wait))
+		return got{next: now.Add(wait)}, nil
+	}
+	if !fl.Local {
+		return got{}, &Error{Code: CodeUnavailable, RetryAfter: time.Second,
+			Msg: fmt.Sprintf("%s: sharing store unavailable and no valid token held: %v", fl.name, err)}
+	}
+	fl.log.Warn("sharing store unavailable; minting a token alone (on_store_unavailable: local)", zap.Error(err))
+	mctx, cancel := context.WithTimeout(ctx, fl.timeout)
+	defer cancel()
+	tok, ferr := fl.fetcher.Fetch(mctx, w.creds, w.refresh)
+	g := got{vendor: true, refresh: w.refresh, result: SharedLocal}
+	if ferr == nil && tok.AccessToken == "" {
+		ferr = &FetchError{Status: 200, Malformed: true, Description: "empty access token"}
+	}
+	if ferr != nil {
+		return got{vendor: true, refresh: w.refresh}, ferr
+	}
+	g.tok = tok // the Cache dates it, as a token of its own
+	return g, nil
+}
+
+func (fl *fleet) load(ctx context.Context) (sharing.Record, int, error) {
+	return fl.Store.Load(ctx, fl.name)
+}
+
+// reauthBounded reports whether a 401 on rec's token falls within the
+// fleet's reauth_min_interval.
+func (fl *fleet) reauthBounded(rec sharing.Record, now time.Time) bool {
+	return rec.ReauthGeneration != 0 && rec.Generation >= rec.ReauthGeneration &&
+		now.Sub(rec.LastReauth) < fl.reauth
+}
+
+// pause waits before reading the store again and returns the next pause.
+func (fl *fleet) pause(ctx context.Context, d time.Duration, until time.Time) time.Duration {
+	t := time.NewTimer(max(min(d, time.Until(until)), 0))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+	return min(2*d, maxPoll)
+}
+
+// recordToken is the token a record holds, as the Cache keeps it. The
+// refresh token stays in the store: only a lease holder presents it.
+func recordToken(r sharing.Record) Token {
+	return Token{AccessToken: r.AccessToken, Expiry: r.Expiry, Obtained: r.Obtained,
+		RefreshAt: r.RefreshAt, SharedGen: r.Generation, MintedBy: r.MintedBy}
+}
+
+func taken(waited bool) string {
+	if waited {
+		return SharedWaited
+	}
+	return SharedHit
+}
+
+// olderVersion reports whether credential version a is older than b. Vault
+// KV versions are numbers and compare as such; fingerprints of file: and env:
+// sources have no order, so none is older than another (CONTRACT.md §7:
+// any change counts as newer, from the replica that sees it).
+func olderVersion(a, b string) bool {
+	x, errA := strconv.ParseUint(a, 10, 64)
+	y, errB := strconv.ParseUint(b, 10, 64)
+	return errA == nil && errB == nil && x < y
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}

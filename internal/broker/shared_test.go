@@ -1,0 +1,572 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/tokenproxy/tokenproxy/internal/secrets"
+	"github.com/tokenproxy/tokenproxy/internal/sharing"
+)
+
+// The fleet's tests run several Caches, the replicas, on one sharing.Memory
+// store inside a synctest bubble. Each race named in doc.go has a test here.
+
+// vendor is one vendor for the whole fleet: it counts token requests, issues
+// numbered tokens, and (like Keycloak with rotation) refuses a refresh token
+// presented twice.
+type vendor struct {
+	mu        sync.Mutex
+	calls     int
+	life      time.Duration
+	delay     time.Duration
+	refresh   bool            // issue refresh tokens
+	used      map[string]bool // refresh tokens presented
+	presented []string
+	versions  []string
+	fail      error         // when set, every request fails with it
+	gate      chan struct{} // when set, requests wait for it
+}
+
+func newVendor(life, delay time.Duration) *vendor {
+	return &vendor{life: life, delay: delay, used: map[string]bool{}}
+}
+
+// replica is one Cache's view of the vendor.
+type replica struct {
+	v  *vendor
+	id string
+}
+
+func (r replica) Fetch(ctx context.Context, c secrets.Credentials, refresh string) (Token, error) {
+	v := r.v
+	v.mu.Lock()
+	v.calls++
+	n := v.calls
+	v.versions = append(v.versions, c.Version())
+	gate, fail, delay := v.gate, v.fail, v.delay
+	if refresh != "" {
+		v.presented = append(v.presented, refresh)
+		if v.used[refresh] {
+			v.mu.Unlock()
+			return Token{}, &FetchError{Status: 400, Code: "invalid_grant", Description: "refresh token reused"}
+		}
+		v.used[refresh] = true
+	}
+	v.mu.Unlock()
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return Token{}, &FetchError{Err: ctx.Err()}
+		}
+	}
+	select {
+	case <-time.After(delay):
+	case <-ctx.Done():
+		return Token{}, &FetchError{Err: ctx.Err()}
+	}
+	if fail != nil {
+		return Token{}, fail
+	}
+	tok := Token{AccessToken: fmt.Sprintf("tok-%d-by-%s", n, r.id), ExpiresIn: v.life}
+	if v.refresh {
+		tok.RefreshToken, tok.RefreshExpiresIn = fmt.Sprintf("rt-%d", n), 10*v.life
+	}
+	return tok, nil
+}
+
+func (v *vendor) count() int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.calls
+}
+
+func (v *vendor) set(f func(v *vendor)) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	f(v)
+}
+
+var replicaCount = map[*testing.T]int{}
+
+func credsV(version string) secrets.Credentials {
+	return secrets.NewCredentials(map[string]string{"client_id": "id-canary-1234", "client_secret": "secret-canary-" + version}, version)
+}
+
+// fleetOf starts n replicas sharing store, each with credentials version "1".
+// Replicas are numbered across calls within a test.
+func fleetOf(t *testing.T, n int, v *vendor, store sharing.Store, opt Options) []*Cache {
+	t.Helper()
+	var cs []*Cache
+	for range n {
+		i := replicaCount[t]
+		replicaCount[t]++
+		o := opt
+		id := fmt.Sprintf("replica-%d", i)
+		sh := Sharing{Store: store, Lease: 30 * time.Second, Local: true, ID: id}
+		if opt.Sharing != nil {
+			sh = *opt.Sharing
+			sh.Store, sh.ID = store, id
+		}
+		o.Sharing = &sh
+		if o.ReauthMinInterval == 0 {
+			o.ReauthMinInterval = 10 * time.Second
+		}
+		c := New("up", replica{v: v, id: id}, o)
+		t.Cleanup(c.Close)
+		c.SetCredentials(credsV("1"))
+		cs = append(cs, c)
+	}
+	return cs
+}
+
+func stored(t *testing.T, s sharing.Store) sharing.Record {
+	t.Helper()
+	rec, _, err := s.Load(context.Background(), "up")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rec
+}
+
+// Race: several replicas take the lease at once. The check-and-set lets one
+// win; the others read again, wait, and use its token.
+func TestSharedColdStartMintsOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		v := newVendor(time.Hour, 200*time.Millisecond)
+		store := sharing.NewMemory()
+		cs := fleetOf(t, 5, v, store, Options{})
+		var wg sync.WaitGroup
+		for _, c := range cs {
+			for range 100 {
+				wg.Go(func() {
+					if _, err := c.Token(context.Background()); err != nil {
+						t.Error(err)
+					}
+				})
+			}
+		}
+		wg.Wait()
+		if n := v.count(); n != 1 {
+			t.Fatalf("%d token requests for a fleet of 5, want 1", n)
+		}
+		want, _ := cs[0].Token(context.Background())
+		for i, c := range cs {
+			tok, _ := c.Token(context.Background())
+			if tok.AccessToken != want.AccessToken || tok.SharedGen != 1 || !tok.Expiry.Equal(want.Expiry) {
+				t.Errorf("replica %d holds %v, want the fleet's %v", i, tok, want)
+			}
+		}
+		if s := cs[0].State(); !s.Shared || !strings.HasPrefix(s.MintedBy, "replica-") {
+			t.Errorf("state %+v", s)
+		}
+	})
+}
+
+// Over many lifetimes the fleet refreshes once per lifetime, whoever does
+// it, and no replica ever hands out an expired token.
+func TestSharedRefreshOncePerLifetime(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		v := newVendor(60*time.Second, 50*time.Millisecond)
+		cs := fleetOf(t, 5, v, sharing.NewMemory(), Options{})
+		end := time.Now().Add(10 * time.Minute) // ten lifetimes
+		for time.Now().Before(end) {
+			for i, c := range cs {
+				tok, err := c.Token(context.Background())
+				if err != nil {
+					t.Fatalf("replica %d: %v", i, err)
+				}
+				if !time.Now().Before(tok.Expiry) {
+					t.Fatalf("replica %d handed out an expired token", i)
+				}
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		// One mint, then a refresh at 67.5–75% of each life: about 14.
+		if n := v.count(); n < 12 || n > 16 {
+			t.Fatalf("%d token requests over ten lifetimes for 5 replicas, want about 14", n)
+		}
+	})
+}
+
+// Race: the lease holder dies after the vendor answered but before it wrote
+// the token back. Its lease passes on once it runs out; meanwhile callers of
+// the others get 503 with Retry-After set to the lease time left.
+func TestSharedDeadHolderLeasePassesOn(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		v := newVendor(time.Hour, time.Second)
+		mem := sharing.NewMemory()
+		opt := Options{FetchTimeout: 2 * time.Second, Sharing: &Sharing{Lease: 5 * time.Second, Local: true}}
+		// The holder's store works for the lease and dies before the write-back.
+		dying := &dyingStore{Store: mem, saves: 1}
+		holder := fleetOf(t, 1, v, dying, opt)[0]
+		time.Sleep(100 * time.Millisecond) // the holder has taken the lease and is minting
+		if rec := stored(t, mem); rec.LeaseHolder != "replica-0" {
+			t.Fatalf("lease held by %q", rec.LeaseHolder)
+		}
+		other := fleetOf(t, 1, v, mem, opt)[0]
+		start := time.Now()
+		_, err := other.Token(context.Background())
+		e, ok := AsError(err)
+		if !ok || e.Code != CodeUnavailable || e.RetryAfter <= 0 || e.RetryAfter > 3*time.Second || !strings.Contains(e.Msg, "replica-0") {
+			t.Fatalf("while the dead holder's lease runs: %v", err)
+		}
+		// Within lease + token_timeout of the holder's start, the other serves.
+		for {
+			if _, err := other.Token(context.Background()); err == nil {
+				break
+			}
+			if time.Since(start) > 7*time.Second {
+				t.Fatal("no token within lease + token_timeout")
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		// The dead holder's token never reached the store; the successor's did.
+		if rec := stored(t, mem); rec.MintedBy != "replica-1" || rec.Generation != 1 || rec.LeaseHolder != "" {
+			t.Fatalf("stored: minted by %s, generation %d, lease %q", rec.MintedBy, rec.Generation, rec.LeaseHolder)
+		}
+		if n := v.count(); n != 2 {
+			t.Fatalf("%d token requests, want 2 (the dead holder's and the successor's)", n)
+		}
+		if tok, err := holder.Token(context.Background()); err != nil || tok.SharedGen != 0 {
+			t.Fatalf("the holder, cut off from the store, holds %v %v: want its own token", tok, err)
+		}
+	})
+}
+
+// dyingStore works for its first saves, then fails every call, as a replica
+// whose process died would never write again.
+type dyingStore struct {
+	sharing.Store
+	mu    sync.Mutex
+	saves int
+}
+
+func (d *dyingStore) Load(ctx context.Context, name string) (sharing.Record, int, error) {
+	d.mu.Lock()
+	dead := d.saves <= 0
+	d.mu.Unlock()
+	if dead {
+		return sharing.Record{}, 0, errors.New("dead")
+	}
+	return d.Store.Load(ctx, name)
+}
+
+func (d *dyingStore) Save(ctx context.Context, name string, rec sharing.Record, cas int) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.saves <= 0 {
+		return 0, errors.New("dead")
+	}
+	d.saves--
+	return d.Store.Save(ctx, name, rec, cas)
+}
+
+// Race: a slow writer whose lease ran out. Another replica took the lease
+// and wrote its token; the slow one's check-and-set fails, so the newer
+// token is never overwritten, and the slow one uses the fleet's token.
+func TestSharedSlowWriterNeverOverwrites(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		slow := newVendor(time.Hour, 6*time.Second)
+		fast := newVendor(time.Hour, 100*time.Millisecond)
+		mem := sharing.NewMemory()
+		opt := Options{FetchTimeout: 10 * time.Second, Sharing: &Sharing{Lease: 4 * time.Second, Local: true}}
+		a := fleetOf(t, 1, slow, mem, opt)[0]
+		time.Sleep(time.Second)
+		b := New("up", replica{v: fast, id: "replica-b"}, Options{FetchTimeout: 10 * time.Second, ReauthMinInterval: 10 * time.Second,
+			Sharing: &Sharing{Store: mem, Lease: 4 * time.Second, Local: true, ID: "replica-b"}})
+		t.Cleanup(b.Close)
+		b.SetCredentials(credsV("1"))
+		tb, err := b.Token(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ta, err := a.Token(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rec := stored(t, mem); rec.MintedBy != "replica-b" || rec.AccessToken != tb.AccessToken {
+			t.Fatalf("store holds a token by %s: the slow writer overwrote it", rec.MintedBy)
+		}
+		if ta.AccessToken != tb.AccessToken {
+			t.Fatalf("the slow writer uses %s, not the fleet's %s", ta.AccessToken, tb.AccessToken)
+		}
+	})
+}
+
+// Race: a refresh in flight while a 401 refuses the token it would return.
+// The fetch asks again for a token other than the refused one.
+func TestSharedRefreshRacing401(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		v := newVendor(100*time.Second, 100*time.Millisecond)
+		mem := sharing.NewMemory()
+		cs := fleetOf(t, 2, v, mem, Options{})
+		a, b := cs[0], cs[1]
+		s1, _ := a.Token(context.Background())
+		if tb, _ := b.Token(context.Background()); tb.AccessToken != s1.AccessToken {
+			t.Fatal("replicas hold different tokens")
+		}
+		// Past the refresh point, the vendor is slow: one replica refreshes
+		// under the lease; then b gets a 401 on the old token.
+		v.set(func(v *vendor) { v.gate = make(chan struct{}) })
+		time.Sleep(time.Until(stored(t, mem).RefreshAt.Add(3 * time.Second)))
+		if stored(t, mem).LeaseHolder == "" {
+			t.Fatal("nobody holds the lease after the refresh point")
+		}
+		held, _ := b.Token(context.Background())
+		if !b.Invalidate(held.Gen) {
+			t.Fatal("401 did not drop the token")
+		}
+		got := make(chan Token)
+		go func() { tok, _ := b.Token(context.Background()); got <- tok }()
+		synctest.Wait()
+		v.set(func(v *vendor) { close(v.gate); v.gate = nil })
+		s2 := <-got
+		if s2.AccessToken == s1.AccessToken || s2.SharedGen != 2 {
+			t.Fatalf("after the 401: %v, want the refreshed token", s2)
+		}
+		if n := v.count(); n != 2 {
+			t.Fatalf("%d token requests, want 2 (first and one refresh that also serves the 401)", n)
+		}
+	})
+}
+
+// Race: the refused token comes back from a fetch that started before the
+// 401 (here: while another replica refreshes, the fetch would keep it).
+func TestSharedRefusedDuringFlightIsNotInstalled(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		v := newVendor(100*time.Second, 100*time.Millisecond)
+		mem := sharing.NewMemory()
+		gated := &gatedStore{Store: mem}
+		a := fleetOf(t, 1, v, gated, Options{})[0]
+		b := fleetOf(t, 1, v, mem, Options{})[0]
+		s1, _ := a.Token(context.Background())
+		b.Token(context.Background())
+		// b will refresh, slowly; a's own read of the store is held up.
+		v.set(func(v *vendor) { v.gate = make(chan struct{}) })
+		gated.hold()
+		time.Sleep(time.Until(stored(t, mem).RefreshAt.Add(3 * time.Second)))
+		synctest.Wait()
+		// a's refresh is stuck reading the store; a 401 refuses s1 meanwhile.
+		if !a.Invalidate(s1.Gen) {
+			t.Fatal("401 did not drop the token")
+		}
+		got := make(chan Token)
+		go func() { tok, _ := a.Token(context.Background()); got <- tok }()
+		synctest.Wait()
+		gated.release() // a reads: s1, with b's lease on it
+		synctest.Wait()
+		v.set(func(v *vendor) { close(v.gate); v.gate = nil })
+		tok := <-got
+		if tok.AccessToken == s1.AccessToken {
+			t.Fatal("the refused token was installed again")
+		}
+		if n := v.count(); n != 2 {
+			t.Fatalf("%d token requests, want 2", n)
+		}
+	})
+}
+
+// gatedStore holds Loads while gated.
+type gatedStore struct {
+	sharing.Store
+	mu   sync.Mutex
+	gate chan struct{}
+}
+
+func (g *gatedStore) hold() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.gate = make(chan struct{})
+}
+
+func (g *gatedStore) release() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	close(g.gate)
+	g.gate = nil
+}
+
+func (g *gatedStore) Load(ctx context.Context, name string) (sharing.Record, int, error) {
+	g.mu.Lock()
+	gate := g.gate
+	g.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
+	return g.Store.Load(ctx, name)
+}
+
+// Race: a rotation seen by one replica before the others. The first to see
+// the new version mints from it; a replica still on the old version uses
+// the newer token and never mints from older credentials.
+func TestSharedRotationSeenByOneFirst(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		v := newVendor(100*time.Second, 100*time.Millisecond)
+		mem := sharing.NewMemory()
+		cs := fleetOf(t, 3, v, mem, Options{})
+		for _, c := range cs {
+			c.Token(context.Background())
+		}
+		cs[0].SetCredentials(credsV("2"))
+		synctest.Wait()
+		time.Sleep(time.Second)
+		rec := stored(t, mem)
+		if rec.CredentialVersion != "2" || rec.Generation != 2 {
+			t.Fatalf("stored version %s gen %d", rec.CredentialVersion, rec.Generation)
+		}
+		// The others, on version 1, go on through several refreshes and
+		// adopt the version 2 token without ever minting from version 1.
+		time.Sleep(5 * time.Minute)
+		for i, c := range cs[1:] {
+			tok, err := c.Token(context.Background())
+			if err != nil || tok.SharedGen < 2 {
+				t.Fatalf("replica %d: %v %v", i+1, tok, err)
+			}
+		}
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		for i, ver := range v.versions[1:] {
+			if ver != "2" {
+				t.Fatalf("token request %d used credential version %s after the fleet saw version 2", i+2, ver)
+			}
+		}
+		// Once the rest read version 2, nothing more is minted for them.
+		cs[1].SetCredentials(credsV("2"))
+		cs[2].SetCredentials(credsV("2"))
+	})
+}
+
+// Prodoscore: only the lease holder presents the stored refresh token, and
+// the newest is always stored, so none is presented twice in the fleet.
+func TestSharedRefreshTokenNeverPresentedTwice(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		v := newVendor(60*time.Second, 50*time.Millisecond)
+		v.refresh = true
+		cs := fleetOf(t, 5, v, sharing.NewMemory(), Options{})
+		end := time.Now().Add(10 * time.Minute)
+		for time.Now().Before(end) {
+			for _, c := range cs {
+				if _, err := c.Token(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			time.Sleep(time.Second)
+		}
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		seen := map[string]bool{}
+		for _, rt := range v.presented {
+			if seen[rt] {
+				t.Fatalf("refresh token %s presented twice: %v", rt, v.presented)
+			}
+			seen[rt] = true
+		}
+		if len(v.presented) < 10 {
+			t.Fatalf("only %d refreshes used a refresh token over ten lifetimes", len(v.presented))
+		}
+	})
+}
+
+// The store cannot be used: a held token is used while valid, then local
+// mode mints alone and fail mode answers credentials_unavailable. Once the
+// store answers again, the next refresh goes through it.
+func TestSharedStoreUnavailable(t *testing.T) {
+	for _, local := range []bool{true, false} {
+		t.Run(fmt.Sprintf("local=%v", local), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				v := newVendor(60*time.Second, 50*time.Millisecond)
+				mem := sharing.NewMemory()
+				c := fleetOf(t, 1, v, mem, Options{Sharing: &Sharing{Lease: 30 * time.Second, Local: local}})[0]
+				first, _ := c.Token(context.Background())
+				mem.SetError(errors.New("connection refused"))
+				// Until the safety margin the held token serves.
+				for time.Until(first.Expiry) > 6*time.Second {
+					tok, err := c.Token(context.Background())
+					if err != nil || tok.AccessToken != first.AccessToken {
+						t.Fatalf("with a valid token held: %v %v", tok, err)
+					}
+					time.Sleep(time.Second)
+				}
+				time.Sleep(time.Until(first.Expiry))
+				tok, err := c.Token(context.Background())
+				if local {
+					if err != nil || tok.SharedGen != 0 || tok.AccessToken == first.AccessToken {
+						t.Fatalf("local mode after expiry: %v %v, want a token minted alone", tok, err)
+					}
+				} else if e, ok := AsError(err); !ok || e.Code != CodeUnavailable || !strings.Contains(e.Msg, "sharing store unavailable") {
+					t.Fatalf("fail mode after expiry: %v", err)
+				}
+				mem.SetError(nil)
+				time.Sleep(2 * time.Minute)
+				tok, err = c.Token(context.Background())
+				if err != nil || tok.SharedGen == 0 {
+					t.Fatalf("store back: %v %v, want a shared token", tok, err)
+				}
+			})
+		})
+	}
+}
+
+// A 401 is handled fleet-wide: one re-mint however many replicas saw it,
+// and within reauth_min_interval 401s on that token go back to callers.
+func TestSharedReauthFleetWide(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		v := newVendor(time.Hour, 50*time.Millisecond)
+		cs := fleetOf(t, 4, v, sharing.NewMemory(), Options{})
+		always401 := func(c *Cache) bool {
+			tok, err := c.Token(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.Invalidate(tok.Gen)
+			fresh, err := c.Token(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			return fresh.Gen != tok.Gen
+		}
+		for range 25 * 10 { // 25s, 10 rounds a second on every replica
+			var wg sync.WaitGroup
+			for _, c := range cs {
+				wg.Go(func() { always401(c) })
+			}
+			wg.Wait()
+			time.Sleep(100 * time.Millisecond)
+		}
+		// First mint, then re-mints at about 0s, 10s and 20s fleet-wide.
+		if n := v.count(); n < 3 || n > 5 {
+			t.Fatalf("%d token requests with a path always answering 401, want 4", n)
+		}
+	})
+}
+
+// A failed mint is written back: the fleet backs off together instead of
+// every replica asking the vendor in turn.
+func TestSharedFailureBacksOffFleet(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		v := newVendor(time.Hour, 10*time.Millisecond)
+		v.fail = &FetchError{Status: 401, Code: "invalid_client"}
+		cs := fleetOf(t, 5, v, sharing.NewMemory(), Options{})
+		for range 10 * 60 { // ten minutes, a caller per replica per second
+			for _, c := range cs {
+				_, err := c.Token(context.Background())
+				if e, ok := AsError(err); !ok || e.Code != CodeTokenEndpoint || !strings.Contains(e.Msg, "invalid_client") {
+					t.Fatalf("got %v", err)
+				}
+			}
+			time.Sleep(time.Second)
+		}
+		// One replica alone makes 2 to 6 requests in ten minutes (30s
+		// doubling to 5 minutes); the fleet should not make five times that.
+		if n := v.count(); n < 2 || n > 8 {
+			t.Fatalf("%d token requests from 5 replicas over ten minutes of refusals", n)
+		}
+	})
+}
