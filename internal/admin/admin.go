@@ -88,6 +88,8 @@ type upstreamStatus struct {
 	CredentialVersion string  `json:"credential_version"`
 	Generation        uint64  `json:"token_generation"`
 	Failures          int     `json:"consecutive_failures"`
+	Shared            bool    `json:"shared"`
+	MintedBy          string  `json:"minted_by"`
 }
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {
@@ -113,6 +115,8 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 			CredentialVersion: u.CredentialVersion,
 			Generation:        u.Generation,
 			Failures:          u.Failures,
+			Shared:            u.Shared,
+			MintedBy:          u.MintedBy,
 		}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"upstreams": body})
