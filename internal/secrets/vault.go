@@ -9,6 +9,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -291,18 +292,8 @@ func (s vaultSecret) Read(ctx context.Context) (Credentials, error) { return s.v
 
 func (v *Vault) read(ctx context.Context, path string) (Credentials, error) {
 	where := "vault:" + path + " at " + v.addr
-	wait := time.NewTimer(vaultTimeout)
-	select {
-	case <-v.tried:
-	case <-ctx.Done():
-	case <-wait.C:
-	}
-	wait.Stop()
-	v.mu.Lock()
-	notReady := v.notReady
-	v.mu.Unlock()
-	if notReady != nil {
-		return Credentials{}, fmt.Errorf("vault: not logged in: %w (reading %s)", notReady, where)
+	if err := v.ready(ctx); err != nil {
+		return Credentials{}, fmt.Errorf("%w (reading %s)", err, where)
 	}
 	m, err := v.mount(ctx, path)
 	if err != nil {
@@ -349,20 +340,70 @@ func (v *Vault) read(ctx context.Context, path string) (Credentials, error) {
 	return NewCredentials(values, version), nil
 }
 
+// ready waits for the first login attempt (at most vaultTimeout, or until ctx
+// ends) and reports why there is no token to use, or nil.
+func (v *Vault) ready(ctx context.Context) error {
+	wait := time.NewTimer(vaultTimeout)
+	select {
+	case <-v.tried:
+	case <-ctx.Done():
+	case <-wait.C:
+	}
+	wait.Stop()
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.notReady != nil {
+		return fmt.Errorf("vault: not logged in: %w", v.notReady)
+	}
+	return nil
+}
+
+// Addr is the Vault address from the config, for messages.
+func (v *Vault) Addr() string { return v.addr }
+
+// KVv2 is, for writers that share this Vault's login and token renewal (the
+// fleet token store), the KV v2 mount holding path: a client for it and path
+// relative to the mount ("secret/a/b" gives KVv2("secret") and "a/b"). Like a
+// read, it waits for the first login attempt. Errors, one line each, never
+// holding a token: not logged in; the mount lookup failed ("HTTP 403:
+// ...", which a path under no mount also gets); or the mount is KV version 1
+// or not KV. Report failures of calls made through the client with Failed.
+func (v *Vault) KVv2(ctx context.Context, path string) (*api.KVv2, string, error) {
+	path = strings.TrimLeft(path, "/")
+	if err := v.ready(ctx); err != nil {
+		return nil, "", err
+	}
+	m, err := v.mount(ctx, path)
+	if err != nil {
+		v.sawError(err)
+		return nil, "", fmt.Errorf("finding its KV mount: %w", vaultAPIError{err})
+	}
+	if !m.v2 {
+		v.forgetMount(m.path) // so that `vault kv enable-versioning` takes effect
+		return nil, "", fmt.Errorf("mount %q is KV version 1, not KV version 2", m.path)
+	}
+	return v.client.KVv2(strings.TrimSuffix(m.path, "/")), strings.TrimPrefix(path, m.path), nil
+}
+
+// Failed takes the error of a call made through a KVv2 client for path: a
+// 403 makes Run check whether Vault still accepts the token (and log in
+// again if not), and path's mount is looked up afresh next time in case it
+// changed. It returns err in one line ("HTTP 403: permission denied", or
+// the transport's failure), unwrapping to err.
+func (v *Vault) Failed(path string, err error) error {
+	v.sawError(err)
+	if m, ok := v.cachedMount(strings.Trim(path, "/")); ok {
+		v.forgetMount(m.path)
+	}
+	return vaultAPIError{err}
+}
+
 // mount finds the KV mount holding path and its version, as the vault CLI
 // does, and remembers it. Any token with access somewhere under a mount may
 // ask; a path under no mount answers 403.
 func (v *Vault) mount(ctx context.Context, path string) (vaultMount, error) {
-	v.mu.Lock()
-	var found vaultMount
-	for p, m := range v.mounts {
-		if strings.HasPrefix(path, p) && len(p) > len(found.path) {
-			found = m
-		}
-	}
-	v.mu.Unlock()
-	if found.path != "" {
-		return found, nil
+	if m, ok := v.cachedMount(path); ok {
+		return m, nil
 	}
 	s, err := v.client.Logical().ReadWithContext(ctx, "sys/internal/ui/mounts/"+path)
 	if err != nil {
@@ -383,6 +424,19 @@ func (v *Vault) mount(ctx context.Context, path string) (vaultMount, error) {
 	v.mu.Unlock()
 	v.log.Debug("vault KV mount found", zap.String("address", v.addr), zap.String("mount", mountPath), zap.Bool("kv_v2", m.v2))
 	return m, nil
+}
+
+// cachedMount is the longest known mount holding path.
+func (v *Vault) cachedMount(path string) (vaultMount, bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	var found vaultMount
+	for p, m := range v.mounts {
+		if strings.HasPrefix(path, p) && len(p) > len(found.path) {
+			found = m
+		}
+	}
+	return found, found.path != ""
 }
 
 func (v *Vault) forgetMount(path string) {
@@ -432,6 +486,14 @@ func (e vaultAPIError) Unwrap() error { return e.err }
 func vaultDescribe(err error) string {
 	var re *api.ResponseError
 	if !errors.As(err, &re) {
+		// The URL is already in the caller's message: keep the failure.
+		var ue *url.Error
+		switch {
+		case errors.Is(err, context.DeadlineExceeded):
+			return "no answer in time (context deadline exceeded)"
+		case errors.As(err, &ue):
+			return ue.Op + ": " + ue.Err.Error()
+		}
 		return err.Error()
 	}
 	msg := strings.Join(strings.Fields(strings.Join(re.Errors, "; ")), " ")

@@ -48,7 +48,9 @@ var ErrConflict = errors.New("sharing: another replica wrote first (check-and-se
 // Implementations are safe for concurrent use.
 type Store interface {
 	// Load returns the record of upstream name and its version. A record
-	// that does not exist yet is the zero Record with version 0.
+	// that does not exist yet is the zero Record with version 0; one whose
+	// latest version was deleted is the zero Record with that version, which
+	// a Save takes as cas.
 	Load(ctx context.Context, name string) (Record, int, error)
 	// Save writes rec if the stored version is still cas (0: only if there
 	// is none yet) and returns the new version, or ErrConflict.
