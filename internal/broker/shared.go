@@ -317,8 +317,15 @@ func (fl *fleet) storeDown(ctx context.Context, w want, err error) (got, error) 
 	return g, nil
 }
 
+// load reads the record. A malformed one is treated as none, so that the
+// next mint writes over it with its version.
 func (fl *fleet) load(ctx context.Context) (sharing.Record, int, error) {
-	return fl.Store.Load(ctx, fl.name)
+	rec, ver, err := fl.Store.Load(ctx, fl.name)
+	if errors.Is(err, sharing.ErrMalformed) {
+		fl.log.Warn("the shared record is malformed; the next token minted replaces it", zap.Error(err))
+		return sharing.Record{}, ver, nil
+	}
+	return rec, ver, err
 }
 
 // reauthBounded reports whether a 401 on rec's token falls within the

@@ -42,6 +42,12 @@ type Record struct {
 // first. Re-read and decide again.
 var ErrConflict = errors.New("sharing: another replica wrote first (check-and-set)")
 
+// ErrMalformed is a stored record that cannot be read as one. Load returns
+// it with the record's version, so that a Save with that version (the next
+// mint) writes over it: a damaged record heals instead of keeping the fleet
+// off its store.
+var ErrMalformed = errors.New("malformed record")
+
 // Store keeps one Record per upstream with check-and-set writes. Any error
 // other than ErrConflict means the store cannot be used now (unreachable,
 // refused, not a KV v2 mount); errors never hold a record's secrets.

@@ -82,7 +82,8 @@ func (s *Vault) Load(ctx context.Context, name string) (Record, int, error) {
 	}
 	rec, err := decodeRecord(sec.Data)
 	if err != nil {
-		return Record{}, 0, s.fail(path, fmt.Sprintf("version %d is not a record", sec.VersionMetadata.Version), err)
+		err = fmt.Errorf("%w: %w", ErrMalformed, err)
+		return Record{}, sec.VersionMetadata.Version, s.fail(path, fmt.Sprintf("version %d is not a record", sec.VersionMetadata.Version), err)
 	}
 	return rec, sec.VersionMetadata.Version, nil
 }

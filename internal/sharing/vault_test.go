@@ -112,8 +112,8 @@ func TestVaultStoreMalformedRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, v, err := s.Load(context.Background(), "inspera")
-	want := "sharing: vault:secret/tokenproxy/shared/inspera at " + srv.Addr() + ": version 1 is not a record: key generation: " + errNumber
-	if err == nil || !strings.HasPrefix(err.Error(), want) || !strings.Contains(err.Error(), "key lease_until: an object") || errors.Is(err, ErrConflict) || v != 0 {
+	want := "sharing: vault:secret/tokenproxy/shared/inspera at " + srv.Addr() + ": version 1 is not a record: malformed record: key generation: " + errNumber
+	if err == nil || !strings.HasPrefix(err.Error(), want) || !strings.Contains(err.Error(), "key lease_until: an object") || errors.Is(err, ErrConflict) || !errors.Is(err, ErrMalformed) || v != 1 {
 		t.Fatalf("got version %d, %v\nwant %s...", v, err, want)
 	}
 	if n := mustSave(t, s, "inspera", Record{AccessToken: "CANARY-fixed"}, 1); n != 2 {
