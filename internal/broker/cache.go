@@ -262,6 +262,9 @@ func (c *Cache) fetch(f *flight, creds secrets.Credentials, refresh string) {
 		c.installLocked(&tok, creds, start, now)
 		f.tok = tok
 	} else {
+		if fe, ok := errors.AsType[*FetchError](err); ok && fe.RefreshRefused && c.refresh.RefreshToken == refresh {
+			c.refresh = Token{}
+		}
 		var e *Error
 		reason, refused, e = c.failLocked(err, creds, now)
 		f.err = e
@@ -294,12 +297,10 @@ func (c *Cache) installLocked(tok *Token, creds secrets.Credentials, sent, now t
 	tok.Creds = creds
 	tok.Obtained = now
 	tok.Expiry = sent.Add(life)
-	if tok.RefreshToken != "" {
-		if tok.RefreshExpiresIn > 0 {
-			tok.RefreshExpiry = sent.Add(tok.RefreshExpiresIn)
-		}
-		c.refresh = *tok // always keep the newest refresh token
+	if tok.RefreshToken != "" && tok.RefreshExpiresIn > 0 {
+		tok.RefreshExpiry = sent.Add(tok.RefreshExpiresIn)
 	}
+	c.refresh = *tok // the newest refresh token, or none (Fetcher)
 	c.tok = *tok
 	jitter := 1 - 0.1*rand.Float64()
 	c.refreshAt = sent.Add(time.Duration(float64(life) * c.opt.RefreshFraction * jitter))
