@@ -383,3 +383,26 @@ func outcome(tok broker.Token, err error) any {
 	}
 	return lifeOf(tok)
 }
+
+// Retry-After is delay-seconds (digits only) or an HTTP date (RFC 9110
+// §10.2.3); anything else is no hint.
+func TestRetryAfter(t *testing.T) {
+	now := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	for v, want := range map[string]time.Duration{
+		"7":                             7 * time.Second,
+		" 7 ":                           7 * time.Second,
+		"0":                             0,
+		"7abc":                          0, // fmt.Sscanf read this as 7
+		"-1":                            0,
+		"1.5":                           0,
+		"99999999999":                   maxLifetime, // capped, not wrapped negative
+		"Wed, 01 Jan 2025 00:01:30 GMT": 90 * time.Second,
+		"Tue, 31 Dec 2024 23:59:00 GMT": 0, // in the past
+		"soon":                          0,
+		"":                              0,
+	} {
+		if got := retryAfter(http.Header{"Retry-After": {v}}, now); got != want {
+			t.Errorf("Retry-After %q = %v, want %v", v, got, want)
+		}
+	}
+}
