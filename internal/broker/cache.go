@@ -346,6 +346,9 @@ func (c *Cache) fetch(f *flight, w want) {
 	}
 	switch {
 	case err != nil:
+		if fe, ok := errors.AsType[*FetchError](err); ok && fe.RefreshRefused && w.refresh != "" && c.refresh.RefreshToken == w.refresh {
+			c.refresh = Token{} // a refused refresh token is never presented again
+		}
 		if se, ok := err.(*Error); ok {
 			// The fleet's answer (another replica's failure, a lease held
 			// too long, the store down): no vendor call to classify.
@@ -355,9 +358,6 @@ func (c *Cache) fetch(f *flight, w want) {
 			c.opt.Log.Warn("no shared token", zap.String("error", se.Msg), zap.Duration("retry_in", se.RetryAfter))
 		} else {
 			reason, refused, e = c.failLocked(err, w.creds, now)
-			if refused && w.refresh != "" && c.refresh.RefreshToken == w.refresh {
-				c.refresh = Token{} // a refused refresh token is never presented again
-			}
 		}
 		f.err = e
 		if valid(c.tok, now) {
@@ -392,7 +392,8 @@ func (c *Cache) fetch(f *flight, w want) {
 	}
 	c.opt.Metrics.TokenExpiresAt(c.name, expiry)
 	if g.leaseVer != 0 && e != nil {
-		c.fleet.release(c.base, g, w.creds, e, refused, retryAt)
+		fe, ok := errors.AsType[*FetchError](err)
+		c.fleet.release(c.base, g, w.creds, e, ok && fe.RefreshRefused, retryAt)
 	}
 	if refused && c.opt.OnRefused != nil {
 		c.opt.OnRefused()
@@ -433,12 +434,10 @@ func (c *Cache) installLocked(tok *Token, creds secrets.Credentials, sent, now t
 		}
 		tok.Obtained = now
 		tok.Expiry = sent.Add(life)
-		if tok.RefreshToken != "" {
-			if tok.RefreshExpiresIn > 0 {
-				tok.RefreshExpiry = sent.Add(tok.RefreshExpiresIn)
-			}
-			c.refresh = *tok // always keep the newest refresh token
+		if tok.RefreshToken != "" && tok.RefreshExpiresIn > 0 {
+			tok.RefreshExpiry = sent.Add(tok.RefreshExpiresIn)
 		}
+		c.refresh = *tok // the newest refresh token, or none (Fetcher)
 		jitter := 1 - 0.1*rand.Float64()
 		c.refreshAt = sent.Add(time.Duration(float64(life) * c.opt.RefreshFraction * jitter))
 	} else {

@@ -496,3 +496,86 @@ func TestWaitsForFirstCredentials(t *testing.T) {
 		}
 	})
 }
+
+// A refresh token the vendor refused is dropped, whether the fetch then
+// failed or succeeded without a new one: the next fetch uses the primary
+// grant instead of presenting it again (shared/VENDORS.md, "Token answers
+// as they really come").
+func TestRefusedRefreshTokenNeverPresentedAgain(t *testing.T) {
+	tests := []struct {
+		name   string
+		second func() (Token, error) // the answer to the fetch given r1
+	}{
+		{"fetch failed", func() (Token, error) {
+			return Token{}, &FetchError{Status: 503, Code: "server_error", RefreshRefused: true}
+		}},
+		{"fallback without a refresh token", func() (Token, error) {
+			return Token{AccessToken: "a2", ExpiresIn: time.Hour}, nil
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				f := &fakeFetcher{}
+				f.fn = func(_ context.Context, n int) (Token, error) {
+					switch n {
+					case 1:
+						return Token{AccessToken: "a1", ExpiresIn: time.Hour, RefreshToken: "r1"}, nil
+					case 2:
+						return tt.second()
+					}
+					return Token{AccessToken: fmt.Sprintf("a%d", n), ExpiresIn: time.Hour}, nil
+				}
+				c := newCache(t, f, Options{})
+				tok, err := c.Token(context.Background())
+				if err != nil {
+					t.Fatal(err)
+				}
+				c.Invalidate(tok.Gen)
+				c.Token(context.Background())
+				if tok, err := c.Token(context.Background()); err == nil {
+					c.Invalidate(tok.Gen)
+				}
+				// After the failure's backoff, or at once after the success.
+				time.Sleep(2 * time.Minute)
+				synctest.Wait()
+				if tok, err := c.Token(context.Background()); err != nil || tok.AccessToken == "" {
+					t.Fatalf("no token after the refusal: %v", err)
+				}
+				f.mu.Lock()
+				got := strings.Join(f.refresh, ",")
+				f.mu.Unlock()
+				if got != ",r1," {
+					t.Fatalf("refresh tokens presented %q, want r1 once", got)
+				}
+			})
+		})
+	}
+}
+
+// A refresh token refused by a fetch that was given another one is not
+// dropped: only the refused one goes.
+func TestRefreshRefusedKeepsOnlyWhatWasPresented(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &fakeFetcher{}
+		f.fn = func(_ context.Context, n int) (Token, error) {
+			if n == 2 {
+				return Token{}, &FetchError{Status: 503}
+			}
+			return Token{AccessToken: fmt.Sprintf("a%d", n), ExpiresIn: time.Hour, RefreshToken: fmt.Sprintf("r%d", n)}, nil
+		}
+		c := newCache(t, f, Options{})
+		tok, _ := c.Token(context.Background())
+		c.Invalidate(tok.Gen)
+		c.Token(context.Background()) // fails, not refused
+		time.Sleep(2 * time.Minute)
+		synctest.Wait()
+		c.Token(context.Background())
+		f.mu.Lock()
+		got := strings.Join(f.refresh, ",")
+		f.mu.Unlock()
+		if got != ",r1,r1" {
+			t.Fatalf("refresh tokens presented %q: a transient failure must keep r1", got)
+		}
+	})
+}

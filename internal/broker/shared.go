@@ -236,12 +236,13 @@ func (fl *fleet) mint(ctx context.Context, w want, rec, lease sharing.Record, le
 		LastReauth:        rec.LastReauth,
 		ReauthGeneration:  rec.ReauthGeneration,
 	}
-	if tok.RefreshToken != "" && tok.RefreshExpiresIn > 0 {
+	// The token names the refresh token to present next (Fetcher): a new
+	// one, the old one again, or none.
+	switch {
+	case tok.RefreshToken != "" && tok.RefreshExpiresIn > 0:
 		next.RefreshExpiry = sent.Add(tok.RefreshExpiresIn)
-	}
-	if tok.RefreshToken == "" && g.refresh != "" {
-		// A refresh answer without a new refresh token: the old one lives on.
-		next.RefreshToken, next.RefreshExpiry = rec.RefreshToken, rec.RefreshExpiry
+	case tok.RefreshToken != "" && tok.RefreshToken == g.refresh:
+		next.RefreshExpiry = rec.RefreshExpiry
 	}
 	if g.reauth {
 		next.LastReauth, next.ReauthGeneration = now, next.Generation
@@ -275,11 +276,11 @@ func (fl *fleet) mint(ctx context.Context, w want, rec, lease sharing.Record, le
 // backs off until retryAt. A refused refresh token is dropped so that
 // nobody presents it again. Best effort: if it cannot be written, the
 // lease runs out on its own.
-func (fl *fleet) release(ctx context.Context, g got, creds secrets.Credentials, e *Error, refused bool, retryAt time.Time) {
+func (fl *fleet) release(ctx context.Context, g got, creds secrets.Credentials, e *Error, refreshRefused bool, retryAt time.Time) {
 	rec := g.lease
 	rec.LeaseHolder, rec.LeaseUntil = "", time.Time{}
 	rec.RetryAt, rec.FailureCode, rec.FailureMsg, rec.FailureVersion = retryAt, e.Code, e.Msg, creds.Version()
-	if refused && g.refresh != "" && rec.RefreshToken == g.refresh {
+	if refreshRefused && g.refresh != "" && rec.RefreshToken == g.refresh {
 		rec.RefreshToken, rec.RefreshExpiry = "", time.Time{}
 	}
 	if _, err := fl.Store.Save(ctx, fl.name, rec, g.leaseVer); err != nil && !errors.Is(err, sharing.ErrConflict) {

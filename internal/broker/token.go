@@ -15,7 +15,8 @@ type Token struct {
 	// ExpiresIn is the lifetime the vendor gave; the Cache turns it into
 	// Expiry from the moment the request was sent. Zero means not given.
 	ExpiresIn time.Duration
-	// RefreshToken and RefreshExpiresIn are set by grants that issue one.
+	// RefreshToken and RefreshExpiresIn are set by grants that issue one:
+	// the refresh token to present next, "" for none.
 	RefreshToken     string
 	RefreshExpiresIn time.Duration
 
@@ -44,7 +45,10 @@ func (t Token) Format(f fmt.State, _ rune) { fmt.Fprint(f, t.String()) }
 // request and parses the answer, nothing more: no caching, retries or
 // goroutines, so that the Cache alone decides when to call it and never runs
 // two calls of one upstream at once. refreshToken is a still-valid refresh
-// token from the last fetch, or "" to use the primary grant.
+// token from the last fetch, or "" to use the primary grant. The Token's
+// RefreshToken replaces it: a refresh grant answered without a new one
+// returns the one it was given (RFC 6749 §6), and a FetchError with
+// RefreshRefused drops it.
 type Fetcher interface {
 	Fetch(ctx context.Context, creds secrets.Credentials, refreshToken string) (Token, error)
 }
@@ -59,6 +63,9 @@ type FetchError struct {
 	RetryAfter  time.Duration // from a Retry-After header
 	Malformed   bool          // a 2xx answer that held no usable token
 	Err         error         // the transport error, when Status is 0
+	// RefreshRefused: the vendor refused the refresh token Fetch was given,
+	// whatever came after; the Cache never presents it again.
+	RefreshRefused bool
 }
 
 func (e *FetchError) Error() string {

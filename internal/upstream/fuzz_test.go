@@ -1,20 +1,23 @@
 package upstream
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"net/http"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/tokenproxy/tokenproxy/internal/broker"
 )
 
-// The token parsers read whatever a vendor (or whatever sits in front of it)
+// The token reader reads whatever a vendor (or whatever sits in front of it)
 // answers. Whatever that is, they must not panic, and a token they accept
 // must be usable: a non-empty access token and a lifetime that is not negative.
 
-// checkParsed holds every parser to the same contract.
+// checkParsed holds every vendor's answers to the same contract.
 func checkParsed(t *testing.T, status int, tok broker.Token, err error) {
 	t.Helper()
 	if err == nil {
@@ -24,8 +27,8 @@ func checkParsed(t *testing.T, status int, tok broker.Token, err error) {
 		if tok.AccessToken == "" {
 			t.Fatalf("accepted without an access token")
 		}
-		if tok.ExpiresIn < 0 {
-			t.Fatalf("accepted with a negative lifetime %v", tok.ExpiresIn)
+		if tok.ExpiresIn < 0 || tok.RefreshExpiresIn < 0 {
+			t.Fatalf("accepted with a negative lifetime %v / %v", tok.ExpiresIn, tok.RefreshExpiresIn)
 		}
 		return
 	}
@@ -73,7 +76,7 @@ func FuzzParseProminsight(f *testing.F) {
 	f.Add(204, []byte(``))
 	f.Add(-1, []byte(`null`))
 	f.Fuzz(func(t *testing.T, status int, body []byte) {
-		tok, err := parseProminsight(fuzzResponse(status, ""), body)
+		tok, err := prominsightAnswer.Read(fuzzResponse(status, ""), body)
 		checkParsed(t, status, tok, err)
 	})
 }
@@ -95,8 +98,51 @@ func FuzzParseInspera(f *testing.F) {
 	f.Add(200, []byte(`{"access_token": "half a token`))
 	f.Add(307, []byte(``))
 	f.Fuzz(func(t *testing.T, status int, body []byte) {
-		tok, err := parseInspera(fuzzResponse(status, "7"), body)
+		tok, err := insperaAnswer.Read(fuzzResponse(status, "7"), body)
 		checkParsed(t, status, tok, err)
+	})
+}
+
+// FuzzReadAnswer runs the four vendors' answers through the one reader,
+// under any Content-Type: the contract above holds, and a byte-order mark
+// or a label changes nothing (shared/VENDORS.md, "Token answers as they
+// really come").
+func FuzzReadAnswer(f *testing.F) {
+	for _, s := range []struct {
+		vendor uint8
+		status int
+		label  string
+		body   string
+	}{
+		{0, 200, "text/plain", `{"success": true, "data": {"accessToken": "eyJ", "tokenType": "BEARER", "expiresIn": 3.6e3}}`},
+		{0, 200, "", `{"success": false, "error": {"message": "locked"}}`},
+		{1, 200, "text/html", `{"access_token": "ins", "expires_in": "3599.5"}`},
+		{1, 409, "text/plain", `{"error": "Multiple tokens for user", "description": "Please contact inspera support"}`},
+		{2, 200, "application/json; charset=utf-8", `{"access_token": "h", "token_type": "bearer", "expires_in": "3600"}`},
+		{2, 200, "text/plain", `{"access_token": "h", "token_type": "mac"}`},
+		{2, 400, "text/plain", `{"error": "invalid_scope", "error_description": "scope must include hgem-results-api"}`},
+		{3, 200, "", `{"access_token": "p", "refresh_token": "r", "expires_in": 36E3, "refresh_expires_in": "6.048e5"}`},
+		{3, 200, "text/plain", `{"error": "invalid_grant"}`},
+		{3, 401, "text/html", `<html>401</html>`},
+		{3, 200, "application/x-www-form-urlencoded", `access_token=p&expires_in=3600`},
+		{3, 200, "", "\uFEFF{\"access_token\": \"p\"}"},
+	} {
+		f.Add(s.vendor, s.status, s.label, []byte(s.body))
+	}
+	answers := []Answer{prominsightAnswer, insperaAnswer, hgemAnswer, prodoscoreAnswer}
+	f.Fuzz(func(t *testing.T, vendor uint8, status int, label string, body []byte) {
+		a := answers[int(vendor)%len(answers)]
+		r := fuzzResponse(status, "")
+		r.Header.Set("Content-Type", label)
+		tok, err := a.Read(r, body)
+		checkParsed(t, status, tok, err)
+		if bytes.HasPrefix(body, []byte("\uFEFF")) {
+			return
+		}
+		tok2, err2 := a.Read(fuzzResponse(status, ""), append([]byte("\uFEFF"), body...))
+		if diff := cmp.Diff(outcome(tok, err), outcome(tok2, err2)); diff != "" {
+			t.Fatalf("labelled %q vs unlabelled with a BOM: (-first +second)\n%s", label, diff)
+		}
 	})
 }
 

@@ -1,26 +1,22 @@
 // Package upstream holds one adapter per vendor API. An adapter knows how
-// its vendor's token endpoint is asked and answers, and which headers its
-// API calls carry; it builds requests and parses answers, nothing more:
-// caching, retries and scheduling belong to the broker.
+// its vendor's token endpoint is asked, and which headers its API calls
+// carry; where its answers keep the token is data (Answer), read by one
+// reader for all vendors. Adapters build requests and read answers, nothing
+// more: caching, retries and scheduling belong to the broker.
 package upstream
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/tokenproxy/tokenproxy/internal/broker"
@@ -61,13 +57,16 @@ func bearer(h http.Header, tok broker.Token) {
 // maxTokenBody bounds what is read of a token endpoint's answer.
 const maxTokenBody = 1 << 20
 
-// post sends a token request and reads the answer. A transport failure
-// comes back as a *broker.FetchError without the URL, which for Inspera
-// carries the client_id in its query.
-func post(ctx context.Context, client *http.Client, rawURL, contentType string, body []byte, h http.Header) (*http.Response, []byte, error) {
+// formType is the media type of RFC 6749 token requests (§4).
+const formType = "application/x-www-form-urlencoded"
+
+// ask sends a token request and reads the answer as a says. A transport
+// failure, a body cut short included, comes back as a *broker.FetchError
+// without the URL, which for Inspera carries the client_id in its query.
+func ask(ctx context.Context, client *http.Client, rawURL, contentType string, body []byte, h http.Header, a Answer) (broker.Token, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, rawURL, bytes.NewReader(body))
 	if err != nil {
-		return nil, nil, fmt.Errorf("token request: %w", err)
+		return broker.Token{}, fmt.Errorf("token request: %w", err)
 	}
 	for k, v := range h {
 		req.Header[k] = v
@@ -76,14 +75,14 @@ func post(ctx context.Context, client *http.Client, rawURL, contentType string, 
 	req.Header.Set("Accept", "application/json")
 	resp, err := client.Do(req)
 	if err != nil {
-		return nil, nil, &broker.FetchError{Err: stripURL(err)}
+		return broker.Token{}, &broker.FetchError{Err: stripURL(err)}
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxTokenBody))
 	if err != nil {
-		return nil, nil, &broker.FetchError{Err: fmt.Errorf("reading the answer: %w", stripURL(err))}
+		return broker.Token{}, &broker.FetchError{Err: fmt.Errorf("reading the answer: %w", stripURL(err))}
 	}
-	return resp, b, nil
+	return a.Read(resp, b)
 }
 
 func stripURL(err error) error {
@@ -92,82 +91,6 @@ func stripURL(err error) error {
 		return ue.Err
 	}
 	return err
-}
-
-// seconds is a lifetime given as a JSON number or string ("3600"), as some
-// token endpoints do.
-type seconds int64
-
-func (s *seconds) UnmarshalJSON(b []byte) error {
-	str := strings.Trim(string(b), `"`)
-	if str == "" || str == "null" {
-		*s = 0
-		return nil
-	}
-	f, err := strconv.ParseFloat(str, 64)
-	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
-		return fmt.Errorf("lifetime %q is not a number", str)
-	}
-	// A negative lifetime is none given; a huge one is capped rather than
-	// left to wrap negative in duration.
-	*s = seconds(min(max(f, 0), maxSeconds))
-	return nil
-}
-
-// maxSeconds is the longest lifetime a time.Duration holds, in seconds.
-const maxSeconds = float64(math.MaxInt64 / time.Second)
-
-func (s seconds) duration() time.Duration { return time.Duration(s) * time.Second }
-
-// vendorError builds the error for a token answer that is not a token,
-// reading the vendor's error code and description from the named fields. A
-// field may also be an object, as Inspera's OAuth2Exception is; then its
-// own "error" or "message" is used.
-func vendorError(resp *http.Response, body []byte, codeField, descField string) *broker.FetchError {
-	fe := &broker.FetchError{Status: resp.StatusCode, RetryAfter: retryAfter(resp.Header, time.Now())}
-	var m map[string]json.RawMessage
-	if json.Unmarshal(body, &m) == nil {
-		fe.Code = text(m[codeField])
-		fe.Description = text(m[descField])
-	}
-	return fe
-}
-
-// text reads a JSON string, or an object's "error"/"message" string.
-func text(raw json.RawMessage) string {
-	var s string
-	if json.Unmarshal(raw, &s) == nil {
-		return clip(s)
-	}
-	var o struct{ Error, Message string }
-	if json.Unmarshal(raw, &o) == nil {
-		return clip(cmp.Or(o.Error, o.Message))
-	}
-	return ""
-}
-
-// retryAfter reads a Retry-After header given in seconds or as an HTTP date.
-func retryAfter(h http.Header, now time.Time) time.Duration {
-	v := strings.TrimSpace(h.Get("Retry-After"))
-	if v == "" {
-		return 0
-	}
-	var secs int
-	if _, err := fmt.Sscanf(v, "%d", &secs); err == nil && secs >= 0 {
-		return time.Duration(secs) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil && t.After(now) {
-		return t.Sub(now)
-	}
-	return 0
-}
-
-// clip bounds vendor text carried into errors and logs.
-func clip(s string) string {
-	if len(s) > 200 {
-		return s[:200] + "..."
-	}
-	return s
 }
 
 // Transport is the HTTP transport for one upstream's hosts: the system roots

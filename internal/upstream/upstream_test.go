@@ -26,7 +26,6 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
-	"golang.org/x/oauth2"
 
 	"github.com/tokenproxy/tokenproxy/internal/broker"
 	"github.com/tokenproxy/tokenproxy/internal/config"
@@ -277,9 +276,9 @@ func TestFetchSendsWhatTheVendorExpects(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Fetch: %v", err)
 			}
-			// x/oauth2's clientcredentials keeps only the Expiry it computed,
-			// so HGEM's lifetime is measured back from it and comes out a
-			// hair short; the others pass expires_in through exactly.
+			// HGEM's lifetime once came back through x/oauth2's computed
+			// Expiry, a hair short; this bound is from then.
+			// TestAnswerFormsFromEndpoint holds all four to the exact lifetime.
 			if tt.kind == vendorsim.HGEM {
 				if tok.ExpiresIn > lifetime || tok.ExpiresIn < lifetime-time.Second {
 					t.Errorf("ExpiresIn = %v, want within a second below %v", tok.ExpiresIn, lifetime)
@@ -704,8 +703,8 @@ func TestProdoscoreRefresh(t *testing.T) {
 	})
 }
 
-// The adapters built on x/oauth2 take what it reports, status and
-// Retry-After included.
+// The RFC 6749 adapters (HGEM, Prodoscore; once built on x/oauth2) report
+// what the endpoint answered, status and Retry-After included.
 func TestOAuth2Faults(t *testing.T) {
 	tests := []struct {
 		kind  string
@@ -735,7 +734,7 @@ func TestOAuth2Faults(t *testing.T) {
 			fe := fetchError(t, err)
 			got := *fe
 			if got.Malformed {
-				got.Description = "" // x/oauth2's own words
+				got.Description = "" // the reader's own words
 			}
 			if diff := cmp.Diff(tt.want, got); diff != "" {
 				t.Errorf("FetchError (-want +got):\n%s", diff)
@@ -1148,7 +1147,7 @@ func TestParseInspera(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tok, err := parseInspera(resp(tt.status, tt.header), []byte(tt.body))
+			tok, err := insperaAnswer.Read(resp(tt.status, tt.header), []byte(tt.body))
 			checkParse(t, tok, err, tt.want, tt.wantErr)
 		})
 	}
@@ -1183,7 +1182,7 @@ func TestParseProminsight(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tok, err := parseProminsight(resp(tt.status, nil), []byte(tt.body))
+			tok, err := prominsightAnswer.Read(resp(tt.status, nil), []byte(tt.body))
 			checkParse(t, tok, err, tt.want, tt.wantErr)
 		})
 	}
@@ -1208,53 +1207,54 @@ func checkParse(t *testing.T, tok broker.Token, err error, want broker.Token, wa
 
 func TestVendorErrorHTTPDate(t *testing.T) {
 	when := time.Now().Add(90 * time.Second).UTC().Format(http.TimeFormat)
-	fe := vendorError(resp(503, http.Header{"Retry-After": {when}}), nil, "error", "description")
+	_, err := insperaAnswer.Read(resp(503, http.Header{"Retry-After": {when}}), nil)
+	fe := fetchError(t, err)
 	if fe.RetryAfter <= 0 || fe.RetryAfter > 90*time.Second {
 		t.Errorf("RetryAfter = %v, want (0, 90s]", fe.RetryAfter)
 	}
 }
 
-func TestFromOAuth2(t *testing.T) {
-	rateLimited := &http.Response{StatusCode: 429, Header: http.Header{"Retry-After": {"5"}}}
+// The RFC 6749 answers HGEM and Prodoscore give, read as x/oauth2 read
+// them before (TestFromOAuth2's cases, now as the JSON that carries them).
+func TestReadRFC6749(t *testing.T) {
+	rateLimited := http.Header{"Retry-After": {"5"}}
 	tests := []struct {
 		name    string
-		tok     *oauth2.Token
-		err     error
+		status  int
+		header  http.Header
+		body    string
 		want    broker.Token
 		wantErr *broker.FetchError
 	}{
-		{name: "lifetime", tok: &oauth2.Token{AccessToken: "a", ExpiresIn: 3600}, want: broker.Token{AccessToken: "a", ExpiresIn: time.Hour}},
-		{name: "no lifetime", tok: &oauth2.Token{AccessToken: "a"}, want: broker.Token{AccessToken: "a"}},
-		{name: "negative lifetime", tok: &oauth2.Token{AccessToken: "a", ExpiresIn: -30, Expiry: time.Now().Add(-30 * time.Second)}, want: broker.Token{AccessToken: "a"}},
+		{name: "lifetime", status: 200, body: `{"access_token": "a", "expires_in": 3600}`, want: broker.Token{AccessToken: "a", ExpiresIn: time.Hour}},
+		{name: "no lifetime", status: 200, body: `{"access_token": "a"}`, want: broker.Token{AccessToken: "a"}},
+		{name: "negative lifetime", status: 200, body: `{"access_token": "a", "expires_in": -30}`, want: broker.Token{AccessToken: "a"}},
 		{
-			name: "refresh, number",
-			tok:  (&oauth2.Token{AccessToken: "a", RefreshToken: "r", ExpiresIn: 60}).WithExtra(map[string]any{"refresh_expires_in": float64(600)}),
+			name: "refresh, number", status: 200,
+			body: `{"access_token": "a", "refresh_token": "r", "expires_in": 60, "refresh_expires_in": 600}`,
 			want: broker.Token{AccessToken: "a", RefreshToken: "r", ExpiresIn: time.Minute, RefreshExpiresIn: 10 * time.Minute},
 		},
 		{
-			name: "refresh, string",
-			tok:  (&oauth2.Token{AccessToken: "a", RefreshToken: "r", ExpiresIn: 60}).WithExtra(map[string]any{"refresh_expires_in": "600"}),
+			name: "refresh, string", status: 200,
+			body: `{"access_token": "a", "refresh_token": "r", "expires_in": 60, "refresh_expires_in": "600"}`,
 			want: broker.Token{AccessToken: "a", RefreshToken: "r", ExpiresIn: time.Minute, RefreshExpiresIn: 10 * time.Minute},
 		},
 		{
-			name:    "refused",
-			err:     &oauth2.RetrieveError{Response: rateLimited, ErrorCode: "slow_down", ErrorDescription: "later"},
+			name: "refused", status: 429, header: rateLimited, body: `{"error": "slow_down", "error_description": "later"}`,
 			wantErr: &broker.FetchError{Status: 429, Code: "slow_down", Description: "later", RetryAfter: 5 * time.Second},
 		},
 		{
-			name:    "refused without a response",
-			err:     &oauth2.RetrieveError{ErrorCode: "invalid_grant"},
-			wantErr: &broker.FetchError{Code: "invalid_grant"},
+			name: "refused in a 200", status: 200, body: `{"error": "invalid_grant"}`,
+			wantErr: &broker.FetchError{Status: 200, Code: "invalid_grant"},
 		},
 		{
-			name:    "unreadable 200",
-			err:     errors.New("oauth2: server response missing access_token"),
-			wantErr: &broker.FetchError{Status: 200, Malformed: true, Description: "server response missing access_token"},
+			name: "unreadable 200", status: 200, body: `{"token_type": "Bearer"}`,
+			wantErr: &broker.FetchError{Status: 200, Malformed: true, Description: "no access_token in the answer"},
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tok, err := fromOAuth2(tt.tok, tt.err)
+			tok, err := prodoscoreAnswer.Read(resp(tt.status, tt.header), []byte(tt.body))
 			if tt.wantErr != nil {
 				fe := fetchError(t, err)
 				if diff := cmp.Diff(*tt.wantErr, *fe); diff != "" {
@@ -1276,7 +1276,8 @@ func TestFromOAuth2(t *testing.T) {
 
 	t.Run("transport failure", func(t *testing.T) {
 		cause := errors.New("connection reset")
-		_, err := fromOAuth2(nil, &url.Error{Op: "Post", URL: "https://auth.example/token?client_id=" + canary, Err: cause})
+		client := &http.Client{Transport: failing{cause}}
+		_, err := ask(context.Background(), client, "https://auth.example/token?client_id="+canary, formType, nil, nil, prodoscoreAnswer)
 		fe := fetchError(t, err)
 		if fe.Status != 0 || !errors.Is(err, cause) {
 			t.Errorf("FetchError = %+v, want Status 0 wrapping the cause", *fe)
@@ -1285,8 +1286,12 @@ func TestFromOAuth2(t *testing.T) {
 	})
 }
 
-// A negative or HGEM-sized lifetime from a live endpoint comes out as none,
-// through x/oauth2 as through the hand-written parsers.
+// failing is a transport that never gets an answer.
+type failing struct{ err error }
+
+func (f failing) RoundTrip(*http.Request) (*http.Response, error) { return nil, f.err }
+
+// A negative lifetime from a live endpoint comes out as none, for every adapter.
 func TestNegativeLifetimeFromEndpoint(t *testing.T) {
 	for _, kind := range kinds {
 		t.Run(kind, func(t *testing.T) {

@@ -1,6 +1,7 @@
 package vendorsim
 
 import (
+	"cmp"
 	"net/http"
 	"strconv"
 	"strings"
@@ -19,6 +20,12 @@ type Fault struct {
 	Truncate    bool          // declare a longer Content-Length than is sent, then abort the connection
 	Malformed   bool          // answer 200 with a body that is not valid JSON
 	Count       int           // apply to the next Count requests only; 0 = until cleared
+	// Grant limits a token fault to requests of this grant_type ("refresh_token" refuses
+	// Prodoscore's refresh grant alone); other requests pass untouched and are not counted.
+	Grant string
+	// Code is the error code in the default body for Status, for vendors whose errors carry
+	// one (all but PROMinsight); default the code the vendor would give with that status.
+	Code string
 }
 
 // SetTokenFault applies f to the token endpoint; nil clears it. Either way, requests hanging
@@ -51,10 +58,10 @@ func (fs *faultSlot) set(f *Fault) {
 	}
 }
 
-// take returns the fault for one request, counting it down. A fault that runs out clears
+// take returns the fault for one request of the given grant, counting it down. A fault that runs out clears
 // itself without closing release: that would free the request it was just given to.
-func (fs *faultSlot) take() (*Fault, <-chan struct{}) {
-	if fs.fault == nil {
+func (fs *faultSlot) take(grant string) (*Fault, <-chan struct{}) {
+	if fs.fault == nil || fs.fault.Grant != "" && fs.fault.Grant != grant {
 		return nil, nil
 	}
 	c := *fs.fault
@@ -131,7 +138,8 @@ func (s *Server) serveFault(w http.ResponseWriter, r *http.Request, f *Fault, re
 			return true
 		}
 		code, desc := s.faultError(f.Status, isToken)
-		s.writeError(w, f.Status, code, desc)
+		// writeError labels its answer JSON; the fault's label goes on over it.
+		s.writeError(&formWriter{ResponseWriter: w, form: Form{ContentType: ct}}, f.Status, cmp.Or(f.Code, code), desc)
 	}
 	return true
 }

@@ -65,10 +65,11 @@ func (s *Server) hgemToken(w http.ResponseWriter, r *http.Request) {
 		granted = requested
 	}
 	tok, ttl, _, _ := s.issue(c["client_id"], false)
+	shape := s.tokenForm()
 	writeToken(w, map[string]any{
 		"access_token": tok,
-		"expires_in":   int64(ttl.Seconds()),
-		"token_type":   "Bearer",
+		"expires_in":   shape.seconds(ttl),
+		"token_type":   shape.tokenType(),
 		"scope":        strings.Join(granted, " "),
 	})
 }

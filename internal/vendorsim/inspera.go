@@ -37,7 +37,7 @@ func (s *Server) insperaToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	tok, ttl, _, _ := s.issue(c["client_id"], false)
-	writeToken(w, map[string]any{"access_token": tok, "expires_in": int64(ttl.Seconds())})
+	writeToken(w, map[string]any{"access_token": tok, "expires_in": s.tokenForm().seconds(ttl)})
 }
 
 func (s *Server) insperaTest(w http.ResponseWriter, r *http.Request) {

@@ -69,12 +69,13 @@ func (s *Server) prodoscoreToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	access, ttl, refresh, refreshTTL := s.issue(clientID, true)
+	shape := s.tokenForm()
 	writeToken(w, map[string]any{
 		"access_token":       access,
-		"expires_in":         int64(ttl.Seconds()),
-		"refresh_expires_in": int64(refreshTTL.Seconds()),
+		"expires_in":         shape.seconds(ttl),
+		"refresh_expires_in": shape.seconds(refreshTTL),
 		"refresh_token":      refresh,
-		"token_type":         "Bearer",
+		"token_type":         shape.tokenType(),
 	})
 }
 

@@ -51,12 +51,13 @@ func (s *Server) prominsightToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	tok, ttl, _, _ := s.issue(*req.ClientID, false)
+	shape := s.tokenForm()
 	writeToken(w, map[string]any{
 		"success": true,
 		"data": map[string]any{
 			"accessToken": tok,
-			"tokenType":   "Bearer",
-			"expiresIn":   int64(ttl.Seconds()),
+			"tokenType":   shape.tokenType(),
+			"expiresIn":   shape.seconds(ttl),
 		},
 	})
 }

@@ -20,29 +20,30 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	finish := s.record(r, isToken)
 	defer func() { finish(sw.status) }()
 
-	s.mu.Lock()
-	slot := &s.apiFault
+	slot, grant := &s.apiFault, ""
 	if isToken {
-		slot = &s.tokenFault
+		slot, grant = &s.tokenFault, s.grantOfRequest(r)
 	}
-	f, release := slot.take()
+	s.mu.Lock()
+	f, release := slot.take(grant)
 	s.mu.Unlock()
 	if f != nil && s.serveFault(sw, r, f, release, isToken) {
 		return
 	}
 
-	if isToken && r.Method != http.MethodPost {
-		// Inspera treats a wrong method as a malformed OAuth request; the others answer 405.
-		if s.kind == Inspera {
-			s.writeError(sw, http.StatusBadRequest, "invalid_request", "")
+	if isToken {
+		tw := &formWriter{ResponseWriter: sw, form: s.tokenForm()}
+		if r.Method != http.MethodPost {
+			// Inspera treats a wrong method as a malformed OAuth request; the others answer 405.
+			if s.kind == Inspera {
+				s.writeError(tw, http.StatusBadRequest, "invalid_request", "")
+				return
+			}
+			tw.Header().Set("Allow", http.MethodPost)
+			s.writeError(tw, http.StatusMethodNotAllowed, "invalid_request", "Method not allowed")
 			return
 		}
-		sw.Header().Set("Allow", http.MethodPost)
-		s.writeError(sw, http.StatusMethodNotAllowed, "invalid_request", "Method not allowed")
-		return
-	}
-	if isToken {
-		s.token(sw, r)
+		s.token(tw, r)
 		return
 	}
 	if reason := s.checkAuth(r); reason != "" {

@@ -7,7 +7,9 @@
 package vendorsim
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"maps"
 	"net/http"
 	"net/url"
@@ -84,6 +86,7 @@ type Server struct {
 	quiet           bool // count requests, keep no record of them
 	tokenFault      faultSlot
 	apiFault        faultSlot
+	form            Form
 	downloadBase    string
 	exports         map[string]bool
 }
@@ -208,6 +211,24 @@ func (s *Server) grantOf(r Request) string {
 		return q.Get("grant_type")
 	case HGEM, Prodoscore:
 		f, _ := url.ParseQuery(string(r.Body))
+		return f.Get("grant_type")
+	}
+	return ""
+}
+
+// grantOfRequest reads grant_type from a token request as it arrives, as grantOf does from
+// its record, and leaves the body to be read again.
+func (s *Server) grantOfRequest(r *http.Request) string {
+	switch s.kind {
+	case Inspera:
+		return r.URL.Query().Get("grant_type")
+	case HGEM, Prodoscore:
+		head, _ := io.ReadAll(io.LimitReader(r.Body, maxTokenBody))
+		r.Body = struct {
+			io.Reader
+			io.Closer
+		}{io.MultiReader(bytes.NewReader(head), r.Body), r.Body}
+		f, _ := url.ParseQuery(string(head))
 		return f.Get("grant_type")
 	}
 	return ""

@@ -1,0 +1,235 @@
+package upstream
+
+import (
+	"bytes"
+	"cmp"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tokenproxy/tokenproxy/internal/broker"
+)
+
+// Answer says where a vendor's token answers keep what the broker needs,
+// as dot-separated paths into the JSON body ("data.accessToken"); an empty
+// path is a field the vendor does not send. It is plain data, one value per
+// vendor below, so that a vendor described in a config file can bring its own.
+//
+// Read reads every vendor's answers alike (shared/VENDORS.md, "Token answers
+// as they really come"): as JSON whatever the Content-Type says, after an
+// optional UTF-8 byte-order mark (RFC 8259 §8.1); a lifetime is any JSON
+// number or numeric string, in whole seconds rounded down; the token type is
+// matched without regard to case.
+type Answer struct {
+	// Success, when set, is a boolean that must be true for the answer to
+	// hold a token (PROMinsight's envelope); false makes it a refusal.
+	Success     string `yaml:"success"`
+	AccessToken string `yaml:"access_token"`
+	// TokenType, when the answer has one, must be Bearer (RFC 6750), in any case.
+	TokenType        string `yaml:"token_type"`
+	ExpiresIn        string `yaml:"expires_in"` // seconds
+	RefreshToken     string `yaml:"refresh_token"`
+	RefreshExpiresIn string `yaml:"refresh_expires_in"` // seconds
+	// ErrorCode and ErrorDescription are a refusal's reason: each a string,
+	// or an object holding an "error" or "message" string (Inspera's
+	// OAuth2Exception).
+	ErrorCode        string `yaml:"error_code"`
+	ErrorDescription string `yaml:"error_description"`
+}
+
+// The vendors' answers, as shared/VENDORS.md describes them.
+var (
+	// {"success": true, "data": {"accessToken", "tokenType", "expiresIn"}};
+	// refusals {"success": false, "error": "Invalid credentials"}.
+	prominsightAnswer = Answer{Success: "success", AccessToken: "data.accessToken", TokenType: "data.tokenType",
+		ExpiresIn: "data.expiresIn", ErrorCode: "error", ErrorDescription: "message"}
+	// {"access_token", "expires_in"} without a token type; refusals
+	// {"error": <text or OAuth2Exception>, "description": "..."}.
+	insperaAnswer = Answer{AccessToken: "access_token", ExpiresIn: "expires_in",
+		ErrorCode: "error", ErrorDescription: "description"}
+	// RFC 6749 §5.1 and §5.2.
+	hgemAnswer = Answer{AccessToken: "access_token", TokenType: "token_type", ExpiresIn: "expires_in",
+		ErrorCode: "error", ErrorDescription: "error_description"}
+	// Keycloak: RFC 6749 with refresh tokens and their own lifetime.
+	prodoscoreAnswer = Answer{AccessToken: "access_token", TokenType: "token_type", ExpiresIn: "expires_in",
+		RefreshToken: "refresh_token", RefreshExpiresIn: "refresh_expires_in",
+		ErrorCode: "error", ErrorDescription: "error_description"}
+)
+
+// Read turns a token endpoint's answer (resp's status and headers, and its
+// body read whole) into a token, or into the *broker.FetchError saying why
+// there is none. A refusal (a non-2xx status, a false Success, or an error
+// code in a 2xx answer, as some servers send them) carries the status, the
+// vendor's error code and description, and Retry-After; a 2xx answer
+// without a usable token is Malformed.
+func (a Answer) Read(resp *http.Response, body []byte) (broker.Token, error) {
+	body = bytes.TrimPrefix(body, []byte("\uFEFF"))
+	if resp.StatusCode/100 != 2 {
+		return broker.Token{}, a.refusal(resp, body)
+	}
+	if a.Success != "" {
+		raw, found := field(body, a.Success)
+		var ok bool
+		if !found || json.Unmarshal(raw, &ok) != nil {
+			return broker.Token{}, malformed(resp, "answer is not the JSON envelope")
+		}
+		if !ok {
+			fe := a.refusal(resp, body)
+			fe.Code = cmp.Or(fe.Code, "success false")
+			return broker.Token{}, fe
+		}
+	}
+	if fe := a.refusal(resp, body); fe.Code != "" {
+		return broker.Token{}, fe
+	}
+	var (
+		tok               broker.Token
+		tokenType         string
+		life, refreshLife seconds
+	)
+	readable := decode(body, a.AccessToken, &tok.AccessToken) && decode(body, a.ExpiresIn, &life) &&
+		decode(body, a.TokenType, &tokenType) && decode(body, a.RefreshToken, &tok.RefreshToken) &&
+		decode(body, a.RefreshExpiresIn, &refreshLife)
+	if !readable || tok.AccessToken == "" {
+		// One description for every way the token is unreadable: it names
+		// the field to look at first, and tests hold it word for word.
+		return broker.Token{}, malformed(resp, "no "+where(a.AccessToken))
+	}
+	if tokenType != "" && !strings.EqualFold(tokenType, "Bearer") {
+		return broker.Token{}, malformed(resp, fmt.Sprintf("%s %q is not Bearer", a.TokenType, clip(tokenType)))
+	}
+	tok.ExpiresIn, tok.RefreshExpiresIn = life.duration(), refreshLife.duration()
+	return tok, nil
+}
+
+// refusal reads a refusal's reason from wherever the vendor puts it.
+func (a Answer) refusal(resp *http.Response, body []byte) *broker.FetchError {
+	fe := &broker.FetchError{Status: resp.StatusCode, RetryAfter: retryAfter(resp.Header, time.Now())}
+	if raw, ok := field(body, a.ErrorCode); ok {
+		fe.Code = text(raw)
+	}
+	if raw, ok := field(body, a.ErrorDescription); ok {
+		fe.Description = text(raw)
+	}
+	return fe
+}
+
+func malformed(resp *http.Response, why string) *broker.FetchError {
+	return &broker.FetchError{Status: resp.StatusCode, Malformed: true, Description: why}
+}
+
+// where names a field for an error: a nested path already says where it
+// is, a top-level name is said to be in the answer.
+func where(path string) string {
+	if strings.Contains(path, ".") {
+		return path
+	}
+	return path + " in the answer"
+}
+
+// field finds path in a JSON document; false when the document is not
+// JSON, or the path is empty or leads nowhere.
+func field(doc []byte, path string) (json.RawMessage, bool) {
+	if path == "" {
+		return nil, false
+	}
+	raw := json.RawMessage(doc)
+	for name := range strings.SplitSeq(path, ".") {
+		var obj map[string]json.RawMessage
+		if json.Unmarshal(raw, &obj) != nil {
+			return nil, false
+		}
+		var ok bool
+		if raw, ok = obj[name]; !ok {
+			return nil, false
+		}
+	}
+	return raw, true
+}
+
+// decode reads path into v, leaving v alone when the path is absent; false
+// when the value is there but not of v's kind.
+func decode(doc []byte, path string, v any) bool {
+	raw, ok := field(doc, path)
+	return !ok || json.Unmarshal(raw, v) == nil
+}
+
+// text reads a JSON string, or an object's "error"/"message" string.
+func text(raw json.RawMessage) string {
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return clip(s)
+	}
+	var o struct{ Error, Message string }
+	if json.Unmarshal(raw, &o) == nil {
+		return clip(cmp.Or(o.Error, o.Message))
+	}
+	return ""
+}
+
+// seconds is a lifetime given as a JSON number or as a string holding one
+// ("3600"), as token endpoints variously do.
+type seconds int64
+
+// UnmarshalJSON takes a number or numeric string; null and "" are no
+// lifetime. Fractions are rounded down, a negative lifetime is none given,
+// and one beyond what a time.Duration holds is capped rather than wrapped.
+func (s *seconds) UnmarshalJSON(b []byte) error {
+	str := string(b)
+	if strings.HasPrefix(str, `"`) {
+		if err := json.Unmarshal(b, &str); err != nil {
+			return err
+		}
+	}
+	if str == "" || str == "null" {
+		*s = 0
+		return nil
+	}
+	f, err := strconv.ParseFloat(str, 64)
+	if !isNumber(str) || err != nil && !errors.Is(err, strconv.ErrRange) {
+		return fmt.Errorf("lifetime %q is not a number", clip(str))
+	}
+	*s = seconds(min(max(f, 0), maxSeconds))
+	return nil
+}
+
+// isNumber reports whether s is a JSON number (RFC 8259 §6): what a
+// numeric string may hold, so no hex, no "Inf", no spaces.
+func isNumber(s string) bool {
+	return s != "" && (s[0] == '-' || '0' <= s[0] && s[0] <= '9') && '0' <= s[len(s)-1] && s[len(s)-1] <= '9' &&
+		json.Valid([]byte(s))
+}
+
+// maxSeconds is the longest lifetime a time.Duration holds, in seconds.
+const maxSeconds = float64(math.MaxInt64 / time.Second)
+
+func (s seconds) duration() time.Duration { return time.Duration(s) * time.Second }
+
+// retryAfter reads a Retry-After header given in seconds or as an HTTP
+// date (RFC 9110 §10.2.3); 0 when absent or unreadable.
+func retryAfter(h http.Header, now time.Time) time.Duration {
+	v := strings.TrimSpace(h.Get("Retry-After"))
+	if v == "" {
+		return 0
+	}
+	if secs, err := strconv.ParseUint(v, 10, 64); err == nil {
+		return seconds(min(float64(secs), maxSeconds)).duration()
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
+}
+
+// clip bounds vendor text carried into errors and logs.
+func clip(s string) string {
+	if len(s) > 200 {
+		return s[:200] + "..."
+	}
+	return s
+}
