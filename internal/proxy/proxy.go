@@ -155,7 +155,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		// Once switched, the connection is hijacked and http.Server.Shutdown
-		// no longer sees it: CloseUpgraded ends it through this context.
+		// no longer sees it: CloseUpgraded closes both sides through up.
 		var up *upgrade
 		var stop func()
 		ctx, up, stop = h.upgrades.add(ctx)
