@@ -58,8 +58,8 @@ type Daemon struct {
 	vaultStop func()
 }
 
-// New builds a daemon for cfg, read from path, and starts its upstreams:
-// credentials are read and tokens fetched before any traffic arrives.
+// New builds a daemon for cfg, read from path. It does no I/O: Run binds
+// the listeners and only then starts the upstreams.
 func New(cfg *config.Config, path string, opt Options) (*Daemon, error) {
 	if opt.OpenSource == nil {
 		opt.OpenSource = secrets.Open
@@ -76,22 +76,30 @@ func New(cfg *config.Config, path string, opt Options) (*Daemon, error) {
 	d.metrics = metrics.New(d.reg, opt.Version)
 	metrics.WatchUpstreams(d.reg, d.upstreamStates)
 	d.proxy = proxy.New(proxy.NewTable(nil), cfg.Listen, d.metrics, d.log.Named("proxy"))
+	return d, nil
+}
 
+// start starts Vault and every upstream: credentials are read and tokens
+// fetched at once, without waiting for traffic. On an error, what did start
+// is left for closeAll.
+func (d *Daemon) start() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	cfg := d.cfg
 	vault, stop, err := d.startVault(cfg.Secrets.Vault)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	d.vault, d.vaultStop = vault, stop
 	for _, name := range cfg.UpstreamNames() {
 		r, err := d.startUpstream(name, cfg.Upstreams[name], cfg, vault)
 		if err != nil {
-			d.closeAll()
-			return nil, err
+			return err
 		}
 		d.ups[name] = r
 	}
 	d.proxy.SetTable(d.table())
-	return d, nil
+	return nil
 }
 
 // Log is the daemon's logger.
@@ -130,31 +138,43 @@ func (d *Daemon) table() *proxy.Table {
 	return proxy.NewTable(routes)
 }
 
-// Run serves until a SIGTERM or SIGINT arrives on signals (or ctx ends),
-// reloading on SIGHUP, and returns the exit code.
+// Run binds both listeners, then starts the upstreams, and serves until a
+// SIGTERM or SIGINT arrives on signals (or ctx ends), reloading on SIGHUP.
+// It returns the exit code: 1 when a listener cannot be bound, in which
+// case no credential was read and no vendor called (CONTRACT.md §6: a pod
+// crash-looping on a busy port must not hit every token endpoint on every
+// restart).
 func (d *Daemon) Run(ctx context.Context, signals <-chan os.Signal) int {
 	defer d.log.Sync()
 	cfg := d.config()
 	data, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		d.log.Error("cannot listen", zap.String("listen", cfg.Listen), zap.Error(err))
-		d.closeAll()
 		return 1
 	}
 	adm, err := net.Listen("tcp", cfg.AdminListen)
 	if err != nil {
 		data.Close()
 		d.log.Error("cannot listen", zap.String("admin_listen", cfg.AdminListen), zap.Error(err))
+		return 1
+	}
+	d.log.Info("listening", zap.String("listen", data.Addr().String()), zap.String("admin_listen", adm.Addr().String()),
+		zap.String("version", d.opt.Version), zap.Strings("upstreams", cfg.UpstreamNames()))
+	if err := d.start(); err != nil {
+		data.Close()
+		adm.Close()
+		d.log.Error("cannot start", zap.Error(err))
 		d.closeAll()
 		return 1
 	}
 	dataSrv := d.server(d.proxy)
+	// OPTIONS * goes to the proxy, which answers it in the contract's shape,
+	// instead of net/http's empty 200 that no log line or metric would see.
+	dataSrv.DisableGeneralOptionsHandler = true
 	adminSrv := d.server((&admin.Server{Upstreams: d.states, Draining: &d.draining, Gatherer: d.reg, Version: d.opt.Version}).Handler())
 	failed := make(chan error, 2)
 	go func() { failed <- dataSrv.Serve(data) }()
 	go func() { failed <- adminSrv.Serve(adm) }()
-	d.log.Info("listening", zap.String("listen", data.Addr().String()), zap.String("admin_listen", adm.Addr().String()),
-		zap.String("version", d.opt.Version), zap.Strings("upstreams", cfg.UpstreamNames()))
 	for _, w := range cfg.Warnings() {
 		d.log.Warn(w.String())
 	}
@@ -202,6 +222,13 @@ func (d *Daemon) drain(dataSrv, adminSrv *http.Server, signals <-chan os.Signal)
 		d.log.Warn("requests still in flight at shutdown_timeout; closing them", zap.Error(err))
 		dataSrv.Close()
 		code = 1
+	}
+	// Shutdown does not wait for connections that switched protocols: they
+	// stay open until they end or shutdown_timeout does. Cutting one is
+	// not a failure (a WebSocket may never end by itself), so the exit
+	// code stays.
+	if n := d.proxy.CloseUpgraded(ctx); n > 0 {
+		d.log.Info("upgraded connections closed at shutdown_timeout", zap.Int("connections", n))
 	}
 	d.closeAll()
 	adminCtx, cancelAdmin := context.WithTimeout(context.Background(), time.Second)

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"net/url"
 	"sync"
 
@@ -83,7 +84,7 @@ func (d *Daemon) startUpstream(name string, u config.Upstream, cfg *config.Confi
 		cache: cache,
 		watch: w,
 		route: &proxy.Route{Name: name, Base: base, Adapter: ad, Tokens: cache, Transport: tr,
-			Timeout: u.Timeout.Duration, ReplayMaxBytes: u.ReplayMaxBytes},
+			UpgradeTransport: proxy.ForUpgrades(tr), Timeout: u.Timeout.Duration, ReplayMaxBytes: u.ReplayMaxBytes},
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r.stop = cancel
@@ -97,7 +98,9 @@ func (r *running) close() {
 	r.stop()
 	r.wg.Wait()
 	r.cache.Close()
-	if t, ok := r.route.Transport.(interface{ CloseIdleConnections() }); ok {
-		t.CloseIdleConnections()
+	for _, t := range []http.RoundTripper{r.route.Transport, r.route.UpgradeTransport} {
+		if t, ok := t.(interface{ CloseIdleConnections() }); ok {
+			t.CloseIdleConnections()
+		}
 	}
 }

@@ -32,13 +32,16 @@ type Tokens interface {
 
 // Route is one upstream as the data plane sees it.
 type Route struct {
-	Name           string
-	Base           *url.URL // base_url
-	Adapter        upstream.Adapter
-	Tokens         Tokens
-	Transport      http.RoundTripper // for API calls to Base's host
-	Timeout        time.Duration     // until the response headers arrive
-	ReplayMaxBytes int64             // largest body kept for a replay after 401
+	Name      string
+	Base      *url.URL // base_url
+	Adapter   upstream.Adapter
+	Tokens    Tokens
+	Transport http.RoundTripper // for API calls to Base's host
+	// UpgradeTransport carries requests that ask to switch protocols
+	// (Upgrade); see ForUpgrades. Nil means Transport.
+	UpgradeTransport http.RoundTripper
+	Timeout          time.Duration // until the response headers arrive
+	ReplayMaxBytes   int64         // largest body kept for a replay after 401
 }
 
 // basePath is Base's escaped path without a trailing slash.
@@ -60,11 +63,12 @@ func NewTable(routes []*Route) *Table {
 
 // Handler is the data plane's http.Handler.
 type Handler struct {
-	table   atomic.Pointer[Table]
-	listen  string // the configured listen address, for Location rewriting
-	rp      *httputil.ReverseProxy
-	metrics *metrics.Metrics
-	log     *zap.Logger
+	table    atomic.Pointer[Table]
+	listen   string // the configured listen address, for Location rewriting
+	rp       *httputil.ReverseProxy
+	metrics  *metrics.Metrics
+	log      *zap.Logger
+	upgrades upgrades
 }
 
 // New returns a Handler serving t. listen is the data plane's configured
@@ -73,7 +77,7 @@ func New(t *Table, listen string, m *metrics.Metrics, log *zap.Logger) *Handler 
 	if log == nil {
 		log = zap.NewNop()
 	}
-	h := &Handler{listen: listen, metrics: m, log: log}
+	h := &Handler{listen: listen, metrics: m, log: log, upgrades: upgrades{live: map[*upgrade]struct{}{}}}
 	h.table.Store(t)
 	h.rp = &httputil.ReverseProxy{
 		// Rewrite, not Director: it runs after the hop-by-hop headers are
@@ -97,6 +101,7 @@ type exchange struct {
 	target   *url.URL
 	local    string // scheme://host of this proxy as the caller reached it
 	replayed bool
+	switched bool // the upstream answered 101: the connection now carries another protocol
 }
 
 type ctxKey struct{}
@@ -110,7 +115,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	sw := &statusWriter{ResponseWriter: w}
 	x := &exchange{}
-	defer func() { h.finish(r, x, sw.status(), start) }()
+	defer func() {
+		status := sw.status()
+		if x.switched && sw.code == 0 {
+			// The 101 went out on the hijacked connection, past sw.
+			status = http.StatusSwitchingProtocols
+		}
+		h.finish(r, x, status, start)
+	}()
 
 	if len(r.TransferEncoding) > 0 {
 		// net/http drops a Content-Length sent beside Transfer-Encoding and
@@ -136,7 +148,30 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	x.local = h.localOrigin(r)
-	h.rp.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), ctxKey{}, x)))
+	ctx := context.WithValue(r.Context(), ctxKey{}, x)
+	if proto := upgradeType(r.Header); proto != "" {
+		if !printable(proto) {
+			writeError(sw, http.StatusBadRequest, "bad_request", "the Upgrade header names a protocol that is not printable ASCII", x.route.Name)
+			return
+		}
+		// Once switched, the connection is hijacked and http.Server.Shutdown
+		// no longer sees it: CloseUpgraded closes both sides through up.
+		var up *upgrade
+		var stop func()
+		ctx, up, stop = h.upgrades.add(ctx)
+		sw.onHijack = up.hijacked
+		defer stop()
+	}
+	h.rp.ServeHTTP(sw, r.WithContext(ctx))
+}
+
+// CloseUpgraded waits until every connection that switched protocols has
+// closed, or ctx is done, and then closes those still open; it returns how
+// many it closed. http.Server.Shutdown does not wait for these connections
+// (they are hijacked), so the daemon calls this after it, with the same
+// shutdown_timeout deadline (CONTRACT.md §3).
+func (h *Handler) CloseUpgraded(ctx context.Context) int {
+	return h.upgrades.close(ctx)
 }
 
 // finish logs one line per request and counts it.
@@ -201,6 +236,7 @@ func rewrite(pr *httputil.ProxyRequest) {
 // matching local URL. Redirects are never followed.
 func (h *Handler) modifyResponse(resp *http.Response) error {
 	x := exchangeOf(resp.Request.Context())
+	x.switched = resp.StatusCode == http.StatusSwitchingProtocols
 	if loc := resp.Header.Get("Location"); loc != "" {
 		if local, ok := localLocation(x.route, x.target, loc, x.local); ok {
 			resp.Header.Set("Location", local)
@@ -226,6 +262,12 @@ func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 		writeError(w, http.StatusGatewayTimeout, "upstream_timeout", name+": the upstream did not answer within "+x.route.Timeout.String(), name)
 	case r.Context().Err() != nil:
 		// The caller went away; nobody reads an answer (logged as 499).
+	case x.switched:
+		// The upstream answered 101 but the switch could not be completed
+		// (another protocol than the one asked for, or the caller's
+		// connection failed).
+		h.log.Warn("protocol switch failed", zap.String("upstream", name), zap.String("error", shortError(err)))
+		writeError(w, http.StatusBadGateway, "upstream_unreachable", name+": the upstream's protocol switch failed: "+shortError(err), name)
 	default:
 		h.log.Warn("upstream unreachable", zap.String("upstream", name), zap.String("host", x.target.Host), zap.String("error", shortError(err)))
 		writeError(w, http.StatusBadGateway, "upstream_unreachable", name+": cannot reach "+x.target.Host+": "+shortError(err), name)
@@ -244,7 +286,8 @@ func shortError(err error) string {
 // statusWriter remembers the status written, for the log and metrics.
 type statusWriter struct {
 	http.ResponseWriter
-	code int
+	code     int
+	onHijack func(net.Conn) // set for requests that ask to switch protocols
 }
 
 func (s *statusWriter) WriteHeader(code int) {

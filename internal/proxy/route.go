@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/url"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -12,6 +13,11 @@ import (
 // that they reach the upstream byte for byte; the Host header plays no part.
 func (t *Table) byRoute(r *http.Request) (*Route, *url.URL, *Error) {
 	path, query, _ := strings.Cut(r.RequestURI, "?")
+	if path == "*" {
+		// OPTIONS * (RFC 9110 §9.3.7), or the preface of HTTP/2 with prior
+		// knowledge, which net/http hands over as PRI *.
+		return nil, nil, badRequest("the request target * names no upstream: tokenproxy serves HTTP/1.1 requests for /{upstream}/{path}")
+	}
 	if !strings.HasPrefix(path, "/") {
 		return nil, nil, badRequest("the request target must start with /")
 	}
@@ -44,6 +50,9 @@ func (t *Table) forward(r *http.Request) (*Route, *url.URL, *Error) {
 	}
 	if r.URL.User != nil {
 		return nil, nil, badRequest("the URL must not carry user info")
+	}
+	if r.URL.Host == "" {
+		return nil, nil, badRequest("the URL has no host")
 	}
 	// The path and query as written: what follows the authority.
 	_, rest, _ := strings.Cut(r.RequestURI, "://")
@@ -112,6 +121,12 @@ func sameHost(base, req *url.URL) bool {
 // outside the base path at the upstream: dot segments, empty segments (//),
 // and segments that decode to a slash, a backslash or a control character.
 func (rt *Route) targetURL(escapedPath, rawQuery string) (*url.URL, *Error) {
+	if strings.Contains(escapedPath, "#") || strings.Contains(rawQuery, "#") {
+		// A request target never has a fragment (RFC 9112 §3.2); net/http
+		// keeps a stray # as part of the path or query.
+		return nil, badRequest("the request target has a fragment (#)")
+	}
+	escapedPath = escapeIllegal(escapedPath)
 	segs := strings.Split(escapedPath, "/")[1:]
 	for i, seg := range segs {
 		if seg == "" && i < len(segs)-1 {
@@ -126,6 +141,43 @@ func (rt *Route) targetURL(escapedPath, rawQuery string) (*url.URL, *Error) {
 		return nil, badRequest("the path has a malformed percent-encoding")
 	}
 	return &url.URL{Scheme: rt.Base.Scheme, Host: rt.Base.Host, Path: p, RawPath: escapedPath, RawQuery: rawQuery}, nil
+}
+
+// escapeIllegal percent-encodes the bytes RFC 3986 §3.3 does not allow in a
+// path but net/http lets through (", <, >, \, ^, `, {, |, } and non-ASCII),
+// and leaves every other byte, escapes included, as the caller wrote it.
+// Without it url.URL would re-encode the whole path from its decoded form,
+// and the upstream would not get the caller's escapes.
+func escapeIllegal(p string) string {
+	var b strings.Builder
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		if pathByte(c) {
+			if b.Len() > 0 {
+				b.WriteByte(c)
+			}
+			continue
+		}
+		if b.Len() == 0 {
+			b.WriteString(p[:i])
+		}
+		const hex = "0123456789ABCDEF"
+		b.Write([]byte{'%', hex[c>>4], hex[c&15]})
+	}
+	if b.Len() == 0 {
+		return p
+	}
+	return b.String()
+}
+
+// pathByte reports whether c may stand as it is in an escaped path: RFC
+// 3986's pchar and "/", plus the brackets that url.URL leaves alone too.
+func pathByte(c byte) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	}
+	return strings.IndexByte("-._~!$&'()*+,;=:@%/[]", c) >= 0
 }
 
 func checkSegment(seg string) *Error {
@@ -184,12 +236,7 @@ func port(u *url.URL) string {
 // anything that could break a log line.
 func quoteName(s string) string {
 	if len(s) > 64 {
-		s = s[:64] + "..."
+		return strconv.Quote(s[:64]) + "..."
 	}
-	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f || r == '"' {
-			return '?'
-		}
-		return r
-	}, `"`+s+`"`)
+	return strconv.Quote(s)
 }

@@ -63,6 +63,15 @@ func TestByRoute(t *testing.T) {
 		{"/hgem//evil.com/x", "", "bad_request"},
 		{"/hgem/a%00b", "", "bad_request"},
 		{"/hgem/@evil.com", "https://results-api.hgem.com/@evil.com", ""},
+		// Bytes a path may not hold are escaped one by one; the caller's own
+		// escapes stay as written.
+		{"/p/a%41|b\"c", "https://h.example:8443/v1/a%41%7Cb%22c", ""},
+		{"/p/\xc3\xa9t\xc3\xa9/%7e", "https://h.example:8443/v1/%C3%A9t%C3%A9/%7e", ""},
+		{"/p/{x}^`<>", "https://h.example:8443/v1/%7Bx%7D%5E%60%3C%3E", ""},
+		{"/p/[::1]/a:b@c!$&'()*+,;=", "https://h.example:8443/v1/[::1]/a:b@c!$&'()*+,;=", ""},
+		{"/hgem/x#frag", "", "bad_request"},
+		{"/hgem/x?q=1#frag", "", "bad_request"},
+		{"*", "", "bad_request"},
 	}
 	for _, c := range cases {
 		rt, u, err := tb.byRoute(mustRequest(t, c.target))
@@ -102,6 +111,10 @@ func TestForward(t *testing.T) {
 		{"http://evil.com@results-api.hgem.com/x", "", "", "bad_request"},
 		{"http://results-api.hgem.com?q=1", "hgem", "https://results-api.hgem.com/?q=1", ""},
 		{"ftp://results-api.hgem.com/x", "", "", "bad_request"},
+		{"http:///x", "", "", "bad_request"},
+		{"http:x", "", "", "bad_request"},
+		{"http://results-api.hgem.com/x#frag", "", "", "bad_request"},
+		{"http://results-api.hgem.com/a|b", "hgem", "https://results-api.hgem.com/a%7Cb", ""},
 	}
 	for _, c := range cases {
 		rt, u, err := tb.forward(mustRequest(t, c.target))
@@ -112,6 +125,19 @@ func TestForward(t *testing.T) {
 			t.Errorf("%s: %v", c.target, err)
 		case c.code == "" && (u.String() != c.want || rt.Name != c.route):
 			t.Errorf("%s: %s via %s, want %s via %s", c.target, u, rt.Name, c.want, c.route)
+		}
+	}
+}
+
+func TestQuoteName(t *testing.T) {
+	for in, want := range map[string]string{
+		"nosuch":                `"nosuch"`,
+		"":                      `""`,
+		"a\"b\x01\n":            `"a\"b\x01\n"`,
+		strings.Repeat("x", 70): `"` + strings.Repeat("x", 64) + `"...`,
+	} {
+		if got := quoteName(in); got != want {
+			t.Errorf("quoteName(%q) = %s, want %s", in, got, want)
 		}
 	}
 }

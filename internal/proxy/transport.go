@@ -68,7 +68,13 @@ func (in *injector) send(req *http.Request, rt *Route, inject func(http.Header))
 	timer := time.AfterFunc(rt.Timeout, func() { timedOut.Store(true); cancel() })
 	out := req.Clone(ctx)
 	inject(out.Header)
-	resp, err := rt.Transport.RoundTrip(out)
+	tr := rt.Transport
+	if out.Header.Get("Upgrade") != "" && rt.UpgradeTransport != nil {
+		// ReverseProxy keeps Upgrade, hop-by-hop as it is, only on a request
+		// that asks to switch protocols.
+		tr = rt.UpgradeTransport
+	}
+	resp, err := tr.RoundTrip(out)
 	timer.Stop()
 	if timedOut.Load() {
 		if err == nil {
@@ -80,6 +86,10 @@ func (in *injector) send(req *http.Request, rt *Route, inject func(http.Header))
 	if err != nil {
 		cancel()
 		return nil, err
+	}
+	if rwc, ok := resp.Body.(io.ReadWriteCloser); ok && resp.StatusCode == http.StatusSwitchingProtocols {
+		resp.Body = &switchedBody{ReadWriteCloser: rwc, cancel: cancel}
+		return resp, nil
 	}
 	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
 	return resp, nil

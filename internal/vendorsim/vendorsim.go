@@ -48,7 +48,7 @@ type Request struct {
 	RawQuery string
 	Header   http.Header
 	Body     []byte // first 64 KiB only
-	Status   int    // 0 until answered, and when the client went away before an answer
+	Status   int    // set when the handler ends (so a 101 once the switched connection closed); 0 before, and when the client went away before an answer
 }
 
 // TokenRequest is one call to the token endpoint.
@@ -133,6 +133,7 @@ func New(kind string, creds map[string]string) (*Server, error) {
 	case Prodoscore:
 		s.setupProdoscore()
 	}
+	s.setupUpgrade()
 	return s, nil
 }
 

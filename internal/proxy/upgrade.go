@@ -1,0 +1,185 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// Upgrades (WebSocket and any other protocol a request asks to switch to,
+// RFC 9110 §7.8) go through the same route, injection and 401 replay as
+// every request; httputil.ReverseProxy copies bytes both ways after a 101.
+// What is ours: an HTTP/1.1 transport for them, a response body the proxy
+// can write to, and closing them at shutdown.
+
+// ForUpgrades returns a copy of t that speaks HTTP/1.1 only, for requests
+// that ask to switch protocols: HTTP/2 has no Upgrade (RFC 9113 §8.2.2), and
+// Go's Transport falls back to HTTP/1.1 by itself only for WebSocket, so on
+// a host that offers h2 any other Upgrade would fail. A separate transport
+// also keeps upgrade handshakes from queueing behind max_connections.
+func ForUpgrades(t *http.Transport) *http.Transport {
+	u := t.Clone()
+	var h1 http.Protocols
+	h1.SetHTTP1(true)
+	u.Protocols = &h1
+	u.ForceAttemptHTTP2 = false
+	u.TLSNextProto = nil
+	if u.TLSClientConfig != nil {
+		u.TLSClientConfig.NextProtos = []string{"http/1.1"}
+	}
+	return u
+}
+
+// upgradeType is the protocol a request asks to switch to, as
+// httputil.ReverseProxy reads it: "" unless Connection names Upgrade.
+func upgradeType(h http.Header) string {
+	if !httpguts.HeaderValuesContainsToken(h["Connection"], "Upgrade") {
+		return ""
+	}
+	return h.Get("Upgrade")
+}
+
+// printable reports whether s is printable ASCII, which ReverseProxy
+// requires of an Upgrade value (net/http lets other bytes through).
+func printable(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// upgrades tracks the requests that asked to switch protocols, from their
+// start until their handler returns (for a switched connection, when it
+// closes).
+type upgrades struct {
+	mu    sync.Mutex
+	live  map[*upgrade]struct{}
+	empty chan struct{} // closed when live becomes empty; nil when nobody waits
+}
+
+// upgrade is one tracked request and the means to end it.
+type upgrade struct {
+	cancel context.CancelFunc // ends the upstream side: ReverseProxy closes it
+
+	mu     sync.Mutex
+	caller net.Conn // the caller's connection, once hijacked
+	closed bool
+}
+
+// hijacked takes note of the caller's connection when ReverseProxy takes
+// it over, so that close can end that side too: closing the upstream side
+// alone may leave ReverseProxy waiting on a caller that keeps its
+// connection open after the upstream's half-close.
+func (u *upgrade) hijacked(c net.Conn) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.caller = c
+	if u.closed {
+		c.Close()
+	}
+}
+
+func (u *upgrade) close() {
+	u.cancel()
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.closed = true
+	if u.caller != nil {
+		u.caller.Close()
+	}
+}
+
+// add tracks a request; its handler must run with the returned context,
+// report the hijacked connection to the upgrade, and call stop when it ends.
+func (u *upgrades) add(ctx context.Context) (context.Context, *upgrade, func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	up := &upgrade{cancel: cancel}
+	u.mu.Lock()
+	u.live[up] = struct{}{}
+	u.mu.Unlock()
+	return ctx, up, func() {
+		cancel()
+		u.mu.Lock()
+		defer u.mu.Unlock()
+		delete(u.live, up)
+		if len(u.live) == 0 && u.empty != nil {
+			close(u.empty)
+			u.empty = nil
+		}
+	}
+}
+
+// close waits for every tracked request to end, or ctx to be done, then
+// closes those left and waits for their handlers to return; it returns
+// how many it closed.
+func (u *upgrades) close(ctx context.Context) int {
+	u.mu.Lock()
+	if len(u.live) == 0 {
+		u.mu.Unlock()
+		return 0
+	}
+	if u.empty == nil {
+		u.empty = make(chan struct{})
+	}
+	empty := u.empty
+	u.mu.Unlock()
+	select {
+	case <-empty:
+		return 0
+	case <-ctx.Done():
+	}
+	u.mu.Lock()
+	left := make([]*upgrade, 0, len(u.live))
+	for up := range u.live {
+		left = append(left, up)
+	}
+	u.mu.Unlock()
+	for _, up := range left {
+		up.close()
+	}
+	if len(left) > 0 {
+		// With both connections closed, both copies end, and so does the
+		// handler.
+		<-empty
+	}
+	return len(left)
+}
+
+// switchedBody is a 101 answer's body: the upstream connection itself,
+// which ReverseProxy needs to be writable. It releases the attempt's
+// context when closed, like cancelOnClose.
+type switchedBody struct {
+	io.ReadWriteCloser
+	cancel context.CancelFunc
+}
+
+func (b *switchedBody) Close() error {
+	err := b.ReadWriteCloser.Close()
+	b.cancel()
+	return err
+}
+
+// CloseWrite passes a caller's half-close on to the upstream.
+func (b *switchedBody) CloseWrite() error {
+	if cw, ok := b.ReadWriteCloser.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return http.ErrNotSupported
+}
+
+// Hijack lets ReverseProxy take over the caller's connection after a 101,
+// telling onHijack about it.
+func (s *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, brw, err := http.NewResponseController(s.ResponseWriter).Hijack()
+	if err == nil && s.onHijack != nil {
+		s.onHijack(c)
+	}
+	return c, brw, err
+}
