@@ -6,8 +6,13 @@ package config
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -103,7 +108,8 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
 
 // Load reads, decodes, defaults and validates the file at path. A config that
-// cannot be used returns a *Problems error listing every problem.
+// cannot be used returns a *Problems error listing every problem. Relative
+// paths in it resolve against the file's directory (ResolvePaths).
 func Load(path string) (*Config, error) {
 	cfg, ps := Inspect(path)
 	if len(ps) > 0 {
@@ -112,9 +118,11 @@ func Load(path string) (*Config, error) {
 	return cfg, nil
 }
 
-// Parse is Load for bytes already in hand.
+// Parse is Load for bytes already in hand; relative paths stay relative to
+// the working directory, and problems of the whole text are located on
+// "config".
 func Parse(b []byte) (*Config, error) {
-	cfg, ps := parse(b)
+	cfg, ps := parse("config", "", b)
 	if len(ps) > 0 {
 		return nil, &ps
 	}
@@ -123,37 +131,159 @@ func Parse(b []byte) (*Config, error) {
 
 // Inspect returns every problem of the file at path, and the config as far
 // as it could be decoded (nil when it could not be read or parsed), so that
-// `tokenproxy validate` can check what it can of a broken config.
+// `tokenproxy validate` can check what it can of a broken config. Problems
+// of the file as a whole are located on path (and a line, for YAML syntax).
 func Inspect(path string) (*Config, Problems) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, Problems{{Path: "(file)", Msg: err.Error()}}
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err // path is named already
+		}
+		return nil, Problems{{Path: path, Msg: "cannot read the config: " + err.Error()}}
 	}
-	return parse(b)
+	return parse(path, filepath.Dir(path), b)
 }
 
-func parse(b []byte) (*Config, Problems) {
+// parse decodes b, the text of the config file name, resolving relative
+// paths against dir ("" leaves them as they are).
+func parse(name, dir string, b []byte) (*Config, Problems) {
+	dec := yaml.NewDecoder(bytes.NewReader(b))
 	var root yaml.Node
-	if err := yaml.NewDecoder(bytes.NewReader(b)).Decode(&root); err != nil {
+	if err := dec.Decode(&root); err != nil {
 		if errors.Is(err, io.EOF) {
-			return nil, Problems{{Path: "(file)", Msg: "empty config"}}
+			return nil, Problems{{Path: name, Msg: "empty config"}}
 		}
-		return nil, Problems{{Path: "(file)", Msg: "not valid YAML: " + err.Error()}}
-	}
-	if root.Content[0].Kind != yaml.MappingNode {
-		return nil, Problems{{Path: "(file)", Msg: "must be a mapping of settings"}}
+		return nil, Problems{syntaxProblem(name, b, err)}
 	}
 	var ps Problems
-	checkNode(&ps, "", root.Content[0], typeOfConfig)
+	var next yaml.Node
+	switch err := dec.Decode(&next); {
+	case err == nil:
+		// Everything after the first document would be silently ignored.
+		ps.add(fmt.Sprintf("%s:%d", name, next.Line), "a second YAML document starts here (after ---); one config is one document")
+	case !errors.Is(err, io.EOF):
+		return nil, Problems{syntaxProblem(name, b, err)}
+	}
+	if root.Content[0].Kind != yaml.MappingNode {
+		return nil, append(ps, Problem{Path: name, Msg: "must be a mapping of settings (key: value lines)"})
+	}
+	s := &schema{file: name, ps: ps, lines: map[string]int{}}
+	s.check("", root.Content[0], typeOfConfig)
+	ps = s.ps
 	cfg := &Config{}
 	// Decoding skips unknown keys and leaves mistyped values at zero; both
 	// are already in ps, and the rest is still worth validating.
 	var te *yaml.TypeError
 	if err := root.Content[0].Decode(cfg); err != nil && !errors.As(err, &te) {
-		return nil, append(ps, Problem{Path: "(file)", Msg: err.Error()})
+		return nil, append(ps, Problem{Path: name, Msg: err.Error()})
 	}
+	cfg.ResolvePaths(dir)
 	cfg.applyDefaults()
-	return cfg, append(ps, cfg.Validate()...)
+	for _, p := range cfg.Validate() {
+		if line := s.lines[p.Path]; line > 0 {
+			p.Msg += fmt.Sprintf(" (line %d)", line)
+		}
+		ps = append(ps, p)
+	}
+	return cfg, ps
+}
+
+// syntaxProblem locates a YAML syntax error on the line where the text
+// stops being YAML. yaml.v3 names the line where the enclosing block began
+// (libyaml's context mark: an indentation mistake on line 4 of a mapping
+// opened on line 1 is reported at line 1), so the line is found as the
+// first at which the text read so far no longer parses, with the same
+// parser. Past maxSearchLines, yaml.v3's own line is kept.
+func syntaxProblem(name string, b []byte, err error) Problem {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	line := 0
+	if rest, ok := strings.CutPrefix(msg, "line "); ok {
+		if n, after, ok := strings.Cut(rest, ": "); ok {
+			if l, convErr := strconv.Atoi(n); convErr == nil {
+				line, msg = l, after
+			}
+		}
+	}
+	lines := bytes.SplitAfter(b, []byte("\n"))
+	if len(lines) <= maxSearchLines {
+		if l := firstBrokenLine(b, lines); l > 0 {
+			line = l
+		}
+	}
+	if msg == "found unexpected end of stream" {
+		// libyaml's words for a quoted scalar that runs to the end.
+		msg = "a quoted string that starts here is never closed"
+	}
+	if line > 0 && line <= len(lines) {
+		indent := lines[line-1][:len(lines[line-1])-len(bytes.TrimLeft(lines[line-1], " \t"))]
+		if bytes.IndexByte(indent, '\t') >= 0 {
+			msg = "a tab in the indentation; YAML indents with spaces only"
+		}
+	}
+	where := name
+	if line > 0 {
+		where = fmt.Sprintf("%s:%d", name, line)
+	}
+	return Problem{Path: where, Msg: "not valid YAML: " + msg}
+}
+
+// maxSearchLines bounds the quadratic search of firstBrokenLine.
+const maxSearchLines = 5000
+
+// firstBrokenLine is the 1-based number of the first line at which the
+// text up to and including it does not parse, or 0.
+func firstBrokenLine(b []byte, lines [][]byte) int {
+	n := 0
+	for i, l := range lines {
+		n += len(l)
+		dec := yaml.NewDecoder(bytes.NewReader(b[:n]))
+		for {
+			var doc yaml.Node
+			err := dec.Decode(&doc)
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				return i + 1
+			}
+		}
+	}
+	return 0
+}
+
+// ResolvePaths makes the relative paths of the config absolute against
+// dir, the config file's directory, as a user who writes
+// `credentials: file:hgem.json` beside the config expects: file:
+// credentials, every ca_file, and the Vault login files. Absolute paths and
+// unset ones stay as they are; dir "" leaves everything as it is.
+func (c *Config) ResolvePaths(dir string) {
+	if dir == "" {
+		return
+	}
+	if abs, err := filepath.Abs(dir); err == nil {
+		dir = abs
+	}
+	resolve := func(p *string) {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+	for name, u := range c.Upstreams {
+		if rest, ok := strings.CutPrefix(u.Credentials, "file:"); ok {
+			resolve(&rest)
+			u.Credentials = "file:" + rest
+		}
+		resolve(&u.CAFile)
+		c.Upstreams[name] = u
+	}
+	if v := c.Secrets.Vault; v != nil {
+		resolve(&v.CAFile)
+		resolve(&v.Auth.JWTFile)
+		resolve(&v.Auth.RoleIDFile)
+		resolve(&v.Auth.SecretIDFile)
+		resolve(&v.Auth.TokenFile)
+	}
 }
 
 func (c *Config) applyDefaults() {
