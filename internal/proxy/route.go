@@ -180,16 +180,16 @@ func port(u *url.URL) string {
 	return "443"
 }
 
-// quoteName shows a caller-supplied name in a message, bounded and without
-// anything that could break a log line.
+// quoteName shows a caller-supplied name in a message, in quotes, bounded
+// and without anything that could break a log line or the quotes.
 func quoteName(s string) string {
 	if len(s) > 64 {
-		s = s[:64] + "..."
+		s = strings.ToValidUTF8(s[:64], "") + "..."
 	}
-	return strings.Map(func(r rune) rune {
+	return `"` + strings.Map(func(r rune) rune {
 		if r < 0x20 || r == 0x7f || r == '"' {
 			return '?'
 		}
 		return r
-	}, `"`+s+`"`)
+	}, s) + `"`
 }

@@ -193,3 +193,25 @@ func FuzzForward(f *testing.F) {
 		}
 	})
 }
+
+// A name from the caller is shown in quotes; what would break the message
+// or a log line is replaced, never the quotes themselves.
+func TestQuoteName(t *testing.T) {
+	cases := map[string]string{
+		"nosuch":                `"nosuch"`,
+		`a"b`:                   `"a?b"`,
+		"a\r\nb\x00\x7f":        `"a??b??"`,
+		strings.Repeat("é", 40): `"` + strings.Repeat("é", 32) + `..."`,
+		strings.Repeat("x", 70): `"` + strings.Repeat("x", 64) + `..."`,
+		"":                      `""`,
+	}
+	for in, want := range cases {
+		if got := quoteName(in); got != want {
+			t.Errorf("quoteName(%q) = %s, want %s", in, got, want)
+		}
+	}
+	_, _, err := table(t, map[string]string{"hgem": "https://h"}).byRoute(mustRequest(t, "/nosuch/x"))
+	if want := `no upstream is named "nosuch"; requests go to /{upstream}/{path}`; err == nil || err.Msg != want {
+		t.Errorf("message %v, want %s", err, want)
+	}
+}
