@@ -13,6 +13,7 @@ import (
 	"github.com/tokenproxy/tokenproxy/internal/broker"
 	"github.com/tokenproxy/tokenproxy/internal/config"
 	"github.com/tokenproxy/tokenproxy/internal/secrets"
+	"github.com/tokenproxy/tokenproxy/internal/upstream"
 )
 
 // CheckResult is the outcome of `tokenproxy check` for one upstream.
@@ -114,4 +115,45 @@ func ended(ctx context.Context, budget time.Duration, what string, err error) er
 		return fmt.Errorf("%s within token_timeout (%s)", what, budget)
 	}
 	return fmt.Errorf("%s within token_timeout (%s): %w", what, budget, err)
+}
+
+// LocalProblems checks, as the daemon would load them and without touching
+// the network, what cfg points to on this machine: each upstream's ca_file
+// and file: or env: credentials (every key the type needs), and Vault's
+// ca_file. Vault itself is not contacted. Problems are on their key paths,
+// for `tokenproxy validate`.
+func LocalProblems(cfg *config.Config, opt Options) config.Problems {
+	opt.defaults()
+	var ps config.Problems
+	for _, name := range cfg.UpstreamNames() {
+		u := cfg.Upstreams[name]
+		p := "upstreams." + name
+		if u.CAFile != "" {
+			if _, err := upstream.Transport(u.CAFile); err != nil {
+				msg := strings.TrimPrefix(strings.TrimPrefix(err.Error(), "ca_file"), ": ")
+				ps = append(ps, config.Problem{Path: p + ".ca_file", Msg: strings.TrimSpace(msg)})
+			}
+		}
+		kind, _, err := config.ParseRef(u.Credentials)
+		if err != nil || kind == "vault" || secrets.RequiredKeys[u.Type] == nil {
+			continue // reported by Validate already, or not on this machine
+		}
+		src, err := opt.OpenSource(u.Credentials, nil)
+		if err == nil {
+			_, err = secrets.Load(context.Background(), src, u.Type, u.Credentials)
+		}
+		if err != nil {
+			ps = append(ps, config.Problem{Path: p + ".credentials", Msg: err.Error()})
+		}
+	}
+	if v := cfg.Secrets.Vault; v != nil && v.CAFile != "" {
+		if _, err := secrets.NewVault(v, nil); err != nil {
+			if msg, ok := strings.CutPrefix(err.Error(), "vault: ca_file: "); ok {
+				ps = append(ps, config.Problem{Path: "secrets.vault.ca_file", Msg: msg})
+			} else {
+				ps = append(ps, config.Problem{Path: "secrets.vault", Msg: err.Error()})
+			}
+		}
+	}
+	return ps
 }
