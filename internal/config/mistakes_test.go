@@ -61,6 +61,9 @@ func TestMistakesAreNamedExactly(t *testing.T) {
 		{"odd keys are quoted", "\"\": 1\nupstreams:\n  \"Bad Name\": {type: hgem, base_url: 'https://x', credentials: 'env:H'}\n",
 			[]string{"\"\": unknown key (line 1); known keys: admin_listen, drain_delay, listen, log_level, read_header_timeout, secrets, shutdown_timeout, upstreams",
 				"upstreams.\"Bad Name\": route name must match [a-z0-9-]+ (line 3)"}},
+		{"mistyped values carry their line", "shutdown_timeout: soon\nupstreams:\n" + hgem + "    max_connections: [1]\n",
+			[]string{"shutdown_timeout: \"soon\" is not a duration (use a unit: 500ms, 30s, 5m) (line 1)",
+				"upstreams.hgem.max_connections: must be a whole number (line 7)"}},
 		{"validate's problems carry their line", "upstreams:\n  hgem:\n    type: hgem\n    base_url: http://x\n    credentials: env:HGEM\n",
 			[]string{"upstreams.hgem.base_url: must use https (http is allowed only for a loopback host) (line 4)"}},
 	}

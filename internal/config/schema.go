@@ -75,18 +75,18 @@ func (s *schema) check(path string, n *yaml.Node, t reflect.Type) {
 	switch {
 	case t == typeOfDuration:
 		if n.Kind != yaml.ScalarNode {
-			s.ps.add(where, "must be a duration such as 30s")
+			s.at(where, n, "must be a duration such as 30s")
 			return
 		}
 		d, err := time.ParseDuration(n.Value)
 		if err != nil {
-			s.ps.add(where, "%q is not a duration (use a unit: 500ms, 30s, 5m)", n.Value)
+			s.at(where, n, "%q is not a duration (use a unit: 500ms, 30s, 5m)", n.Value)
 		} else if d < 0 {
-			s.ps.add(where, "must not be negative")
+			s.at(where, n, "must not be negative")
 		}
 	case t.Kind() == reflect.Struct:
 		if n.Kind != yaml.MappingNode {
-			s.ps.add(where, "must be a mapping")
+			s.at(where, n, "must be a mapping")
 			return
 		}
 		fields := map[string]reflect.Type{}
@@ -110,7 +110,7 @@ func (s *schema) check(path string, n *yaml.Node, t reflect.Type) {
 		})
 	case t.Kind() == reflect.Map:
 		if n.Kind != yaml.MappingNode {
-			s.ps.add(where, "must be a mapping")
+			s.at(where, n, "must be a mapping")
 			return
 		}
 		s.pairs(path, n, func(key *yaml.Node, v *yaml.Node) {
@@ -118,19 +118,24 @@ func (s *schema) check(path string, n *yaml.Node, t reflect.Type) {
 		})
 	case t.Kind() == reflect.String:
 		if n.Kind != yaml.ScalarNode {
-			s.ps.add(where, "must be a string")
+			s.at(where, n, "must be a string")
 		}
 	case t.Kind() == reflect.Int64:
 		if _, err := strconv.ParseInt(n.Value, 0, 64); n.Kind != yaml.ScalarNode || err != nil {
-			s.ps.add(where, "must be a whole number")
+			s.at(where, n, "must be a whole number")
 		}
 	case t.Kind() == reflect.Float64:
 		if _, err := strconv.ParseFloat(n.Value, 64); n.Kind != yaml.ScalarNode || err != nil {
-			s.ps.add(where, "must be a number")
+			s.at(where, n, "must be a number")
 		}
 	default:
 		panic("config: no schema check for " + t.String())
 	}
+}
+
+// at records a problem of the value n, with its line.
+func (s *schema) at(path string, n *yaml.Node, format string, args ...any) {
+	s.ps.add(path, format+" (line %d)", append(args, n.Line)...)
 }
 
 // pairs calls each for every key and value of the mapping n, reports keys

@@ -1,10 +1,8 @@
 package daemon
 
 import (
-	"bytes"
 	"context"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -12,30 +10,13 @@ import (
 
 	"github.com/tokenproxy/tokenproxy/internal/config"
 	"github.com/tokenproxy/tokenproxy/internal/secrets"
+	"github.com/tokenproxy/tokenproxy/internal/testlog"
 	"github.com/tokenproxy/tokenproxy/internal/vendorsim"
 )
 
 // Every goroutine a check starts (fetches, refreshers, the Vault client,
 // idle connections) is gone once it returns.
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// syncBuffer is a log sink safe for the checks' goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) Sync() error { return nil }
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // blockingSource never answers until its context ends, as a Vault that
 // accepts the connection and then says nothing.
@@ -53,13 +34,13 @@ type checkEnv struct {
 	creds map[string]map[string]string // by credentials reference
 	cfg   *config.Config
 	opt   Options
-	logs  *syncBuffer
+	logs  *testlog.Buffer
 }
 
 func newCheckEnv(t *testing.T, kinds ...string) *checkEnv {
 	t.Helper()
 	e := &checkEnv{sims: map[string]*vendorsim.Server{}, creds: map[string]map[string]string{},
-		cfg: &config.Config{LogLevel: "debug", Upstreams: map[string]config.Upstream{}}, logs: &syncBuffer{}}
+		cfg: &config.Config{LogLevel: "debug", Upstreams: map[string]config.Upstream{}}, logs: &testlog.Buffer{}}
 	for _, kind := range kinds {
 		creds := map[string]string{}
 		for _, k := range secrets.RequiredKeys[kind] {
