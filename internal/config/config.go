@@ -190,11 +190,11 @@ func parse(name, dir string, b []byte) (*Config, Problems) {
 }
 
 // syntaxProblem locates a YAML syntax error on the line where the text
-// stops being YAML. yaml.v3 names the line where the enclosing block began
-// (libyaml's context mark: an indentation mistake on line 4 of a mapping
-// opened on line 1 is reported at line 1), so the line is found as the
-// first at which the text read so far no longer parses, with the same
-// parser. Past maxSearchLines, yaml.v3's own line is kept.
+// stops being YAML: the line after the longest run of whole lines, from the
+// top, that still parses (with the same parser). yaml.v3's own line is the
+// one where the enclosing block began (libyaml's context mark: an
+// indentation mistake on line 4 of a mapping opened on line 1 is reported
+// at line 1); it is kept only when the search gives up.
 func syntaxProblem(name string, b []byte, err error) Problem {
 	msg := strings.TrimPrefix(err.Error(), "yaml: ")
 	line := 0
@@ -206,10 +206,8 @@ func syntaxProblem(name string, b []byte, err error) Problem {
 		}
 	}
 	lines := bytes.SplitAfter(b, []byte("\n"))
-	if len(lines) <= maxSearchLines {
-		if l := firstBrokenLine(b, lines); l > 0 {
-			line = l
-		}
+	if l := brokenLine(lines); l > 0 {
+		line = l
 	}
 	if msg == "found unexpected end of stream" {
 		// libyaml's words for a quoted scalar that runs to the end.
@@ -228,28 +226,82 @@ func syntaxProblem(name string, b []byte, err error) Problem {
 	return Problem{Path: where, Msg: "not valid YAML: " + msg}
 }
 
-// maxSearchLines bounds the quadratic search of firstBrokenLine.
-const maxSearchLines = 5000
+// maxProbes bounds brokenLine's search: each probe parses the text so far.
+const maxProbes = 64
 
-// firstBrokenLine is the 1-based number of the first line at which the
-// text up to and including it does not parse, or 0.
-func firstBrokenLine(b []byte, lines [][]byte) int {
-	n := 0
-	for i, l := range lines {
-		n += len(l)
-		dec := yaml.NewDecoder(bytes.NewReader(b[:n]))
-		for {
-			var doc yaml.Node
-			err := dec.Decode(&doc)
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				return i + 1
-			}
+// brokenLine is the 1-based number of the line after the longest prefix of
+// whole lines that parses. Searching back from where the parser failed,
+// rather than forward from the top, steps over prefixes that fail only
+// because they end inside a quoted string or a bracket that later lines
+// close. When that prefix is more than maxProbes lines back (a quote opened
+// long before the end and never closed), it is the first line at which the
+// text stops parsing, within maxProbes lines of the top; else 0.
+func brokenLine(lines [][]byte) int {
+	// The parser reads only what it needs: the lines it had read when it
+	// failed are a prefix that fails.
+	r := &lineReader{lines: lines}
+	if parses(yaml.NewDecoder(r)) {
+		return 0
+	}
+	failed := r.touched()
+	text := bytes.Join(lines[:failed], nil)
+	end := len(text)
+	for k := failed - 1; k >= 0 && failed-k <= maxProbes; k-- {
+		end -= len(lines[k])
+		if parses(yaml.NewDecoder(bytes.NewReader(text[:end]))) {
+			return k + 1
+		}
+	}
+	end = 0
+	for k := 0; k < min(failed, maxProbes); k++ {
+		end += len(lines[k])
+		if !parses(yaml.NewDecoder(bytes.NewReader(text[:end]))) {
+			return k + 1
 		}
 	}
 	return 0
+}
+
+// parses reports whether every document dec reads is YAML.
+func parses(dec *yaml.Decoder) bool {
+	for {
+		var doc yaml.Node
+		err := dec.Decode(&doc)
+		if errors.Is(err, io.EOF) {
+			return true
+		}
+		if err != nil {
+			return false
+		}
+	}
+}
+
+// lineReader hands its lines to a reader one at most per Read, so that
+// touched tells how far the reader got.
+type lineReader struct {
+	lines [][]byte
+	n     int // lines handed out whole
+	off   int // bytes handed out of lines[n]
+}
+
+func (r *lineReader) Read(p []byte) (int, error) {
+	if r.n >= len(r.lines) {
+		return 0, io.EOF
+	}
+	k := copy(p, r.lines[r.n][r.off:])
+	r.off += k
+	if r.off == len(r.lines[r.n]) {
+		r.n, r.off = r.n+1, 0
+	}
+	return k, nil
+}
+
+// touched is how many lines were handed out, whole or in part.
+func (r *lineReader) touched() int {
+	if r.off > 0 {
+		return r.n + 1
+	}
+	return r.n
 }
 
 // ResolvePaths makes the relative paths of the config absolute against
