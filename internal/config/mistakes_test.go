@@ -3,10 +3,24 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
+
+	"gopkg.in/yaml.v3"
 )
+
+// topKeys are the top-level keys of a config, as an unknown key lists them.
+var topKeys = func() string {
+	var names []string
+	for i := range typeOfConfig.NumField() {
+		name, _, _ := strings.Cut(typeOfConfig.Field(i).Tag.Get("yaml"), ",")
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return strings.Join(names, ", ")
+}()
 
 // The mistakes people make in a config file, each reported with the file,
 // the key path and the line where it is, and nothing false beside it.
@@ -49,7 +63,7 @@ func TestMistakesAreNamedExactly(t *testing.T) {
 		{"unknown key, near one", "listne: 127.0.0.1:8080\nupstreams:\n" + hgem,
 			[]string{"listne: unknown key (line 1); did you mean \"listen\"?"}},
 		{"unknown key, none near", "frobnicate: yes\nupstreams:\n" + hgem,
-			[]string{"frobnicate: unknown key (line 1); known keys: admin_listen, drain_delay, listen, log_level, read_header_timeout, secrets, shutdown_timeout, upstreams"}},
+			[]string{"frobnicate: unknown key (line 1); known keys: " + topKeys}},
 		{"unknown upstream key", "upstreams:\n" + hgem + "    token_timout: 5s\n",
 			[]string{"upstreams.hgem.token_timout: unknown key (line 6); did you mean \"token_timeout\"?"}},
 		{"type near one", strings.Replace("upstreams:\n"+hgem, "type: hgem", "type: hgme", 1),
@@ -63,7 +77,7 @@ func TestMistakesAreNamedExactly(t *testing.T) {
 		{"listen is admin_listen, spelt otherwise", "listen: localhost:9000\nadmin_listen: '[::ffff:127.0.0.1]:9000'\nupstreams:\n" + hgem,
 			[]string{"listen: \"localhost:9000\" and admin_listen \"[::ffff:127.0.0.1]:9000\" are the same address; the data and admin planes need one each (line 1)"}},
 		{"odd keys are quoted", "\"\": 1\nupstreams:\n  \"Bad Name\": {type: hgem, base_url: 'https://x', credentials: 'env:H'}\n",
-			[]string{"\"\": unknown key (line 1); known keys: admin_listen, drain_delay, listen, log_level, read_header_timeout, secrets, shutdown_timeout, upstreams",
+			[]string{"\"\": unknown key (line 1); known keys: " + topKeys,
 				"upstreams.\"Bad Name\": route name must match [a-z0-9-]+ (line 3)"}},
 		{"mistyped values carry their line", "shutdown_timeout: soon\nupstreams:\n" + hgem + "    max_connections: [1]\n",
 			[]string{"shutdown_timeout: \"soon\" is not a duration (use a unit: 500ms, 30s, 5m) (line 1)",
@@ -178,5 +192,37 @@ upstreams:
 	a := cfg.Secrets.Vault.Auth
 	if a.JWTFile != "/etc/tokenproxy/jwt" || a.RoleIDFile != "/etc/tokenproxy/role" || a.SecretIDFile != "/abs/secret" || a.TokenFile != "/etc/tokenproxy/t/tok" {
 		t.Errorf("vault auth files resolved to %+v", a)
+	}
+}
+
+// The schema check knows every kind of value a config field may have, so
+// that a new field is checked as soon as it is declared.
+func TestSchemaChecksEveryKind(t *testing.T) {
+	type all struct {
+		S string              `yaml:"s"`
+		I int64               `yaml:"i"`
+		F float64             `yaml:"f"`
+		B *bool               `yaml:"b"`
+		D Duration            `yaml:"d"`
+		M map[string]Upstream `yaml:"m"`
+	}
+	text := "s: [x]\ni: 1.5\nf: lots\nb: yes please\nd: soon\nm: [1]\n"
+	var root yaml.Node
+	if err := yaml.Unmarshal([]byte(text), &root); err != nil {
+		t.Fatal(err)
+	}
+	s := &schema{file: "F", lines: map[string]int{}}
+	s.check("", root.Content[0], reflect.TypeFor[all]())
+	want := []string{
+		"s: must be a string (line 1)", "i: must be a whole number (line 2)", "f: must be a number (line 3)",
+		"b: must be true or false (line 4)", `d: "soon" is not a duration (use a unit: 500ms, 30s, 5m) (line 5)`,
+		"m: must be a mapping (line 6)",
+	}
+	var got []string
+	for _, p := range s.ps {
+		got = append(got, p.String())
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("problems:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
 	}
 }

@@ -124,6 +124,10 @@ func (s *schema) check(path string, n *yaml.Node, t reflect.Type) {
 		if _, err := strconv.ParseInt(n.Value, 0, 64); n.Kind != yaml.ScalarNode || err != nil {
 			s.at(where, n, "must be a whole number")
 		}
+	case t.Kind() == reflect.Bool:
+		if _, err := strconv.ParseBool(n.Value); n.Kind != yaml.ScalarNode || err != nil || n.Tag != "!!bool" {
+			s.at(where, n, "must be true or false")
+		}
 	case t.Kind() == reflect.Float64:
 		if _, err := strconv.ParseFloat(n.Value, 64); n.Kind != yaml.ScalarNode || err != nil {
 			s.at(where, n, "must be a number")
