@@ -253,7 +253,11 @@ func TestMetricsAfterKnownTraffic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	version := strings.TrimSpace(strings.TrimPrefix(string(out), "tokenproxy "))
+	// "tokenproxy <version> (commit <commit>, built <date>)"
+	version := ""
+	if f := strings.Fields(string(out)); len(f) > 1 && f[0] == "tokenproxy" {
+		version = f[1]
+	}
 	if got := m.series("tokenproxy_build_info"); !slices.Equal(got, []string{"version=" + version + ": 1"}) || version == "" {
 		t.Errorf("tokenproxy_build_info: %q, want version=%q", got, version)
 	}

@@ -366,7 +366,7 @@ upstreams:
 	// Every problem at once, one per line, each starting with its key path.
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	for _, want := range []string{"log_level:", "upstreams.hgem.scop: unknown key", "upstreams.hgem.timeout:",
-		"upstreams.hgem.base_url:", "upstreams.hgem.scope:", "upstreams.hgem.credentials: missing key api_key, client_secret",
+		"upstreams.hgem.base_url:", "upstreams.hgem.scope:", "upstreams.hgem.credentials: file:" + e.dir + "/partial.json: missing key api_key, client_secret",
 		"upstreams.pd.token_url:", "upstreams.pd.credentials:"} {
 		found := false
 		for _, l := range lines {

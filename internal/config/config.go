@@ -6,8 +6,13 @@ package config
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -132,7 +137,8 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
 
 // Load reads, decodes, defaults and validates the file at path. A config that
-// cannot be used returns a *Problems error listing every problem.
+// cannot be used returns a *Problems error listing every problem. Relative
+// paths in it resolve against the file's directory (ResolvePaths).
 func Load(path string) (*Config, error) {
 	cfg, ps := Inspect(path)
 	if len(ps) > 0 {
@@ -141,9 +147,11 @@ func Load(path string) (*Config, error) {
 	return cfg, nil
 }
 
-// Parse is Load for bytes already in hand.
+// Parse is Load for bytes already in hand; relative paths stay relative to
+// the working directory, and problems of the whole text are located on
+// "config".
 func Parse(b []byte) (*Config, error) {
-	cfg, ps := parse(b)
+	cfg, ps := parse("config", "", b)
 	if len(ps) > 0 {
 		return nil, &ps
 	}
@@ -152,37 +160,211 @@ func Parse(b []byte) (*Config, error) {
 
 // Inspect returns every problem of the file at path, and the config as far
 // as it could be decoded (nil when it could not be read or parsed), so that
-// `tokenproxy validate` can check what it can of a broken config.
+// `tokenproxy validate` can check what it can of a broken config. Problems
+// of the file as a whole are located on path (and a line, for YAML syntax).
 func Inspect(path string) (*Config, Problems) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, Problems{{Path: "(file)", Msg: err.Error()}}
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err // path is named already
+		}
+		return nil, Problems{{Path: path, Msg: "cannot read the config: " + err.Error()}}
 	}
-	return parse(b)
+	return parse(path, filepath.Dir(path), b)
 }
 
-func parse(b []byte) (*Config, Problems) {
+// parse decodes b, the text of the config file name, resolving relative
+// paths against dir ("" leaves them as they are).
+func parse(name, dir string, b []byte) (*Config, Problems) {
+	dec := yaml.NewDecoder(bytes.NewReader(b))
 	var root yaml.Node
-	if err := yaml.NewDecoder(bytes.NewReader(b)).Decode(&root); err != nil {
+	if err := dec.Decode(&root); err != nil {
 		if errors.Is(err, io.EOF) {
-			return nil, Problems{{Path: "(file)", Msg: "empty config"}}
+			return nil, Problems{{Path: name, Msg: "empty config"}}
 		}
-		return nil, Problems{{Path: "(file)", Msg: "not valid YAML: " + err.Error()}}
-	}
-	if root.Content[0].Kind != yaml.MappingNode {
-		return nil, Problems{{Path: "(file)", Msg: "must be a mapping of settings"}}
+		return nil, Problems{syntaxProblem(name, b, err)}
 	}
 	var ps Problems
-	checkNode(&ps, "", root.Content[0], typeOfConfig)
+	var next yaml.Node
+	switch err := dec.Decode(&next); {
+	case err == nil:
+		// Everything after the first document would be silently ignored.
+		ps.add(fmt.Sprintf("%s:%d", name, next.Line), "a second YAML document starts here (after ---); one config is one document")
+	case !errors.Is(err, io.EOF):
+		return nil, Problems{syntaxProblem(name, b, err)}
+	}
+	if root.Content[0].Kind != yaml.MappingNode {
+		return nil, append(ps, Problem{Path: name, Msg: "must be a mapping of settings (key: value lines)"})
+	}
+	s := &schema{file: name, ps: ps, lines: map[string]int{}}
+	s.check("", root.Content[0], typeOfConfig)
+	ps = s.ps
 	cfg := &Config{}
 	// Decoding skips unknown keys and leaves mistyped values at zero; both
 	// are already in ps, and the rest is still worth validating.
 	var te *yaml.TypeError
 	if err := root.Content[0].Decode(cfg); err != nil && !errors.As(err, &te) {
-		return nil, append(ps, Problem{Path: "(file)", Msg: err.Error()})
+		return nil, append(ps, Problem{Path: name, Msg: err.Error()})
 	}
+	cfg.ResolvePaths(dir)
 	cfg.applyDefaults()
-	return cfg, append(ps, cfg.Validate()...)
+	for _, p := range cfg.Validate() {
+		if line := s.lines[p.Path]; line > 0 {
+			p.Msg += fmt.Sprintf(" (line %d)", line)
+		}
+		ps = append(ps, p)
+	}
+	return cfg, ps
+}
+
+// syntaxProblem locates a YAML syntax error on the line where the text
+// stops being YAML: the line after the longest run of whole lines, from the
+// top, that still parses (with the same parser). yaml.v3's own line is the
+// one where the enclosing block began (libyaml's context mark: an
+// indentation mistake on line 4 of a mapping opened on line 1 is reported
+// at line 1); it is kept only when the search gives up.
+func syntaxProblem(name string, b []byte, err error) Problem {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	line := 0
+	if rest, ok := strings.CutPrefix(msg, "line "); ok {
+		if n, after, ok := strings.Cut(rest, ": "); ok {
+			if l, convErr := strconv.Atoi(n); convErr == nil {
+				line, msg = l, after
+			}
+		}
+	}
+	lines := bytes.SplitAfter(b, []byte("\n"))
+	if l := brokenLine(lines); l > 0 {
+		line = l
+	}
+	if msg == "found unexpected end of stream" {
+		// libyaml's words for a quoted scalar that runs to the end.
+		msg = "a quoted string that starts here is never closed"
+	}
+	if line > 0 && line <= len(lines) {
+		indent := lines[line-1][:len(lines[line-1])-len(bytes.TrimLeft(lines[line-1], " \t"))]
+		if bytes.IndexByte(indent, '\t') >= 0 {
+			msg = "a tab in the indentation; YAML indents with spaces only"
+		}
+	}
+	where := name
+	if line > 0 {
+		where = fmt.Sprintf("%s:%d", name, line)
+	}
+	return Problem{Path: where, Msg: "not valid YAML: " + msg}
+}
+
+// maxProbes bounds brokenLine's search: each probe parses the text so far.
+const maxProbes = 64
+
+// brokenLine is the 1-based number of the line after the longest prefix of
+// whole lines that parses. Searching back from where the parser failed,
+// rather than forward from the top, steps over prefixes that fail only
+// because they end inside a quoted string or a bracket that later lines
+// close. When that prefix is more than maxProbes lines back (a quote opened
+// long before the end and never closed), it is the first line at which the
+// text stops parsing, within maxProbes lines of the top; else 0.
+func brokenLine(lines [][]byte) int {
+	// The parser reads only what it needs: the lines it had read when it
+	// failed are a prefix that fails.
+	r := &lineReader{lines: lines}
+	if parses(yaml.NewDecoder(r)) {
+		return 0
+	}
+	failed := r.touched()
+	text := bytes.Join(lines[:failed], nil)
+	end := len(text)
+	for k := failed - 1; k >= 0 && failed-k <= maxProbes; k-- {
+		end -= len(lines[k])
+		if parses(yaml.NewDecoder(bytes.NewReader(text[:end]))) {
+			return k + 1
+		}
+	}
+	end = 0
+	for k := 0; k < min(failed, maxProbes); k++ {
+		end += len(lines[k])
+		if !parses(yaml.NewDecoder(bytes.NewReader(text[:end]))) {
+			return k + 1
+		}
+	}
+	return 0
+}
+
+// parses reports whether every document dec reads is YAML.
+func parses(dec *yaml.Decoder) bool {
+	for {
+		var doc yaml.Node
+		err := dec.Decode(&doc)
+		if errors.Is(err, io.EOF) {
+			return true
+		}
+		if err != nil {
+			return false
+		}
+	}
+}
+
+// lineReader hands its lines to a reader one at most per Read, so that
+// touched tells how far the reader got.
+type lineReader struct {
+	lines [][]byte
+	n     int // lines handed out whole
+	off   int // bytes handed out of lines[n]
+}
+
+func (r *lineReader) Read(p []byte) (int, error) {
+	if r.n >= len(r.lines) {
+		return 0, io.EOF
+	}
+	k := copy(p, r.lines[r.n][r.off:])
+	r.off += k
+	if r.off == len(r.lines[r.n]) {
+		r.n, r.off = r.n+1, 0
+	}
+	return k, nil
+}
+
+// touched is how many lines were handed out, whole or in part.
+func (r *lineReader) touched() int {
+	if r.off > 0 {
+		return r.n + 1
+	}
+	return r.n
+}
+
+// ResolvePaths makes the relative paths of the config absolute against
+// dir, the config file's directory, as a user who writes
+// `credentials: file:hgem.json` beside the config expects: file:
+// credentials, every ca_file, and the Vault login files. Absolute paths and
+// unset ones stay as they are; dir "" leaves everything as it is.
+func (c *Config) ResolvePaths(dir string) {
+	if dir == "" {
+		return
+	}
+	if abs, err := filepath.Abs(dir); err == nil {
+		dir = abs
+	}
+	resolve := func(p *string) {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+	for name, u := range c.Upstreams {
+		if rest, ok := strings.CutPrefix(u.Credentials, "file:"); ok {
+			resolve(&rest)
+			u.Credentials = "file:" + rest
+		}
+		resolve(&u.CAFile)
+		c.Upstreams[name] = u
+	}
+	if v := c.Secrets.Vault; v != nil {
+		resolve(&v.CAFile)
+		resolve(&v.Auth.JWTFile)
+		resolve(&v.Auth.RoleIDFile)
+		resolve(&v.Auth.SecretIDFile)
+		resolve(&v.Auth.TokenFile)
+	}
 }
 
 func (c *Config) applyDefaults() {

@@ -172,19 +172,36 @@ func TestWarningsForNonLoopbackListeners(t *testing.T) {
 }
 
 // FuzzParse feeds arbitrary bytes to the config loader: it must never panic,
-// and whatever it accepts must validate.
+// whatever it accepts must validate with its relative paths resolved, and
+// whatever it refuses must say where.
 func FuzzParse(f *testing.F) {
 	f.Add([]byte(minimal))
 	f.Add([]byte("listen: 127.0.0.1:0\nupstreams:\n  p: {type: prodoscore, base_url: 'https://a', token_url: 'https://b', credentials: 'file:/x'}\n"))
 	f.Add([]byte("upstreams: &a {x: *a}\n"))
 	f.Add([]byte("secrets: {vault: {address: 'https://v', auth: {method: kubernetes, role: r}}}\n"))
+	f.Add([]byte("upstreams:\n  h: {type: hgem, base_url: 'https://a', credentials: 'file:h.json', ca_file: ca.pem}\n  h: {}\n"))
+	f.Add([]byte("upstreams:\n  h:\n    type: hgem\n   base_url: x\n"))
+	f.Add([]byte("upstreams:\n\th: {}\n"))
+	f.Add([]byte("listen: 'x\n"))
+	f.Add([]byte("listen: x\n---\nlisten: y\n"))
+	f.Add([]byte("listen: localhost:9\nadmin_listen: '[::]:9'\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		cfg, err := Parse(b)
-		if err != nil {
+		cfg, ps := parse("f.yaml", "/cfg", b)
+		if len(ps) == 0 {
+			if ps := cfg.Validate(); len(ps) > 0 {
+				t.Fatalf("accepted a config with problems: %v", ps)
+			}
+			for name, u := range cfg.Upstreams {
+				if p, ok := strings.CutPrefix(u.Credentials, "file:"); ok && !strings.HasPrefix(p, "/") {
+					t.Fatalf("upstream %s: credentials %q not resolved against the config's directory", name, u.Credentials)
+				}
+			}
 			return
 		}
-		if ps := cfg.Validate(); len(ps) > 0 {
-			t.Fatalf("accepted a config with problems: %v", ps)
+		for _, p := range ps {
+			if p.Path == "" || p.Msg == "" {
+				t.Fatalf("a problem without a location or a message: %#v", p)
+			}
 		}
 	})
 }

@@ -11,10 +11,17 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tokenproxy/tokenproxy/internal/suggest"
 )
 
-// Types are the upstream types tokenproxy has adapters for.
-var Types = []string{"prominsight", "inspera", "hgem", "prodoscore"}
+// The values an enumerated key takes.
+var (
+	// Types are the upstream types tokenproxy has adapters for.
+	Types       = []string{"prominsight", "inspera", "hgem", "prodoscore"}
+	LogLevels   = []string{"debug", "info", "warn", "error"}
+	AuthMethods = []string{"kubernetes", "approle", "token"}
+)
 
 var (
 	nameRE   = regexp.MustCompile(`^[a-z0-9-]+$`)
@@ -25,11 +32,12 @@ var (
 // It reads nothing from disk or the network.
 func (c *Config) Validate() Problems {
 	var ps Problems
-	checkListen(&ps, "listen", c.Listen)
-	checkListen(&ps, "admin_listen", c.AdminListen)
-	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.LogLevel) {
-		ps.add("log_level", "%q is not one of debug, info, warn, error", c.LogLevel)
+	okListen := checkListen(&ps, "listen", c.Listen)
+	okAdmin := checkListen(&ps, "admin_listen", c.AdminListen)
+	if okListen && okAdmin && sameListener(c.Listen, c.AdminListen) {
+		ps.add("listen", "%q and admin_listen %q are the same address; the data and admin planes need one each", c.Listen, c.AdminListen)
 	}
+	checkOneOf(&ps, "log_level", c.LogLevel, LogLevels)
 	if c.ReadHeaderTimeout.Duration <= 0 {
 		ps.add("read_header_timeout", "must be positive")
 	}
@@ -39,13 +47,11 @@ func (c *Config) Validate() Problems {
 	usesVault := false
 	for _, name := range c.UpstreamNames() {
 		u := c.Upstreams[name]
-		p := "upstreams." + name
+		p := join("upstreams", name)
 		if !nameRE.MatchString(name) {
 			ps.add(p, "route name must match [a-z0-9-]+")
 		}
-		if !slices.Contains(Types, u.Type) {
-			ps.add(p+".type", "%q is not one of %s", u.Type, strings.Join(Types, ", "))
-		}
+		checkOneOf(&ps, p+".type", u.Type, Types)
 		checkURL(&ps, p+".base_url", u.BaseURL)
 		if u.TokenURL == "" && u.Type == "prodoscore" {
 			ps.add(p+".token_url", "required for type prodoscore (its token endpoint is on another host)")
@@ -150,22 +156,71 @@ func (v *Vault) validate(ps *Problems) {
 			ps.add("secrets.vault.auth.token_file", "required for method token when $VAULT_TOKEN is not set")
 		}
 	default:
-		ps.add("secrets.vault.auth.method", "%q is not one of kubernetes, approle, token", a.Method)
+		checkOneOf(ps, "secrets.vault.auth.method", a.Method, AuthMethods)
 	}
 	if v.PollInterval.Duration <= 0 {
 		ps.add("secrets.vault.poll_interval", "must be positive")
 	}
 }
 
-func checkListen(ps *Problems, key, addr string) {
+// checkOneOf reports a value outside its enumeration, with the nearest
+// known one.
+func checkOneOf(ps *Problems, key, value string, known []string) {
+	if !slices.Contains(known, value) {
+		ps.add(key, "%q is not one of %s%s", value, strings.Join(known, ", "), suggest.DidYouMean(value, known))
+	}
+}
+
+// checkListen reports whether addr is a host:port to listen on.
+func checkListen(ps *Problems, key, addr string) bool {
 	_, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		ps.add(key, "%q is not host:port", addr)
-		return
+		return false
 	}
 	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
 		ps.add(key, "%q has no valid port", addr)
+		return false
 	}
+	return true
+}
+
+// sameListener reports whether two valid host:port addresses would claim
+// the same socket, so that the second listener could not bind: the same
+// non-zero port on the same address, however written (localhost is
+// 127.0.0.1, as Go listens on it; ::ffff:127.0.0.1 is 127.0.0.1), or on a
+// wildcard ("", 0.0.0.0, ::), which Go binds dual-stack and so covers every
+// address. Port 0 never conflicts: each listener gets its own port. Other
+// host names are compared as written, not resolved (validate stays off the
+// network).
+func sameListener(a, b string) bool {
+	hostA, portA, _ := net.SplitHostPort(a)
+	hostB, portB, _ := net.SplitHostPort(b)
+	pa, _ := strconv.Atoi(portA)
+	pb, _ := strconv.Atoi(portB)
+	if pa != pb || pa == 0 {
+		return false
+	}
+	ipA, ipB := listenIP(hostA), listenIP(hostB)
+	switch {
+	case ipA == nil || ipB == nil:
+		return strings.EqualFold(hostA, hostB)
+	case ipA.IsUnspecified() || ipB.IsUnspecified():
+		return true
+	}
+	return ipA.Equal(ipB)
+}
+
+// listenIP is the address Go binds for host, or nil for a name it would
+// have to resolve.
+func listenIP(host string) net.IP {
+	switch strings.ToLower(host) {
+	case "":
+		return net.IPv6unspecified
+	case "localhost":
+		return net.IPv4(127, 0, 0, 1)
+	}
+	return net.ParseIP(host)
 }
 
 // checkURL accepts an absolute https URL, or http to a loopback host (for

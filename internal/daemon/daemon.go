@@ -29,7 +29,10 @@ import (
 // Options are what a caller other than `tokenproxy run` (tests, `tokenproxy
 // dev`) may change.
 type Options struct {
-	Version string
+	// Version and Revision say what was built: the release (v1.2.3) and
+	// the VCS commit it was built from, for logs and the build_info metric.
+	Version  string
+	Revision string
 	// OpenSource resolves a credentials reference; secrets.Open by default.
 	OpenSource func(ref string, v *secrets.Vault) (secrets.Source, error)
 	// ExtraRootsPEM is trusted for every upstream besides the system roots.
@@ -61,17 +64,10 @@ type Daemon struct {
 // New builds a daemon for cfg, read from path. It does no I/O: Run binds
 // the listeners and only then starts the upstreams.
 func New(cfg *config.Config, path string, opt Options) (*Daemon, error) {
-	if opt.OpenSource == nil {
-		opt.OpenSource = secrets.Open
-	}
-	if opt.LogOutput == nil {
-		opt.LogOutput = zapcore.Lock(os.Stderr)
-	}
+	opt.defaults()
 	d := &Daemon{opt: opt, path: path, cfg: cfg, ups: map[string]*running{}}
 	d.level = zap.NewAtomicLevelAt(level(cfg.LogLevel))
-	enc := zap.NewProductionEncoderConfig()
-	enc.TimeKey, enc.EncodeTime = "ts", zapcore.ISO8601TimeEncoder
-	d.log = zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(enc), opt.LogOutput, d.level))
+	d.log = newLogger(opt.LogOutput, d.level)
 	d.reg = prometheus.NewRegistry()
 	d.metrics = metrics.New(d.reg, opt.Version)
 	metrics.WatchUpstreams(d.reg, d.upstreamStates)
@@ -86,7 +82,7 @@ func (d *Daemon) start() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	cfg := d.cfg
-	vault, stop, err := d.startVault(cfg.Secrets.Vault)
+	vault, stop, err := startVault(cfg.Secrets.Vault, d.log, d.metrics)
 	if err != nil {
 		return err
 	}
@@ -102,6 +98,22 @@ func (d *Daemon) start() error {
 	return nil
 }
 
+func (opt *Options) defaults() {
+	if opt.OpenSource == nil {
+		opt.OpenSource = secrets.Open
+	}
+	if opt.LogOutput == nil {
+		opt.LogOutput = zapcore.Lock(os.Stderr)
+	}
+}
+
+// newLogger writes JSON lines to out at level.
+func newLogger(out zapcore.WriteSyncer, level zapcore.LevelEnabler) *zap.Logger {
+	enc := zap.NewProductionEncoderConfig()
+	enc.TimeKey, enc.EncodeTime = "ts", zapcore.ISO8601TimeEncoder
+	return zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(enc), out, level))
+}
+
 // Log is the daemon's logger.
 func (d *Daemon) Log() *zap.Logger { return d.log }
 
@@ -113,16 +125,18 @@ func level(s string) zapcore.Level {
 	return l
 }
 
-func (d *Daemon) startVault(vc *config.Vault) (*secrets.Vault, func(), error) {
+// startVault starts the Vault client of vc, when there is one: it logs in
+// and keeps its token alive until the returned stop is called.
+func startVault(vc *config.Vault, log *zap.Logger, m *metrics.Metrics) (*secrets.Vault, func(), error) {
 	if vc == nil {
 		return nil, func() {}, nil
 	}
-	v, err := secrets.NewVault(vc, d.log)
+	v, err := secrets.NewVault(vc, log)
 	if err != nil {
 		return nil, nil, err
 	}
-	v.OnLogin = d.metrics.VaultLogin
-	v.OnRenew = d.metrics.VaultRenewal
+	v.OnLogin = m.VaultLogin
+	v.OnRenew = m.VaultRenewal
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); v.Run(ctx) }()
@@ -277,7 +291,7 @@ func (d *Daemon) apply() error {
 	vault, stopVault := d.vault, func() {}
 	vaultChanged := !reflect.DeepEqual(cfg.Secrets.Vault, old.Secrets.Vault)
 	if vaultChanged {
-		if vault, stopVault, err = d.startVault(cfg.Secrets.Vault); err != nil {
+		if vault, stopVault, err = startVault(cfg.Secrets.Vault, d.log, d.metrics); err != nil {
 			return err
 		}
 	}

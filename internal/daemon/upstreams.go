@@ -11,6 +11,7 @@ import (
 
 	"github.com/tokenproxy/tokenproxy/internal/broker"
 	"github.com/tokenproxy/tokenproxy/internal/config"
+	"github.com/tokenproxy/tokenproxy/internal/metrics"
 	"github.com/tokenproxy/tokenproxy/internal/proxy"
 	"github.com/tokenproxy/tokenproxy/internal/secrets"
 	"github.com/tokenproxy/tokenproxy/internal/upstream"
@@ -27,9 +28,19 @@ type running struct {
 	wg    sync.WaitGroup
 }
 
-// startUpstream builds and starts an upstream: credentials are read and its
-// first token fetched at once, without waiting for traffic.
-func (d *Daemon) startUpstream(name string, u config.Upstream, cfg *config.Config, vault *secrets.Vault) (*running, error) {
+// parts are what an upstream is made of, built alike by the daemon and by
+// `tokenproxy check`: the API's base URL, the transport to its hosts, the
+// vendor's adapter (token requests go through the same transport), and the
+// source of its credentials.
+type parts struct {
+	base    *url.URL
+	tr      *http.Transport
+	adapter upstream.Adapter
+	src     secrets.Source
+}
+
+// build makes the parts of upstream name. Errors name the key at fault.
+func (opt *Options) build(name string, u config.Upstream, vault *secrets.Vault) (*parts, error) {
 	base, err := url.Parse(u.BaseURL)
 	if err != nil {
 		return nil, fmt.Errorf("upstreams.%s.base_url: %w", name, err)
@@ -41,28 +52,46 @@ func (d *Daemon) startUpstream(name string, u config.Upstream, cfg *config.Confi
 	// A cold start or a 401 storm would otherwise open a connection per
 	// waiting request at once; queue them on a bounded set instead.
 	tr.MaxConnsPerHost = int(u.MaxConnections)
-	if d.opt.ExtraRootsPEM != nil {
-		tr.TLSClientConfig.RootCAs.AppendCertsFromPEM(d.opt.ExtraRootsPEM)
+	if opt.ExtraRootsPEM != nil {
+		tr.TLSClientConfig.RootCAs.AppendCertsFromPEM(opt.ExtraRootsPEM)
 	}
 	ad, err := upstream.New(u, upstream.TokenClient(tr, u.TokenTimeout.Duration))
 	if err != nil {
 		return nil, fmt.Errorf("upstreams.%s.type: %w", name, err)
 	}
-	src, err := d.opt.OpenSource(u.Credentials, vault)
+	src, err := opt.OpenSource(u.Credentials, vault)
 	if err != nil {
 		return nil, fmt.Errorf("upstreams.%s.credentials: %w", name, err)
 	}
-	log := d.log.With(zap.String("upstream", name))
-	kind, _, _ := config.ParseRef(u.Credentials)
-	w := secrets.NewWatch(src, u.Type, u.Credentials, cfg.PollInterval(kind))
-	cache := broker.New(name, ad, broker.Options{
+	return &parts{base: base, tr: tr, adapter: ad, src: src}, nil
+}
+
+// newCache is the token cache of upstream name, for the daemon and for
+// `tokenproxy check` alike. Fleet sharing (CONTRACT.md §7) plugs in here:
+// with sharing configured, the cache's tokens come through the sharing
+// store, and check then proves exactly the path the daemon takes.
+func newCache(name string, u config.Upstream, f broker.Fetcher, m *metrics.Metrics, log *zap.Logger, onRefused func()) *broker.Cache {
+	return broker.New(name, f, broker.Options{
 		RefreshFraction:   u.RefreshFraction,
 		FetchTimeout:      u.TokenTimeout.Duration,
 		ReauthMinInterval: u.ReauthMinInterval.Duration,
-		OnRefused:         w.Kick,
-		Metrics:           d.metrics,
+		OnRefused:         onRefused,
+		Metrics:           m,
 		Log:               log.Named("broker"),
 	})
+}
+
+// startUpstream builds and starts an upstream: credentials are read and its
+// first token fetched at once, without waiting for traffic.
+func (d *Daemon) startUpstream(name string, u config.Upstream, cfg *config.Config, vault *secrets.Vault) (*running, error) {
+	p, err := d.opt.build(name, u, vault)
+	if err != nil {
+		return nil, err
+	}
+	log := d.log.With(zap.String("upstream", name))
+	kind, _, _ := config.ParseRef(u.Credentials)
+	w := secrets.NewWatch(p.src, u.Type, u.Credentials, cfg.PollInterval(kind))
+	cache := newCache(name, u, p.adapter, d.metrics, log, w.Kick)
 	w.OnChange = func(c secrets.Credentials) {
 		log.Info("credentials loaded", zap.String("credentials", u.Credentials), zap.String("version", c.Version()))
 		cache.SetCredentials(c)
@@ -83,8 +112,8 @@ func (d *Daemon) startUpstream(name string, u config.Upstream, cfg *config.Confi
 		cfg:   u,
 		cache: cache,
 		watch: w,
-		route: &proxy.Route{Name: name, Base: base, Adapter: ad, Tokens: cache, Transport: tr,
-			UpgradeTransport: proxy.ForUpgrades(tr), Timeout: u.Timeout.Duration, ReplayMaxBytes: u.ReplayMaxBytes},
+		route: &proxy.Route{Name: name, Base: p.base, Adapter: p.adapter, Tokens: cache, Transport: p.tr,
+			UpgradeTransport: proxy.ForUpgrades(p.tr), Timeout: u.Timeout.Duration, ReplayMaxBytes: u.ReplayMaxBytes},
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r.stop = cancel

@@ -232,8 +232,8 @@ func port(u *url.URL) string {
 	return "443"
 }
 
-// quoteName shows a caller-supplied name in a message, bounded and without
-// anything that could break a log line.
+// quoteName shows a caller-supplied name in a message, in quotes, bounded
+// and without anything that could break a log line or the quotes.
 func quoteName(s string) string {
 	if len(s) > 64 {
 		return strconv.Quote(s[:64]) + "..."

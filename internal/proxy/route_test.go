@@ -219,3 +219,12 @@ func FuzzForward(f *testing.F) {
 		}
 	})
 }
+
+// A name from the caller is shown in quotes; what would break the message
+// or a log line is replaced, never the quotes themselves.
+func TestUnknownUpstreamMessageQuotesTheName(t *testing.T) {
+	_, _, err := table(t, map[string]string{"hgem": "https://h"}).byRoute(mustRequest(t, "/nosuch/x"))
+	if want := `no upstream is named "nosuch"; requests go to /{upstream}/{path}`; err == nil || err.Msg != want {
+		t.Errorf("message %v, want %s", err, want)
+	}
+}

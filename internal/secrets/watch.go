@@ -2,7 +2,6 @@ package secrets
 
 import (
 	"context"
-	"fmt"
 	"math/rand/v2"
 	"time"
 )
@@ -94,12 +93,7 @@ func (w *Watch) Run(ctx context.Context) {
 func (w *Watch) read(ctx context.Context) (Credentials, error) {
 	ctx, cancel := context.WithTimeout(ctx, readTTL)
 	defer cancel()
-	c, err := w.Source.Read(ctx)
-	if err == nil {
-		if err = Check(w.Type, c); err != nil {
-			err = fmt.Errorf("%s: %w", w.Ref, err)
-		}
-	}
+	c, err := Load(ctx, w.Source, w.Type, w.Ref)
 	if w.OnRead != nil {
 		w.OnRead(w.Source.Kind(), err)
 	}
