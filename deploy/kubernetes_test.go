@@ -278,8 +278,11 @@ func parseConfig(s string) (*tpConfig, error) {
 	return c, nil
 }
 
-func (c *tpConfig) drainDelay() time.Duration      { d, _ := time.ParseDuration(c.DrainDelay); return d }
-func (c *tpConfig) shutdownTimeout() time.Duration { d, _ := time.ParseDuration(c.ShutdownTimeout); return d }
+func (c *tpConfig) drainDelay() time.Duration { d, _ := time.ParseDuration(c.DrainDelay); return d }
+func (c *tpConfig) shutdownTimeout() time.Duration {
+	d, _ := time.ParseDuration(c.ShutdownTimeout)
+	return d
+}
 
 // problems lists every invariant the example breaks.
 func (ex *example) problems() []string {
@@ -611,7 +614,9 @@ func TestInvariantChecksCatchBreakage(t *testing.T) {
 				}
 			}},
 		{name: "jwt_file elsewhere", want: "jwt_file",
-			config: func(c string) string { return strings.Replace(c, "/var/run/secrets/tokens/vault/token", "/var/run/token", 1) }},
+			config: func(c string) string {
+				return strings.Replace(c, "/var/run/secrets/tokens/vault/token", "/var/run/token", 1)
+			}},
 		{name: "classic sidecar in initContainers", want: "restartPolicy: Always",
 			breaks: func(d *appsv1.Deployment) { sidecar(d).RestartPolicy = nil }},
 		{name: "user by name only", want: "runAsUser",
@@ -629,9 +634,13 @@ func TestInvariantChecksCatchBreakage(t *testing.T) {
 		{name: "startup probe on another port", want: "startupProbe on port 9902",
 			breaks: func(d *appsv1.Deployment) { sidecar(d).StartupProbe.HTTPGet.Port = intstr.FromInt32(9902) }},
 		{name: "admin plane on loopback", want: "cannot reach a loopback",
-			config: func(c string) string { return strings.Replace(c, "admin_listen: 0.0.0.0:9901", "admin_listen: 127.0.0.1:9901", 1) }},
+			config: func(c string) string {
+				return strings.Replace(c, "admin_listen: 0.0.0.0:9901", "admin_listen: 127.0.0.1:9901", 1)
+			}},
 		{name: "data plane on 8080", want: "8080",
-			config: func(c string) string { return strings.Replace(c, "listen: 127.0.0.1:9900", "listen: 127.0.0.1:8080", 1) }},
+			config: func(c string) string {
+				return strings.Replace(c, "listen: 127.0.0.1:9900", "listen: 127.0.0.1:8080", 1)
+			}},
 		{name: "app calls another port", want: "HGEM_URL",
 			breaks: func(d *appsv1.Deployment) { app(d).Env[0].Value = "http://127.0.0.1:8081/hgem" }},
 		{name: "GOMEMLIMIT in MiB read as bytes", want: "divisor",
