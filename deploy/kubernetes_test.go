@@ -278,7 +278,13 @@ func parseConfig(s string) (*tpConfig, error) {
 	return c, nil
 }
 
-func (c *tpConfig) drainDelay() time.Duration { d, _ := time.ParseDuration(c.DrainDelay); return d }
+// drainDelay and shutdownTimeout are zero when malformed: `tokenproxy
+// validate` reports that.
+func (c *tpConfig) drainDelay() time.Duration {
+	d, _ := time.ParseDuration(c.DrainDelay)
+	return d
+}
+
 func (c *tpConfig) shutdownTimeout() time.Duration {
 	d, _ := time.ParseDuration(c.ShutdownTimeout)
 	return d
