@@ -1,12 +1,15 @@
 // Package admin owns the admin listener's endpoints: liveness, readiness
-// ("every upstream holds a valid token"), per-upstream status as JSON or a
-// small HTML page, and Prometheus metrics. Nothing it serves holds a secret.
+// ("every upstream holds a valid token", or only the named ones, or only the
+// process), per-upstream status as JSON or a small HTML page, and Prometheus
+// metrics. Nothing it serves holds a secret.
 package admin
 
 import (
 	"encoding/json"
+	"fmt"
 	"html/template"
 	"net/http"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -39,6 +42,7 @@ func (s *Server) Handler() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	r.Get("/readyz", s.readyz)
+	r.Get("/readyz/process", s.processReady)
 	r.Get("/status", s.status)
 	r.Handle("/metrics", promhttp.HandlerFor(s.Gatherer, promhttp.HandlerOpts{}))
 	return r
@@ -56,10 +60,19 @@ type upstreamReady struct {
 }
 
 // readyz is 200 only when every upstream holds a valid token and the
-// process is not draining: a Kubernetes startup and readiness probe.
-func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+// process is not draining (CONTRACT.md §5): a Kubernetes startup probe.
+//
+// With ?upstream=<name> (repeatable) only the named upstreams count, so a
+// probe or a check can follow the vendors one application needs; a name
+// that is not configured is 404, so that a typo in a probe fails loudly
+// instead of passing.
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	only := r.URL.Query()["upstream"]
 	body := readiness{Ready: true, Draining: s.Draining.Load(), Upstreams: map[string]upstreamReady{}}
 	for _, u := range s.Upstreams() {
+		if len(only) > 0 && !slices.Contains(only, u.Name) {
+			continue
+		}
 		reason := u.Reason
 		if u.Ready {
 			reason = "token valid until " + u.TokenExpiresAt.UTC().Format(time.RFC3339)
@@ -67,12 +80,33 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 		body.Upstreams[u.Name] = upstreamReady{Ready: u.Ready, Reason: reason}
 		body.Ready = body.Ready && u.Ready
 	}
+	for _, name := range only {
+		if _, ok := body.Upstreams[name]; !ok {
+			writeJSON(w, http.StatusNotFound, map[string]any{"ready": false, "error": fmt.Sprintf("no upstream named %q", name)})
+			return
+		}
+	}
 	body.Ready = body.Ready && !body.Draining
 	status := http.StatusOK
 	if !body.Ready {
 		status = http.StatusServiceUnavailable
 	}
 	writeJSON(w, status, body)
+}
+
+// processReady is 200 while the process serves and is not draining,
+// whatever the upstreams' tokens: the readiness probe that keeps a pod in
+// its Service while one vendor is down (its callers get 503
+// credentials_unavailable for that vendor alone). The admin plane is served
+// only once both listeners are bound, and the process exits when either
+// fails, so an answer here means the data plane is listening.
+func (s *Server) processReady(w http.ResponseWriter, _ *http.Request) {
+	draining := s.Draining.Load()
+	status := http.StatusOK
+	if draining {
+		status = http.StatusServiceUnavailable
+	}
+	writeJSON(w, status, map[string]bool{"ready": !draining, "draining": draining})
 }
 
 type upstreamStatus struct {

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -790,7 +791,8 @@ func (k *vaultTokenReviewer) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	var review struct {
 		Spec struct {
-			Token string `json:"token"`
+			Token     string   `json:"token"`
+			Audiences []string `json:"audiences"`
 		} `json:"spec"`
 	}
 	if err := json.NewDecoder(r.Body).Decode(&review); err != nil {
@@ -801,9 +803,16 @@ func (k *vaultTokenReviewer) serve(w http.ResponseWriter, r *http.Request) {
 	k.seen[review.Spec.Token]++
 	ok := review.Spec.Token != "" && review.Spec.Token == k.accepted
 	k.mu.Unlock()
+	// As the API server does: a token is valid only for audiences it was
+	// minted for, and the answer names the ones asked for that it has.
+	auds := jwtAudiences(review.Spec.Token)
+	if len(review.Spec.Audiences) > 0 {
+		auds = slices.DeleteFunc(auds, func(a string) bool { return !slices.Contains(review.Spec.Audiences, a) })
+		ok = ok && len(auds) > 0
+	}
 	status := map[string]any{"authenticated": false, "error": "token is not valid"}
 	if ok {
-		status = map[string]any{"authenticated": true, "user": map[string]any{
+		status = map[string]any{"authenticated": true, "audiences": auds, "user": map[string]any{
 			"username": "system:serviceaccount:tokenproxy:tokenproxy", "uid": "sa-uid-1"}}
 	} else {
 		k.refused.Add(1)
@@ -828,7 +837,13 @@ func (k *vaultTokenReviewer) reviews(jwt string) int {
 // (without checking the signature, having no keys) before the TokenReview,
 // so it must be a well-formed ES256 JWS with the service-account claims.
 func (k *vaultTokenReviewer) jwt(t *testing.T, id string) string {
-	claims, _ := json.Marshal(map[string]any{
+	return k.jwtFor(t, id)
+}
+
+// jwtFor is jwt for the given audiences (an "aud" claim), as a projected
+// service-account token is.
+func (k *vaultTokenReviewer) jwtFor(t *testing.T, id string, audiences ...string) string {
+	claims := map[string]any{
 		"iss":                                    "kubernetes/serviceaccount",
 		"sub":                                    "system:serviceaccount:tokenproxy:tokenproxy",
 		"jti":                                    "CANARY-jwt-" + id,
@@ -836,9 +851,13 @@ func (k *vaultTokenReviewer) jwt(t *testing.T, id string) string {
 		"kubernetes.io/serviceaccount/service-account.name": "tokenproxy",
 		"kubernetes.io/serviceaccount/service-account.uid":  "sa-uid-1",
 		"kubernetes.io/serviceaccount/secret.name":          "tokenproxy-token",
-	})
+	}
+	if audiences != nil {
+		claims["aud"] = audiences
+	}
+	payload, _ := json.Marshal(claims)
 	enc := base64.RawURLEncoding
-	signed := enc.EncodeToString([]byte(`{"alg":"ES256","typ":"JWT"}`)) + "." + enc.EncodeToString(claims)
+	signed := enc.EncodeToString([]byte(`{"alg":"ES256","typ":"JWT"}`)) + "." + enc.EncodeToString(payload)
 	sum := sha256.Sum256([]byte(signed))
 	r, s, err := ecdsa.Sign(rand.Reader, k.key, sum[:])
 	if err != nil {
@@ -848,4 +867,22 @@ func (k *vaultTokenReviewer) jwt(t *testing.T, id string) string {
 	r.FillBytes(sig[:32])
 	s.FillBytes(sig[32:])
 	return signed + "." + enc.EncodeToString(sig)
+}
+
+// jwtAudiences is the "aud" claim of a JWT made by jwtFor (none when it has
+// none or is no such JWT).
+func jwtAudiences(jwt string) []string {
+	parts := strings.Split(jwt, ".")
+	if len(parts) != 3 {
+		return nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return nil
+	}
+	var claims struct {
+		Aud []string `json:"aud"`
+	}
+	json.Unmarshal(b, &claims)
+	return claims.Aud
 }
