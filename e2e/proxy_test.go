@@ -201,7 +201,9 @@ func TestReplaysOnceAfter401(t *testing.T) {
 		n, _ := io.Copy(io.Discard, r.Body)
 		fmt.Fprintf(w, "%d", n)
 	}))
-	p := e.start(e.allUpstreams())
+	// The subtests revoke tokens one after another: reauth_min_interval is
+	// kept short so that each 401 may re-mint (TestReauthBounded covers it).
+	p := e.start(configOf(e.upstreamYAML("hgem", "reauth_min_interval: 1ms")))
 	p.ready(t)
 
 	t.Run("revoked token", func(t *testing.T) {

@@ -738,7 +738,10 @@ func TestVaultDownAtStart(t *testing.T) {
 func TestVaultBadSecretKeepsLastGood(t *testing.T) {
 	v := newVaultEnv(t)
 	v.seed(t)
-	p := v.start(v.config("300ms", v.approle(), vaultKV2Routes()...))
+	// Every case revokes the token in hand and wants a new one at once:
+	// reauth_min_interval is kept short (TestReauthBounded covers the bound).
+	cfg := strings.ReplaceAll(v.config("300ms", v.approle(), vaultKV2Routes()...), "    credentials: ", "    reauth_min_interval: 1ms\n    credentials: ")
+	p := v.start(cfg)
 	p.ready(t)
 	hgem := v.vendors["hgem"]
 	good := hgem.creds
