@@ -40,6 +40,7 @@ func Check(ctx context.Context, cfg *config.Config, opt Options) []CheckResult {
 	if vaultErr == nil {
 		defer stopVault()
 	}
+	checkSharing(cfg, vault, log)
 	names := cfg.UpstreamNames()
 	results := make([]CheckResult, len(names))
 	var wg sync.WaitGroup
@@ -51,7 +52,7 @@ func Check(ctx context.Context, cfg *config.Config, opt Options) []CheckResult {
 			continue
 		}
 		wg.Go(func() {
-			results[i].Expiry, results[i].Err = opt.checkOne(ctx, name, u, vault, log.With(zap.String("upstream", name)))
+			results[i].Expiry, results[i].Err = opt.checkOne(ctx, name, u, opt.sharingOf(cfg, name, vault), vault, log.With(zap.String("upstream", name)))
 		})
 	}
 	wg.Wait()
@@ -60,7 +61,7 @@ func Check(ctx context.Context, cfg *config.Config, opt Options) []CheckResult {
 
 // checkOne obtains one token for upstream name within its token_timeout
 // and returns the token's expiry.
-func (opt *Options) checkOne(ctx context.Context, name string, u config.Upstream, vault *secrets.Vault, log *zap.Logger) (time.Time, error) {
+func (opt *Options) checkOne(ctx context.Context, name string, u config.Upstream, sh *broker.Sharing, vault *secrets.Vault, log *zap.Logger) (time.Time, error) {
 	budget := u.TokenTimeout.Duration
 	ctx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
@@ -79,10 +80,9 @@ func (opt *Options) checkOne(ctx context.Context, name string, u config.Upstream
 	}
 	log.Info("credentials loaded", zap.String("credentials", u.Credentials), zap.String("version", creds.Version()))
 
-	// Sharing seam: once the cache fetches through the sharing store
-	// (CONTRACT.md §7), a valid stored token is used here without a vendor
-	// call, and one is minted under the lease only when there is none.
-	cache := newCache(name, u, p.adapter, nil, log, nil)
+	// With sharing (CONTRACT.md §7), a valid stored token is used without a
+	// vendor call, and one is minted under the lease only when there is none.
+	cache := newCache(name, u, p.adapter, sh, nil, log, nil)
 	defer cache.Close()
 	cache.SetCredentials(creds)
 	tok, err := cache.Token(ctx)

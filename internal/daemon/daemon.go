@@ -4,7 +4,9 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -41,6 +43,9 @@ type Options struct {
 	LogOutput zapcore.WriteSyncer
 	// OnListening is told the bound addresses once both listeners are up.
 	OnListening func(data, admin net.Addr)
+	// ReplicaID names this process in the fleet's minting leases and in
+	// minted_by (CONTRACT.md §7); <hostname>-<pid> by default.
+	ReplicaID string
 }
 
 // Daemon is one tokenproxy process.
@@ -87,6 +92,7 @@ func (d *Daemon) start() error {
 		return err
 	}
 	d.vault, d.vaultStop = vault, stop
+	checkSharing(cfg, vault, d.log)
 	for _, name := range cfg.UpstreamNames() {
 		r, err := d.startUpstream(name, cfg.Upstreams[name], cfg, vault)
 		if err != nil {
@@ -104,6 +110,10 @@ func (opt *Options) defaults() {
 	}
 	if opt.LogOutput == nil {
 		opt.LogOutput = zapcore.Lock(os.Stderr)
+	}
+	if opt.ReplicaID == "" {
+		host, _ := os.Hostname()
+		opt.ReplicaID = fmt.Sprintf("%s-%d", cmp.Or(host, "localhost"), os.Getpid())
 	}
 }
 
@@ -295,13 +305,14 @@ func (d *Daemon) apply() error {
 			return err
 		}
 	}
+	if vaultChanged || !reflect.DeepEqual(cfg.Sharing, old.Sharing) {
+		checkSharing(cfg, vault, d.log)
+	}
 	next := map[string]*running{}
 	var started []*running
 	for _, name := range cfg.UpstreamNames() {
 		u := cfg.Upstreams[name]
-		kind, _, _ := config.ParseRef(u.Credentials)
-		if r := d.ups[name]; r != nil && r.cfg == u && !(vaultChanged && kind == "vault") &&
-			cfg.PollInterval(kind) == old.PollInterval(kind) {
+		if r := d.ups[name]; r != nil && keep(old, cfg, name) {
 			next[name] = r
 			r.watch.Kick() // a reload also re-reads credentials
 			continue
@@ -336,6 +347,28 @@ func (d *Daemon) apply() error {
 		prevStopVault()
 	}
 	return nil
+}
+
+// keep reports whether upstream name may keep its running cache, and so its
+// warm token, across a reload from old to cfg: nothing it is built from
+// changed (its settings, the Vault its credentials or shared token come
+// from, how often they are re-read, how it shares).
+func keep(old, cfg *config.Config, name string) bool {
+	u, ok := cfg.Upstreams[name]
+	was, had := old.Upstreams[name]
+	if !ok || !had || !reflect.DeepEqual(u, was) {
+		return false
+	}
+	kind, _, _ := config.ParseRef(u.Credentials)
+	vaultSame := reflect.DeepEqual(cfg.Secrets.Vault, old.Secrets.Vault)
+	switch {
+	case kind == "vault" && !vaultSame,
+		cfg.PollInterval(kind) != old.PollInterval(kind),
+		cfg.IsShared(name) != old.IsShared(name),
+		cfg.IsShared(name) && (!vaultSame || !reflect.DeepEqual(cfg.Sharing, old.Sharing)):
+		return false
+	}
+	return true
 }
 
 func (d *Daemon) config() *config.Config {

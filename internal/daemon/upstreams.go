@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/tokenproxy/tokenproxy/internal/metrics"
 	"github.com/tokenproxy/tokenproxy/internal/proxy"
 	"github.com/tokenproxy/tokenproxy/internal/secrets"
+	"github.com/tokenproxy/tokenproxy/internal/sharing"
 	"github.com/tokenproxy/tokenproxy/internal/upstream"
 )
 
@@ -67,18 +69,51 @@ func (opt *Options) build(name string, u config.Upstream, vault *secrets.Vault) 
 }
 
 // newCache is the token cache of upstream name, for the daemon and for
-// `tokenproxy check` alike. Fleet sharing (CONTRACT.md §7) plugs in here:
-// with sharing configured, the cache's tokens come through the sharing
-// store, and check then proves exactly the path the daemon takes.
-func newCache(name string, u config.Upstream, f broker.Fetcher, m *metrics.Metrics, log *zap.Logger, onRefused func()) *broker.Cache {
+// `tokenproxy check` alike. With sh (the upstream is shared, CONTRACT.md
+// §7), its tokens come through the fleet's store, and check proves exactly
+// the path the daemon takes.
+func newCache(name string, u config.Upstream, f broker.Fetcher, sh *broker.Sharing, m *metrics.Metrics, log *zap.Logger, onRefused func()) *broker.Cache {
 	return broker.New(name, f, broker.Options{
 		RefreshFraction:   u.RefreshFraction,
 		FetchTimeout:      u.TokenTimeout.Duration,
 		ReauthMinInterval: u.ReauthMinInterval.Duration,
+		Sharing:           sh,
 		OnRefused:         onRefused,
 		Metrics:           m,
 		Log:               log.Named("broker"),
 	})
+}
+
+// sharingOf is how upstream name shares its token (CONTRACT.md §7), or nil
+// when it does not: through the Vault KV v2 store at sharing.vault.path,
+// with the same Vault login as credential reads.
+func (opt *Options) sharingOf(cfg *config.Config, name string, vault *secrets.Vault) *broker.Sharing {
+	if !cfg.IsShared(name) || vault == nil {
+		return nil
+	}
+	return &broker.Sharing{
+		Store: sharing.NewVault(vault, cfg.Sharing.Vault.Path),
+		Lease: cfg.Sharing.Lease.Duration,
+		Local: cfg.Sharing.OnStoreUnavailable == "local",
+		ID:    opt.ReplicaID,
+	}
+}
+
+// checkSharing logs, once at start, why sharing.vault.path cannot hold the
+// fleet's tokens (not KV v2, under no mount, refused), so that an operator
+// sees it before the first token is needed.
+func checkSharing(cfg *config.Config, vault *secrets.Vault, log *zap.Logger) {
+	if cfg.Sharing == nil || vault == nil {
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := sharing.NewVault(vault, cfg.Sharing.Vault.Path).Check(ctx); err != nil {
+			log.Warn("the sharing store cannot be used; tokens are kept or minted as on_store_unavailable says",
+				zap.String("key", "sharing.vault.path"), zap.Error(err))
+		}
+	}()
 }
 
 // startUpstream builds and starts an upstream: credentials are read and its
@@ -91,7 +126,7 @@ func (d *Daemon) startUpstream(name string, u config.Upstream, cfg *config.Confi
 	log := d.log.With(zap.String("upstream", name))
 	kind, _, _ := config.ParseRef(u.Credentials)
 	w := secrets.NewWatch(p.src, u.Type, u.Credentials, cfg.PollInterval(kind))
-	cache := newCache(name, u, p.adapter, d.metrics, log, w.Kick)
+	cache := newCache(name, u, p.adapter, d.opt.sharingOf(cfg, name, vault), d.metrics, log, w.Kick)
 	w.OnChange = func(c secrets.Credentials) {
 		log.Info("credentials loaded", zap.String("credentials", u.Credentials), zap.String("version", c.Version()))
 		cache.SetCredentials(c)
