@@ -173,6 +173,14 @@ func (e *env) start(cfg string) *proc {
 
 func (e *env) startArgs(args ...string) *proc {
 	e.t.Helper()
+	p := e.launch(args...)
+	p.waitListening(e.t)
+	return p
+}
+
+// launch starts tokenproxy with args and returns at once.
+func (e *env) launch(args ...string) *proc {
+	e.t.Helper()
 	p := &proc{t: e.t, out: &testlog.Buffer{}, exited: make(chan struct{})}
 	p.cmd = exec.Command(binary, args...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
@@ -183,7 +191,13 @@ func (e *env) startArgs(args ...string) *proc {
 	go func() { p.waitErr = p.cmd.Wait(); close(p.exited) }()
 	e.procs = append(e.procs, p)
 	e.t.Cleanup(p.stop)
-	waitFor(e.t, 20*time.Second, "tokenproxy to listen", func() bool {
+	return p
+}
+
+// waitListening waits until p logs that it listens, and notes where.
+func (p *proc) waitListening(t *testing.T) {
+	t.Helper()
+	waitFor(t, 20*time.Second, "tokenproxy to listen", func() bool {
 		for _, l := range p.logLines() {
 			if l["msg"] == "listening" {
 				p.data, p.admin = "http://"+l["listen"].(string), "http://"+l["admin_listen"].(string)
@@ -192,12 +206,11 @@ func (e *env) startArgs(args ...string) *proc {
 		}
 		select {
 		case <-p.exited:
-			e.t.Fatalf("tokenproxy exited before listening: %v\n%s", p.waitErr, p.out.String())
+			t.Fatalf("tokenproxy exited before listening: %v\n%s", p.waitErr, p.out.String())
 		default:
 		}
 		return false
 	})
-	return p
 }
 
 // stop sends SIGTERM, if the process still runs, and waits for it to
