@@ -71,6 +71,8 @@ func TestMalformedRequests(t *testing.T) {
 		{"absolute form, another scheme", get("mailto:a@" + simHost), 400, "bad_request", ""},
 		{"empty upstream name", get("//" + simHost + "/api/visits"), 404, "unknown_upstream", ""},
 		{"Upgrade naming a non-ASCII protocol", get("/hgem/visits", "Connection: Upgrade", "Upgrade: w\xe9bsocket"), 400, "bad_request", "hgem"},
+		{"TRACE, which would echo the injected credentials", req("TRACE /hgem/visits HTTP/1.1"), 400, "bad_request", "hgem"},
+		{"TRACE in absolute form", req("TRACE http://" + simHost + "/api/visits HTTP/1.1"), 400, "bad_request", "hgem"},
 		{"CONNECT", "CONNECT " + simHost + " HTTP/1.1\r\nHost: " + simHost + "\r\n\r\n", 405, "connect_not_supported", ""},
 	}
 	for _, tc := range cases {

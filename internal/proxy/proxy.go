@@ -147,6 +147,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		err.write(sw)
 		return
 	}
+	if r.Method == http.MethodTrace {
+		// A TRACE answer echoes the request as the upstream received it:
+		// the injected token and vendor key would come back to the caller,
+		// which must never hold a credential.
+		writeError(sw, http.StatusBadRequest, "bad_request", "TRACE is not forwarded: the upstream would echo the injected credentials back", x.route.Name)
+		return
+	}
 	x.local = h.localOrigin(r)
 	ctx := context.WithValue(r.Context(), ctxKey{}, x)
 	if proto := upgradeType(r.Header); proto != "" {
