@@ -69,6 +69,26 @@ func problems(t *testing.T, text string) []string {
 	return strings.Split(ps.Error(), "\n")
 }
 
+// wantProblems parses text and checks that it has exactly as many problems
+// as want, each starting with one of want's prefixes; it returns them.
+func wantProblems(t *testing.T, text string, want []string) []string {
+	t.Helper()
+	got := problems(t, text)
+	if len(got) != len(want) {
+		t.Errorf("%d problems, want %d:\n%s", len(got), len(want), strings.Join(got, "\n"))
+	}
+	for _, w := range want {
+		found := false
+		for _, g := range got {
+			found = found || strings.HasPrefix(g, w)
+		}
+		if !found {
+			t.Errorf("no problem starts with %q:\n%s", w, strings.Join(got, "\n"))
+		}
+	}
+	return got
+}
+
 func TestProblemsNameTheirKeyPath(t *testing.T) {
 	cases := []struct {
 		name, text string
@@ -130,19 +150,7 @@ upstreams: {}
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			got := problems(t, tc.text)
-			if len(got) != len(tc.want) {
-				t.Errorf("%d problems, want %d:\n%s", len(got), len(tc.want), strings.Join(got, "\n"))
-			}
-			for _, w := range tc.want {
-				found := false
-				for _, g := range got {
-					found = found || strings.HasPrefix(g, w)
-				}
-				if !found {
-					t.Errorf("no problem starts with %q:\n%s", w, strings.Join(got, "\n"))
-				}
-			}
+			got := wantProblems(t, tc.text, tc.want)
 			for _, g := range got {
 				if strings.Contains(g, "s3cr3t") {
 					t.Errorf("a problem echoes a credentials value: %s", g)

@@ -1,7 +1,6 @@
 package config
 
 import (
-	"strings"
 	"testing"
 	"time"
 )
@@ -83,19 +82,7 @@ upstreams:
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			got := problems(t, tc.text)
-			if len(got) != len(tc.want) {
-				t.Errorf("%d problems, want %d:\n%s", len(got), len(tc.want), strings.Join(got, "\n"))
-			}
-			for _, w := range tc.want {
-				found := false
-				for _, g := range got {
-					found = found || strings.HasPrefix(g, w)
-				}
-				if !found {
-					t.Errorf("no problem starts with %q:\n%s", w, strings.Join(got, "\n"))
-				}
-			}
+			wantProblems(t, tc.text, tc.want)
 		})
 	}
 }
