@@ -474,7 +474,7 @@ func (c *Config) Redacted() *Config {
 	out := *c
 	out.Upstreams = make(map[string]Upstream, len(c.Upstreams))
 	for name, u := range c.Upstreams {
-		u.BaseURL, u.TokenURL = redactURL(u.BaseURL), redactURL(u.TokenURL)
+		u.BaseURL, u.TokenURL = RedactURL(u.BaseURL), RedactURL(u.TokenURL)
 		if u.Shared != nil {
 			shared := *u.Shared
 			u.Shared = &shared
@@ -483,7 +483,7 @@ func (c *Config) Redacted() *Config {
 	}
 	if c.Secrets.Vault != nil {
 		v := *c.Secrets.Vault
-		v.Address = redactURL(v.Address)
+		v.Address = RedactURL(v.Address)
 		out.Secrets.Vault = &v
 	}
 	if c.Sharing != nil {
@@ -493,9 +493,9 @@ func (c *Config) Redacted() *Config {
 	return &out
 }
 
-// redactURL replaces the user info of an absolute URL with REDACTED. A
-// string that does not parse is kept only when it cannot hold user info.
-func redactURL(raw string) string {
+// RedactURL replaces the user info of a URL with REDACTED. A string that
+// does not parse is kept only when it cannot hold user info.
+func RedactURL(raw string) string {
 	u, err := url.Parse(raw)
 	switch {
 	case err != nil && strings.Contains(raw, "@"):

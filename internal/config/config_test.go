@@ -248,8 +248,8 @@ upstreams:
 		"%zz://u:p@host":                  "REDACTED",
 		"":                                "",
 	} {
-		if got := redactURL(raw); got != want {
-			t.Errorf("redactURL(%q) = %q, want %q", raw, got, want)
+		if got := RedactURL(raw); got != want {
+			t.Errorf("RedactURL(%q) = %q, want %q", raw, got, want)
 		}
 	}
 }
