@@ -235,7 +235,7 @@ func pageConfigOf(c *ConfigInfo, now time.Time) *pageConfig {
 		reload = "rejected " + rel(c.LastReloadAt, now) + "; the config loaded before stays in force"
 	}
 	p.Facts = []fact{
-		{Name: "file", Value: c.Path},
+		{Name: "file", Value: or(c.Path, "none: built in (tokenproxy dev)")},
 		{Name: "in force since", Value: clock(c.LoadedAt) + " (" + rel(c.LoadedAt, now) + ")", Title: stampText(c.LoadedAt)},
 		{Name: "last reload", Value: reload, Title: stampText(c.LastReloadAt)},
 	}
