@@ -11,11 +11,12 @@ import (
 // TestNoSecretReachesAnyOutput plants canary values in every credential key
 // (newEnv does), runs at debug level through successes, refusals, a vendor
 // that echoes what it was sent, 401 replays and a rotation, and searches
-// every byte the process wrote and every body it served. The harness's
+// every byte the process wrote and every body it served, every admin
+// endpoint in each of its forms included. The harness's
 // cleanup searches the process output once more for every token issued.
 func TestNoSecretReachesAnyOutput(t *testing.T) {
 	e := newEnv(t)
-	p := e.start(e.allUpstreams())
+	p := e.start(e.allUpstreams("admin_pprof: true"))
 	p.ready(t)
 
 	var bodies []string
@@ -46,10 +47,18 @@ func TestNoSecretReachesAnyOutput(t *testing.T) {
 			t.Errorf("%s: a refusal echoing the credentials should show REDACTED: %s", kind, r.body)
 		}
 	}
-	for _, path := range []string{"/status", "/readyz", "/metrics", "/healthz"} {
+	// Every admin output, in each of its forms.
+	for _, path := range []string{"/", "/status", "/readyz", "/metrics", "/healthz", "/config", "/loglevel", "/debug/pprof/cmdline"} {
 		keep(get(t, p.admin+path))
 	}
-	keep(get(t, p.admin+"/status", "Accept", "text/html"))
+	for _, path := range []string{"/", "/status"} {
+		keep(get(t, p.admin+path, "Accept", "text/html"))
+	}
+	keep(get(t, p.admin+"/config", "Accept", "application/yaml"))
+	keep(get(t, p.admin+"/metrics", "Accept", "application/openmetrics-text;version=1.0.0"))
+	if r := get(t, p.admin+"/config"); !strings.Contains(string(r.body), "file:"+e.dir) {
+		t.Errorf("/config should show the credentials references: %s", r.body)
+	}
 
 	var secrets []string
 	for _, v := range e.vendors {

@@ -703,6 +703,10 @@ func TestSIGHUPReloadKeepsWarmTokens(t *testing.T) {
 			t.Errorf("%s changed token after a rejected reload", k)
 		}
 	}
+	c := configStatus(t, p)
+	if msg, _ := c["last_reload_error"].(string); c["last_reload_result"] != "error" || !strings.Contains(msg, "log_level") || c["path"] != path {
+		t.Errorf("/status config after a rejected reload: %v", c)
+	}
 
 	// 3. Back to a valid config at debug: only the log level changes. Its
 	// "config reloaded" line is the first: the reload to warn logged none.
@@ -717,6 +721,35 @@ func TestSIGHUPReloadKeepsWarmTokens(t *testing.T) {
 			t.Errorf("%s changed token on a reload that changed only log_level", k)
 		}
 	}
+	if c = configStatus(t, p); c["last_reload_result"] != "success" || c["last_reload_error"] != "" {
+		t.Errorf("/status config after a reload: %v", c)
+	}
+
+	// 4. A level set at /loglevel outlives a reload that leaves log_level
+	// as it was.
+	if r := do(t, "PUT", p.admin+"/loglevel", strings.NewReader("level=warn"), "Content-Type", "application/x-www-form-urlencoded"); r.StatusCode != 200 {
+		t.Fatalf("PUT /loglevel: %d %s", r.StatusCode, r.body)
+	}
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, 20*time.Second, "the fourth reload", func() bool { return reloads("success") == 3 })
+	if r := get(t, p.admin+"/loglevel"); strings.TrimSpace(string(r.body)) != `{"level":"warn"}` {
+		t.Errorf("after a reload that left log_level alone: %s, want the level set at /loglevel", r.body)
+	}
+	if !p.logged("log level changed at /loglevel", map[string]any{"from": "debug", "to": "warn"}) {
+		t.Error("the change at /loglevel was not logged")
+	}
+}
+
+// configStatus is /status's config section.
+func configStatus(t *testing.T, p *proc) map[string]any {
+	t.Helper()
+	var doc struct {
+		Config map[string]any `json:"config"`
+	}
+	if r := get(t, p.admin+"/status"); json.Unmarshal(r.body, &doc) != nil {
+		t.Fatalf("/status: %s", r.body)
+	}
+	return doc.Config
 }
 
 func TestRequestLogLines(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -394,6 +395,33 @@ func TestVaultTokenFile(t *testing.T) {
 	}
 	if ok, failed := p.vaultLogins(t); ok != 1 || failed != 0 {
 		t.Errorf("Vault logins: %d successful, %d failed; want one", ok, failed)
+	}
+
+	// The admin plane shows the login and the token file's path, never the
+	// token read from it.
+	var doc struct {
+		Vault struct {
+			LoggedIn        bool   `json:"logged_in"`
+			Method          string `json:"method"`
+			TokenTTLSeconds *int   `json:"token_ttl_seconds"`
+		} `json:"vault"`
+	}
+	status := get(t, p.admin+"/status")
+	if err := json.Unmarshal(status.body, &doc); err != nil || !doc.Vault.LoggedIn || doc.Vault.Method != "token" ||
+		doc.Vault.TokenTTLSeconds == nil || *doc.Vault.TokenTTLSeconds < 3500 || *doc.Vault.TokenTTLSeconds > 3600 {
+		t.Errorf("/status vault: %+v (%v)", doc.Vault, err)
+	}
+	cfg := get(t, p.admin+"/config", "Accept", "application/yaml")
+	if !strings.Contains(string(cfg.body), "token_file: "+file) {
+		t.Errorf("/config should name the token file:\n%s", cfg.body)
+	}
+	page := get(t, p.admin+"/status", "Accept", "text/html")
+	for _, out := range []*response{status, cfg, page, get(t, p.admin+"/config"), get(t, p.admin+"/")} {
+		for _, secret := range v.secrets {
+			if strings.Contains(string(out.body), secret) {
+				t.Errorf("%s holds a Vault secret or token (%.24s...)", out.Request.URL.Path, secret)
+			}
+		}
 	}
 }
 

@@ -8,13 +8,13 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n== %s\n' "$*"; }
 
-# need installs the Debian package that provides a missing command: CI starts
+# need installs the Debian packages that provide a missing command: CI starts
 # on a machine that has only Go.
 need() {
 	command -v "$1" >/dev/null && return
-	echo "installing Debian's $2 for $1"
+	echo "installing Debian's ${*:2} for $1"
 	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >/dev/null
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${@:2}" >/dev/null
 }
 
 step "vault server for the integration tests"
@@ -36,6 +36,9 @@ step "staticcheck"
 go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
 step "go test -race"
+# e2e/statuspage_test.go renders the status page in headless Chromium, and
+# fails without it.
+need chromium chromium fonts-dejavu-core
 go test -race ./...
 
 step "the deployment kit (deploy/, a module of its own): kustomize, API types, embedded configs"

@@ -1,14 +1,16 @@
-// Package admin owns the admin listener's endpoints: liveness, readiness
-// ("every upstream holds a valid token", or only the named ones, or only the
-// process), per-upstream status as JSON or a small HTML page, and Prometheus
-// metrics. Nothing it serves holds a secret.
+// Package admin owns the admin listener's endpoints (CONTRACT.md §5): the
+// index of them at /, liveness, readiness ("every upstream holds a valid
+// token", or only the named ones, or only the process), per-upstream status
+// as JSON or a page for a person, Prometheus metrics, the config in force,
+// the log level, and Go's profiler when the config asks for it. Every GET
+// also answers HEAD. Nothing it serves holds a secret.
 package admin
 
 import (
 	"encoding/json"
 	"fmt"
-	"html/template"
 	"net/http"
+	"net/http/pprof"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -19,33 +21,118 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tokenproxy/tokenproxy/internal/broker"
+	"github.com/tokenproxy/tokenproxy/internal/config"
+	"github.com/tokenproxy/tokenproxy/internal/secrets"
 )
 
 // Upstream is one upstream's state as the admin plane shows it.
 type Upstream struct {
-	Type string
+	Type        string
+	Credentials string // the reference, vault:secret/tokenproxy/hgem
+	BaseHost    string // host[:port] of base_url
+	TokenHost   string // host[:port] of token_url
 	broker.State
+	// Events returns the token's events at or after a time, oldest first;
+	// nil when there is no history.
+	Events func(since time.Time) []broker.Event
 }
 
-// Server is the admin plane's state source.
+// ConfigInfo is the config in force and where it came from.
+type ConfigInfo struct {
+	Path     string
+	Config   *config.Config
+	LoadedAt time.Time // when the config in force was read
+	// LastReloadAt is when the last reload (SIGHUP) was tried, zero before
+	// any; LastReloadError is why it was rejected, "" when it was not.
+	LastReloadAt    time.Time
+	LastReloadError string
+}
+
+// Server is the admin plane's state source. Upstreams, Draining and
+// Gatherer are required; the rest may be nil, and then what needs them is
+// not served (Vault: no Vault configured).
 type Server struct {
 	Upstreams func() []Upstream // in a stable order
 	Draining  *atomic.Bool
 	Gatherer  prometheus.Gatherer
 	Version   string
+
+	Vault    func() *secrets.VaultState // nil, or nil returned, when no Vault is configured
+	Config   func() ConfigInfo
+	LogLevel http.Handler // GET shows the level, PUT changes it (zap.AtomicLevel)
 }
 
 // Handler routes the admin endpoints.
 func (s *Server) Handler() http.Handler {
+	return headAsGet(s.router())
+}
+
+// router is every route; the index (/) lists the GET ones, and a test
+// checks that it lists each.
+func (s *Server) router() *chi.Mux {
 	r := chi.NewRouter()
+	r.Get("/", s.index)
 	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	r.Get("/readyz", s.readyz)
 	r.Get("/readyz/process", s.processReady)
 	r.Get("/status", s.status)
-	r.Handle("/metrics", promhttp.HandlerFor(s.Gatherer, promhttp.HandlerOpts{}))
+	// OpenMetrics when the scraper's Accept asks for it (exemplars, _created
+	// series), the text format otherwise.
+	r.Handle("/metrics", promhttp.HandlerFor(s.Gatherer, promhttp.HandlerOpts{EnableOpenMetrics: true}))
+	if s.Config != nil {
+		r.Get("/config", s.config)
+		r.Route("/debug/pprof", func(r chi.Router) {
+			r.Use(s.pprofOn)
+			r.Get("/", pprof.Index)
+			r.Get("/cmdline", pprof.Cmdline)
+			r.Get("/profile", pprof.Profile)
+			r.Get("/symbol", pprof.Symbol)
+			r.Post("/symbol", pprof.Symbol)
+			r.Get("/trace", pprof.Trace)
+			r.Get("/{profile}", pprof.Index) // heap, goroutine, allocs, block, mutex, threadcreate
+		})
+	}
+	if s.LogLevel != nil {
+		r.Method(http.MethodGet, "/loglevel", s.LogLevel)
+		r.Method(http.MethodPut, "/loglevel", s.LogLevel)
+	}
 	return r
+}
+
+// headAsGet answers HEAD as GET (RFC 9110 §9.3.2), for every route at once:
+// chi routes HEAD only where a route names it, and zap's level handler
+// refuses it. net/http keeps the headers of a response to HEAD, its
+// Content-Length included, and drops the body.
+func headAsGet(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodHead {
+			r = r.Clone(r.Context())
+			r.Method = http.MethodGet
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// pprofOn serves the profiler only while the config in force says
+// admin_pprof: true, so that a reload turns it on or off.
+func (s *Server) pprofOn(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !s.pprof() {
+			http.Error(w, "404 page not found (the profiler is off; admin_pprof: true in the config turns it on)", http.StatusNotFound)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) pprof() bool {
+	if s.Config == nil {
+		return false
+	}
+	c := s.Config().Config
+	return c != nil && c.AdminPprof
 }
 
 type readiness struct {
@@ -109,60 +196,10 @@ func (s *Server) processReady(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, status, map[string]bool{"ready": !draining, "draining": draining})
 }
 
-type upstreamStatus struct {
-	Type              string  `json:"type"`
-	State             string  `json:"state"`
-	Reason            string  `json:"reason,omitempty"`
-	TokenExpiresAt    *string `json:"token_expires_at"`
-	TokenObtainedAt   *string `json:"token_obtained_at"`
-	RefreshAt         *string `json:"refresh_at"`
-	LastFetchAt       *string `json:"last_fetch_at"`
-	LastFetchResult   string  `json:"last_fetch_result"`
-	LastError         string  `json:"last_error"`
-	CredentialVersion string  `json:"credential_version"`
-	Generation        uint64  `json:"token_generation"`
-	Failures          int     `json:"consecutive_failures"`
-	Shared            bool    `json:"shared"`
-	MintedBy          string  `json:"minted_by"`
-}
-
-func (s *Server) status(w http.ResponseWriter, r *http.Request) {
-	ups := s.Upstreams()
-	if strings.Contains(r.Header.Get("Accept"), "text/html") {
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		w.Header().Set("Cache-Control", "no-store")
-		page.Execute(w, map[string]any{"Upstreams": ups, "Version": s.Version, "Draining": s.Draining.Load(), "Now": time.Now()})
-		return
-	}
-	body := map[string]upstreamStatus{}
-	for _, u := range ups {
-		body[u.Name] = upstreamStatus{
-			Type:              u.Type,
-			State:             u.State.State,
-			Reason:            u.Reason,
-			TokenExpiresAt:    stamp(u.TokenExpiresAt),
-			TokenObtainedAt:   stamp(u.TokenObtainedAt),
-			RefreshAt:         stamp(u.RefreshAt),
-			LastFetchAt:       stamp(u.LastFetchAt),
-			LastFetchResult:   u.LastFetchResult,
-			LastError:         u.LastError,
-			CredentialVersion: u.CredentialVersion,
-			Generation:        u.Generation,
-			Failures:          u.Failures,
-			Shared:            u.Shared,
-			MintedBy:          u.MintedBy,
-		}
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"upstreams": body})
-}
-
-// stamp is an RFC 3339 time to the millisecond, or null when there is none.
-func stamp(t time.Time) *string {
-	if t.IsZero() {
-		return nil
-	}
-	s := t.UTC().Format("2006-01-02T15:04:05.000Z07:00")
-	return &s
+// wantsHTML reports whether the client's Accept names text/html (a
+// browser), as CONTRACT.md §5 puts it.
+func wantsHTML(r *http.Request) bool {
+	return strings.Contains(r.Header.Get("Accept"), "text/html")
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -173,37 +210,3 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	enc.SetIndent("", "  ")
 	enc.Encode(v)
 }
-
-var page = template.Must(template.New("status").Funcs(template.FuncMap{
-	"when": func(t, now time.Time) string {
-		if t.IsZero() {
-			return "—"
-		}
-		d := t.Sub(now).Round(time.Second)
-		if d >= 0 {
-			return t.UTC().Format(time.RFC3339) + " (in " + d.String() + ")"
-		}
-		return t.UTC().Format(time.RFC3339) + " (" + (-d).String() + " ago)"
-	},
-}).Parse(`<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>tokenproxy status</title>
-<style>
-body{font:14px system-ui,sans-serif;margin:2em;color:#222}
-table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top}
-.ready{color:#176f2c}.pending{color:#8a6d00}.error{color:#b00020}
-</style></head><body>
-<h1>tokenproxy {{.Version}}</h1>
-{{if .Draining}}<p class="error">Draining: shutting down, not ready for new traffic.</p>{{end}}
-<table>
-<tr><th>upstream</th><th>type</th><th>state</th><th>token expires</th><th>next refresh</th><th>last fetch</th><th>credential version</th><th>last error</th></tr>
-{{range .Upstreams}}<tr>
-<td>{{.Name}}</td><td>{{.Type}}</td>
-<td class="{{.State.State}}">{{.State.State}}{{if .Reason}}<br><small>{{.Reason}}</small>{{end}}</td>
-<td>{{when .TokenExpiresAt $.Now}}</td><td>{{when .RefreshAt $.Now}}</td>
-<td>{{when .LastFetchAt $.Now}} {{.LastFetchResult}}</td>
-<td><code>{{.CredentialVersion}}</code></td><td>{{.LastError}}</td>
-</tr>{{end}}
-</table>
-<p><a href="/readyz">/readyz</a> · <a href="/metrics">/metrics</a> · <a href="/status">/status</a> (JSON unless the browser asks for HTML)</p>
-</body></html>
-`))

@@ -104,6 +104,8 @@ type Cache struct {
 	refused        uint64
 	sharedGen      uint64
 	sharedLocalGen uint64
+
+	events history // for the admin plane's timeline; written under mu
 }
 
 type flight struct {
@@ -242,6 +244,7 @@ func (c *Cache) Invalidate(gen uint64) bool {
 		c.opt.Metrics.Reauthed(c.name)
 	}
 	c.tok = Token{}
+	c.events.add(Event{Kind: EventInvalidated, At: time.Now()})
 	c.opt.Metrics.TokenExpiresAt(c.name, time.Time{})
 	c.opt.Log.Info("token refused by upstream; fetching a new one", zap.Uint64("gen", gen))
 	c.poke()
@@ -265,6 +268,7 @@ func (c *Cache) SetCredentials(cr secrets.Credentials) {
 	c.fails, c.retryAt, c.lastErr = 0, time.Time{}, nil
 	c.refresh = Token{}
 	c.rotated = true
+	c.events.add(Event{Kind: EventRotated, At: time.Now()})
 	c.opt.Log.Info("credentials changed; minting a new token", zap.String("version", cr.Version()))
 	c.poke()
 }
@@ -359,13 +363,22 @@ func (c *Cache) fetch(f *flight, w want) {
 		} else {
 			reason, refused, e = c.failLocked(err, w.creds, now)
 		}
+		c.events.add(Event{Kind: EventFailed, At: now, Until: c.retryAt, Reason: cmp.Or(reason, "sharing")})
 		f.err = e
 		if valid(c.tok, now) {
 			// A failed refresh never replaces a good token.
 			f.tok, f.err = c.tok, nil
 		}
 	case g.tok.AccessToken != "":
+		held := valid(c.tok, now)
 		taken := c.installLocked(&g.tok, w.creds, start, now, g)
+		if taken {
+			kind := EventMinted
+			if held {
+				kind = EventRefreshed
+			}
+			c.events.add(Event{Kind: kind, At: now, Until: g.tok.Expiry, Source: cmp.Or(g.result, "vendor")})
+		}
 		f.tok = g.tok
 		if c.fleet != nil && taken && g.result != "" {
 			c.opt.Metrics.SharedToken(c.name, g.result)
@@ -611,6 +624,9 @@ type State struct {
 	Failures          int
 	Shared            bool   // the token is the fleet's (CONTRACT.md §7)
 	MintedBy          string // the replica that minted the token held; "" when none or minted here alone
+	// NextAttemptAt is when the next token request is due: the scheduled
+	// refresh or the end of a backoff, zero when nothing is scheduled.
+	NextAttemptAt time.Time
 }
 
 // State returns a snapshot of the cache.
@@ -627,6 +643,7 @@ func (c *Cache) State() State {
 		Failures:          c.fails,
 		Shared:            c.fleet != nil,
 		MintedBy:          c.tok.MintedBy,
+		NextAttemptAt:     c.nextLocked(now),
 	}
 	if c.tok.AccessToken != "" {
 		s.TokenExpiresAt, s.TokenObtainedAt, s.RefreshAt = c.tok.Expiry, c.tok.Obtained, c.refreshAt

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -32,6 +33,9 @@ type Config struct {
 	// ReadHeaderTimeout bounds how long a client may take to send its
 	// request headers, on either listener (slow-header clients).
 	ReadHeaderTimeout Duration `yaml:"read_header_timeout"`
+	// AdminPprof serves Go's profiler under /debug/pprof/ on the admin
+	// listener. Off by default: a profile shows the process's memory.
+	AdminPprof bool `yaml:"admin_pprof"`
 }
 
 // Secrets says where credentials references are resolved.
@@ -459,6 +463,48 @@ func trimSlash(s string) string {
 		s = s[:len(s)-1]
 	}
 	return s
+}
+
+// Redacted is a copy of c fit to show, as the admin plane's /config does:
+// user info in a URL (only secrets.vault.address may carry it; the
+// upstreams' URLs are refused with it) becomes REDACTED. Nothing else needs
+// hiding: credentials are references, and the Vault login's material is
+// named by file path, never read into the config.
+func (c *Config) Redacted() *Config {
+	out := *c
+	out.Upstreams = make(map[string]Upstream, len(c.Upstreams))
+	for name, u := range c.Upstreams {
+		u.BaseURL, u.TokenURL = RedactURL(u.BaseURL), RedactURL(u.TokenURL)
+		if u.Shared != nil {
+			shared := *u.Shared
+			u.Shared = &shared
+		}
+		out.Upstreams[name] = u
+	}
+	if c.Secrets.Vault != nil {
+		v := *c.Secrets.Vault
+		v.Address = RedactURL(v.Address)
+		out.Secrets.Vault = &v
+	}
+	if c.Sharing != nil {
+		s := *c.Sharing
+		out.Sharing = &s
+	}
+	return &out
+}
+
+// RedactURL replaces the user info of a URL with REDACTED. A string that
+// does not parse is kept only when it cannot hold user info.
+func RedactURL(raw string) string {
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil && strings.Contains(raw, "@"):
+		return "REDACTED"
+	case err != nil || u.User == nil:
+		return raw
+	}
+	u.User = url.User("REDACTED")
+	return u.String()
 }
 
 // PollInterval is how often the credentials of a source are re-read.

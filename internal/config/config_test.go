@@ -37,6 +37,7 @@ func TestDefaults(t *testing.T) {
 		{"max_connections", u.MaxConnections, int64(64)},
 		{"read_header_timeout", cfg.ReadHeaderTimeout.Duration, 10 * time.Second},
 		{"poll_interval", cfg.PollInterval("file"), time.Minute},
+		{"admin_pprof", cfg.AdminPprof, false},
 	}
 	for _, c := range checks {
 		if c.got != c.want {
@@ -212,4 +213,51 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// Redacted hides user info in the one URL that may carry it, and is a copy:
+// changing it leaves the running config alone.
+func TestRedacted(t *testing.T) {
+	cfg, err := Parse([]byte(`
+secrets:
+  vault:
+    address: https://ops:CANARY-pass@vault.example:8200
+    auth: {method: token, token_file: /run/vault-token}
+sharing:
+  vault: {path: secret/tokenproxy/shared}
+upstreams:
+  hgem:
+    type: hgem
+    base_url: https://results-api.hgem.com/
+    credentials: vault:secret/tokenproxy/hgem
+    shared: true
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := cfg.Redacted()
+	if got := r.Secrets.Vault.Address; got != "https://REDACTED@vault.example:8200" {
+		t.Errorf("vault address shown as %q", got)
+	}
+	if r.Secrets.Vault.Auth.TokenFile != "/run/vault-token" || r.Upstreams["hgem"].Credentials != "vault:secret/tokenproxy/hgem" {
+		t.Errorf("references and paths must stay: %+v %+v", r.Secrets.Vault.Auth, r.Upstreams["hgem"])
+	}
+	*r.Upstreams["hgem"].Shared = false
+	r.Sharing.Lease.Duration = time.Hour
+	r.Upstreams["inspera"] = Upstream{}
+	if !*cfg.Upstreams["hgem"].Shared || cfg.Sharing.Lease.Duration == time.Hour || len(cfg.Upstreams) != 1 ||
+		!strings.Contains(cfg.Secrets.Vault.Address, "CANARY") {
+		t.Error("changing the redacted copy changed the config")
+	}
+	for raw, want := range map[string]string{
+		"https://vault.example":           "https://vault.example",
+		"https://u@vault.example":         "https://REDACTED@vault.example",
+		"https://u:p@vault.example/x?y=1": "https://REDACTED@vault.example/x?y=1",
+		"%zz://u:p@host":                  "REDACTED",
+		"":                                "",
+	} {
+		if got := RedactURL(raw); got != want {
+			t.Errorf("RedactURL(%q) = %q, want %q", raw, got, want)
+		}
+	}
 }

@@ -82,6 +82,10 @@ func TestMistakesAreNamedExactly(t *testing.T) {
 		{"mistyped values carry their line", "shutdown_timeout: soon\nupstreams:\n" + hgem + "    max_connections: [1]\n",
 			[]string{"shutdown_timeout: \"soon\" is not a duration (use a unit: 500ms, 30s, 5m) (line 1)",
 				"upstreams.hgem.max_connections: must be a whole number (line 7)"}},
+		{"admin_pprof is a boolean", "admin_pprof: yes\nupstreams:\n" + hgem,
+			[]string{"admin_pprof: must be true or false (line 1)"}},
+		{"admin_pprof near one", "admin_prof: true\nupstreams:\n" + hgem,
+			[]string{"admin_prof: unknown key (line 1); did you mean \"admin_pprof\"?"}},
 		{"validate's problems carry their line", "upstreams:\n  hgem:\n    type: hgem\n    base_url: http://x\n    credentials: env:HGEM\n",
 			[]string{"upstreams.hgem.base_url: must use https (http is allowed only for a loopback host) (line 4)"}},
 	}

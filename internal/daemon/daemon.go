@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"reflect"
 	"sort"
@@ -64,13 +65,16 @@ type Daemon struct {
 	ups       map[string]*running
 	vault     *secrets.Vault
 	vaultStop func()
+	loadedAt  time.Time // when cfg was read
+	reloadAt  time.Time // the last reload tried; zero before any
+	reloadErr string    // why it was rejected; "" when it was not
 }
 
 // New builds a daemon for cfg, read from path. It does no I/O: Run binds
 // the listeners and only then starts the upstreams.
 func New(cfg *config.Config, path string, opt Options) (*Daemon, error) {
 	opt.defaults()
-	d := &Daemon{opt: opt, path: path, cfg: cfg, ups: map[string]*running{}}
+	d := &Daemon{opt: opt, path: path, cfg: cfg, ups: map[string]*running{}, loadedAt: time.Now()}
 	d.level = zap.NewAtomicLevelAt(level(cfg.LogLevel))
 	d.log = newLogger(opt.LogOutput, d.level)
 	d.reg = prometheus.NewRegistry()
@@ -195,7 +199,8 @@ func (d *Daemon) Run(ctx context.Context, signals <-chan os.Signal) int {
 	// OPTIONS * goes to the proxy, which answers it in the contract's shape,
 	// instead of net/http's empty 200 that no log line or metric would see.
 	dataSrv.DisableGeneralOptionsHandler = true
-	adminSrv := d.server((&admin.Server{Upstreams: d.states, Draining: &d.draining, Gatherer: d.reg, Version: d.opt.Version}).Handler())
+	adminSrv := d.server((&admin.Server{Upstreams: d.states, Draining: &d.draining, Gatherer: d.reg, Version: d.opt.Version,
+		Vault: d.vaultState, Config: d.configInfo, LogLevel: d.levelHandler()}).Handler())
 	failed := make(chan error, 2)
 	go func() { failed <- dataSrv.Serve(data) }()
 	go func() { failed <- adminSrv.Serve(adm) }()
@@ -279,6 +284,12 @@ func (d *Daemon) server(h http.Handler) *http.Server {
 // change keep their caches, and so their warm tokens.
 func (d *Daemon) reload() {
 	err := d.apply()
+	d.mu.Lock()
+	d.reloadAt, d.reloadErr = time.Now(), ""
+	if err != nil {
+		d.reloadErr = err.Error()
+	}
+	d.mu.Unlock()
 	d.metrics.ConfigReload(err)
 	if err != nil {
 		d.log.Error("config reload rejected; the running config stays", zap.String("config", d.path), zap.Error(err))
@@ -331,9 +342,13 @@ func (d *Daemon) apply() error {
 		started = append(started, r)
 	}
 	prev, prevStopVault := d.ups, d.vaultStop
-	d.ups, d.cfg = next, cfg
+	d.ups, d.cfg, d.loadedAt = next, cfg, time.Now()
 	d.proxy.SetTable(d.table())
-	d.level.SetLevel(level(cfg.LogLevel))
+	if cfg.LogLevel != old.LogLevel {
+		// Only a new log_level: a level set at /loglevel for an incident
+		// outlives a reload made for another reason.
+		d.level.SetLevel(level(cfg.LogLevel))
+	}
 	for name, r := range prev {
 		if next[name] != r {
 			r.close()
@@ -396,7 +411,8 @@ func (d *Daemon) states() []admin.Upstream {
 	defer d.mu.Unlock()
 	out := make([]admin.Upstream, 0, len(d.ups))
 	for _, r := range d.ups {
-		out = append(out, admin.Upstream{Type: r.cfg.Type, State: r.cache.State()})
+		out = append(out, admin.Upstream{Type: r.cfg.Type, Credentials: r.cfg.Credentials,
+			BaseHost: host(r.cfg.BaseURL), TokenHost: host(r.cfg.TokenURL), State: r.cache.State(), Events: r.cache.Events})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
@@ -408,4 +424,45 @@ func (d *Daemon) upstreamStates() []metrics.UpstreamState {
 		out = append(out, metrics.UpstreamState{Upstream: u.Name, Ready: u.Ready, Obtained: u.TokenObtainedAt, Expiry: u.TokenExpiresAt})
 	}
 	return out
+}
+
+// host is the host[:port] of a URL the config validated.
+func host(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return ""
+	}
+	return u.Host
+}
+
+// vaultState is the Vault login for the admin plane; nil without Vault.
+func (d *Daemon) vaultState() *secrets.VaultState {
+	d.mu.Lock()
+	v := d.vault
+	d.mu.Unlock()
+	if v == nil {
+		return nil
+	}
+	s := v.State()
+	return &s
+}
+
+// configInfo is the config in force for the admin plane.
+func (d *Daemon) configInfo() admin.ConfigInfo {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return admin.ConfigInfo{Path: d.path, Config: d.cfg, LoadedAt: d.loadedAt, LastReloadAt: d.reloadAt, LastReloadError: d.reloadErr}
+}
+
+// levelHandler is zap's level handler (GET shows, PUT {"level":"debug"}
+// changes), logging each change so that the log says why it grew.
+func (d *Daemon) levelHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		before := d.level.Level()
+		d.level.ServeHTTP(w, r)
+		if after := d.level.Level(); after != before {
+			d.log.Warn("log level changed at /loglevel", zap.Stringer("from", before), zap.Stringer("to", after),
+				zap.String("remote", r.RemoteAddr))
+		}
+	})
 }

@@ -63,6 +63,55 @@ type Vault struct {
 	mu       sync.Mutex
 	notReady error                 // why there is no token to use; nil when logged in
 	mounts   map[string]vaultMount // by mount path, "secret/"
+	life     VaultState            // the login's times, for State
+}
+
+// VaultState is a snapshot of the Vault login for the admin plane. It holds
+// no token, secret_id or JWT.
+type VaultState struct {
+	Address   string
+	Method    string // kubernetes, approle, token
+	AuthMount string
+	LoggedIn  bool
+	// Error is why there is no token to use ("" when logged in): the last
+	// login's failure, or Vault refusing the token.
+	Error       string
+	LastLogin   time.Time // the last successful login; zero before one
+	LastRenewal time.Time // the last successful renewal; zero before one
+	// TokenExpiresAt is when the token ends, from the TTL Vault gave at the
+	// last login or renewal; zero when it has no TTL (a root token) or
+	// there is no token.
+	TokenExpiresAt time.Time
+	Renewable      bool
+}
+
+// State returns a snapshot of the login.
+func (v *Vault) State() VaultState {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	s := v.life
+	s.Address, s.Method, s.AuthMount = v.addr, v.auth.Method, v.auth.Mount
+	s.LoggedIn = v.notReady == nil
+	if !s.LoggedIn {
+		s.Error, s.TokenExpiresAt = v.notReady.Error(), time.Time{}
+	}
+	return s
+}
+
+// lived records a login or a renewal that gave the token ttl seconds more.
+func (v *Vault) lived(login bool, ttl int, renewable bool) {
+	now := time.Now()
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if login {
+		v.life.LastLogin, v.life.Renewable = now, renewable
+	} else {
+		v.life.LastRenewal = now
+	}
+	v.life.TokenExpiresAt = time.Time{}
+	if ttl > 0 {
+		v.life.TokenExpiresAt = now.Add(time.Duration(ttl) * time.Second)
+	}
 }
 
 type vaultMount struct {
@@ -160,6 +209,7 @@ func (v *Vault) Run(ctx context.Context) {
 		}
 		failures, wait = 0, 0
 		v.client.SetToken(tok.Auth.ClientToken)
+		v.lived(true, tok.Auth.LeaseDuration, tok.Auth.Renewable)
 		v.setNotReady(nil)
 		v.triedOnce()
 		v.log.Info("vault login", v.fields(zap.Int("ttl_seconds", tok.Auth.LeaseDuration), zap.Bool("renewable", tok.Auth.Renewable))...)
@@ -191,6 +241,7 @@ func (v *Vault) keepAlive(ctx context.Context, tok *api.Secret) {
 			if v.OnRenew != nil {
 				v.OnRenew(nil)
 			}
+			v.lived(false, r.Secret.Auth.LeaseDuration, true)
 			v.log.Debug("vault token renewed", zap.String("address", v.addr), zap.Int("ttl_seconds", r.Secret.Auth.LeaseDuration))
 		case err := <-done:
 			if err != nil {

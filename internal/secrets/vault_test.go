@@ -137,6 +137,12 @@ func TestVaultReadWaitsForTheFirstLogin(t *testing.T) {
 	if _, err := bad.Secret("secret/tokenproxy/hgem").Read(context.Background()); err == nil || !strings.Contains(err.Error(), "vault: not logged in: token login") {
 		t.Fatalf("after a failed first login: %v", err)
 	}
+	if s := bad.State(); s.LoggedIn || !strings.HasPrefix(s.Error, "token login at ") || !s.LastLogin.IsZero() || !s.TokenExpiresAt.IsZero() || s.Method != "token" {
+		t.Fatalf("state after a failed login: %+v", s)
+	}
+	if s := v.State(); !s.LoggedIn || s.Error != "" || s.LastLogin.IsZero() || !s.TokenExpiresAt.IsZero() || s.Address != srv.Addr() {
+		t.Fatalf("state logged in with the root token (no TTL): %+v", s)
+	}
 }
 
 func TestVaultTokenLogin(t *testing.T) {
@@ -276,6 +282,16 @@ func TestVaultTokenLifetime(t *testing.T) {
 	for _, c := range cases {
 		if n := c.h.logins.Load(); c.renewals > 0 && n != c.logins {
 			t.Errorf("%s: %d logins, want %d", c.name, n, c.logins)
+		}
+		s, now := c.h.v.State(), time.Now()
+		// The token ends within its TTL from the last login or renewal (the
+		// TTL Vault gives may be rounded down, never up).
+		if !s.LoggedIn || s.LastLogin.IsZero() || s.TokenExpiresAt.Before(now.Add(-time.Second)) || s.TokenExpiresAt.After(now.Add(6*time.Second)) {
+			t.Errorf("%s: state %+v", c.name, s)
+		}
+		// Batch tokens are never renewed; the others are renewable.
+		if batch := c.name == "batch"; batch != s.LastRenewal.IsZero() || batch == s.Renewable {
+			t.Errorf("%s: last renewal %s, renewable %v", c.name, s.LastRenewal, s.Renewable)
 		}
 	}
 }
