@@ -183,7 +183,7 @@ func (fl *fleet) get(ctx context.Context, w want) (got, error) {
 		// wrote first: read again and decide again.
 		lease := rec
 		lease.LeaseHolder, lease.LeaseUntil = fl.ID, now.Add(fl.Lease)
-		leaseVer, err := fl.Store.Save(ctx, fl.name, lease, ver)
+		leaseVer, err := fl.save(ctx, lease, ver)
 		if errors.Is(err, sharing.ErrConflict) {
 			if ctx.Err() != nil {
 				return g, ctx.Err()
@@ -248,7 +248,7 @@ func (fl *fleet) mint(ctx context.Context, w want, rec, lease sharing.Record, le
 		next.LastReauth, next.ReauthGeneration = now, next.Generation
 	}
 	g.lastReauth, g.reauthGen = next.LastReauth, next.ReauthGeneration
-	_, err = fl.Store.Save(ctx, fl.name, next, leaseVer)
+	_, err = fl.save(ctx, next, leaseVer)
 	switch {
 	case err == nil:
 		g.tok, g.result = recordToken(next), SharedMinted
@@ -283,7 +283,7 @@ func (fl *fleet) release(ctx context.Context, g got, creds secrets.Credentials, 
 	if refreshRefused && g.refresh != "" && rec.RefreshToken == g.refresh {
 		rec.RefreshToken, rec.RefreshExpiry = "", time.Time{}
 	}
-	if _, err := fl.Store.Save(ctx, fl.name, rec, g.leaseVer); err != nil && !errors.Is(err, sharing.ErrConflict) {
+	if _, err := fl.save(ctx, rec, g.leaseVer); err != nil && !errors.Is(err, sharing.ErrConflict) {
 		fl.log.Warn("could not release the lease in the sharing store", zap.Error(err))
 	}
 }
@@ -320,13 +320,28 @@ func (fl *fleet) storeDown(ctx context.Context, w want, err error) (got, error) 
 
 // load reads the record. A malformed one is treated as none, so that the
 // next mint writes over it with its version.
+//
+// load and save bound each store call by FetchTimeout: a store that does
+// not answer (Vault behind a silent network) is unavailable after
+// token_timeout, as a vendor that does not answer is, and not after its
+// client's own longer timeout, which callers would otherwise wait out
+// (TestSharedHungStoreBoundedByFetchTimeout).
 func (fl *fleet) load(ctx context.Context) (sharing.Record, int, error) {
+	ctx, cancel := context.WithTimeout(ctx, fl.timeout)
+	defer cancel()
 	rec, ver, err := fl.Store.Load(ctx, fl.name)
 	if errors.Is(err, sharing.ErrMalformed) {
 		fl.log.Warn("the shared record is malformed; the next token minted replaces it", zap.Error(err))
 		return sharing.Record{}, ver, nil
 	}
 	return rec, ver, err
+}
+
+// save writes rec if the record's version is still cas (see load).
+func (fl *fleet) save(ctx context.Context, rec sharing.Record, cas int) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, fl.timeout)
+	defer cancel()
+	return fl.Store.Save(ctx, fl.name, rec, cas)
 }
 
 // reauthBounded reports whether a 401 on rec's token falls within the
