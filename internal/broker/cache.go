@@ -365,7 +365,14 @@ func (c *Cache) fetch(f *flight, w want) {
 			f.tok, f.err = c.tok, nil
 		}
 	case g.tok.AccessToken != "":
-		taken := c.installLocked(&g.tok, w.creds, start, now, g)
+		// A token minted alone after the store failed is dated from the
+		// vendor call, not from the store's wait before it
+		// (TestSharedLocalTokenDatedFromVendorCall).
+		sent := start
+		if !g.sent.IsZero() {
+			sent = g.sent
+		}
+		taken := c.installLocked(&g.tok, w.creds, sent, now, g)
 		f.tok = g.tok
 		if c.fleet != nil && taken && g.result != "" {
 			c.opt.Metrics.SharedToken(c.name, g.result)

@@ -70,9 +70,10 @@ type got struct {
 	next   time.Time // with a zero tok: ask the store again then
 	result string    // one of the Shared* results; "" when nothing new was taken
 
-	vendor  bool   // the vendor's token endpoint was asked
-	reauth  bool   // the vendor was asked because of a 401 (a re-mint)
-	refresh string // the refresh token presented to the vendor, if any
+	vendor  bool      // the vendor's token endpoint was asked
+	reauth  bool      // the vendor was asked because of a 401 (a re-mint)
+	refresh string    // the refresh token presented to the vendor, if any
+	sent    time.Time // when the vendor was asked for a tok the Cache dates (minted alone)
 
 	// When the vendor's answer under our lease was a failure, the lease
 	// record and its version, so the failure can be written back for the
@@ -306,15 +307,16 @@ func (fl *fleet) storeDown(ctx context.Context, w want, err error) (got, error) 
 	fl.log.Warn("sharing store unavailable; minting a token alone (on_store_unavailable: local)", zap.Error(err))
 	mctx, cancel := context.WithTimeout(ctx, fl.timeout)
 	defer cancel()
+	sent := time.Now()
 	tok, ferr := fl.fetcher.Fetch(mctx, w.creds, w.refresh)
-	g := got{vendor: true, refresh: w.refresh, result: SharedLocal}
+	g := got{vendor: true, refresh: w.refresh, result: SharedLocal, sent: sent}
 	if ferr == nil && tok.AccessToken == "" {
 		ferr = &FetchError{Status: 200, Malformed: true, Description: "empty access token"}
 	}
 	if ferr != nil {
 		return got{vendor: true, refresh: w.refresh}, ferr
 	}
-	g.tok = tok // the Cache dates it, as a token of its own
+	g.tok = tok // the Cache dates it from sent, as a token of its own
 	return g, nil
 }
 

@@ -656,3 +656,36 @@ func TestSharedHungStoreBoundedByFetchTimeout(t *testing.T) {
 		})
 	}
 }
+
+// A token minted alone while the store is unavailable is dated from when
+// the vendor was asked, not from when the fetch began: a store that took
+// long to fail does not shorten the token's life (here, past its end).
+func TestSharedLocalTokenDatedFromVendorCall(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const life = 60 * time.Second
+		v := newVendor(life, 50*time.Millisecond)
+		store := &hungStore{Store: sharing.NewMemory(), timeout: 90 * time.Second}
+		// FetchTimeout longer than the store's own timeout: the store's
+		// failure, not the bound, ends the wait.
+		c := fleetOf(t, 1, v, store, Options{FetchTimeout: 2 * time.Minute,
+			Sharing: &Sharing{Lease: 4 * time.Minute, Local: true}})[0]
+		first, err := c.Token(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		store.set(true)
+		if !c.Invalidate(first.Gen) {
+			t.Fatal("401 did not drop the token")
+		}
+		tok, err := c.Token(context.Background())
+		if err != nil || tok.SharedGen != 0 {
+			t.Fatalf("%v %v, want a token minted alone", tok, err)
+		}
+		if left := time.Until(tok.Expiry); left < life-time.Second {
+			t.Fatalf("the local token expires in %s, want its lifetime (%s) from the vendor call", left, life)
+		}
+		if n := v.count(); n != 2 {
+			t.Fatalf("%d token requests, want 2 (the fleet's, then one alone)", n)
+		}
+	})
+}
