@@ -79,13 +79,12 @@ func TestFleetColdStart(t *testing.T) {
 	}
 	var waited int
 	for _, kind := range vaultKinds {
-		var minted, taken []string
+		var minted []string
 		for i, p := range f.procs {
 			switch m, h, w := p.sharedMetric(t, kind, "minted"), p.sharedMetric(t, kind, "hit"), p.sharedMetric(t, kind, "waited"); {
 			case m == 1 && h+w == 0:
 				minted = append(minted, fmt.Sprint(i))
 			case m == 0 && h+w == 1:
-				taken = append(taken, fmt.Sprint(i))
 				waited += w
 			default:
 				t.Errorf("%s: replica %d counted minted %d, hit %d, waited %d; want one token taken into use", kind, i, m, h, w)
