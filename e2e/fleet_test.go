@@ -241,7 +241,9 @@ func checkFleetPolicy(t *testing.T, v *vaultEnv, f *fleet) {
 // with its refresh token throughout, and no refresh token is presented
 // twice (the simulator, like Keycloak with rotation, refuses a reuse).
 func TestFleetRefreshAcrossLifetimes(t *testing.T) {
-	const lifetime = 4 * time.Second
+	// Long enough that its safety margin (a tenth) covers a request's way
+	// to the simulator on a loaded machine.
+	const lifetime = 5 * time.Second
 	v := newVaultEnv(t)
 	v.seedFleet(t)
 	for _, kind := range vaultKinds {
@@ -666,8 +668,12 @@ func testFleetVaultCut(t *testing.T, mode string, fault faultKind) {
 			t.Errorf("%s: %d token requests while the held token was valid and Vault cut, want none", kind, calls[kind]-before[kind])
 		}
 	}
-	if fails := tr.failures(cut, last.Add(-margin)); len(fails) > 0 {
-		t.Errorf("Vault cut, token valid: %d requests not answered 200, first: %s", len(fails), fails[0])
+	for _, k := range tr.keys() {
+		for _, a := range tr.answers(k) {
+			if a.sent.After(cut) && a.sent.Before(expiry[k.route].Add(-margin)) && a.status != 200 {
+				t.Errorf("replica %d %s, Vault cut, token valid: %s", k.replica, k.route, a)
+			}
+		}
 	}
 
 	// After expiry.
