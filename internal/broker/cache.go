@@ -371,7 +371,14 @@ func (c *Cache) fetch(f *flight, w want) {
 		}
 	case g.tok.AccessToken != "":
 		held := valid(c.tok, now)
-		taken := c.installLocked(&g.tok, w.creds, start, now, g)
+		// A token minted alone after the store failed is dated from the
+		// vendor call, not from the store's wait before it
+		// (TestSharedLocalTokenDatedFromVendorCall).
+		sent := start
+		if !g.sent.IsZero() {
+			sent = g.sent
+		}
+		taken := c.installLocked(&g.tok, w.creds, sent, now, g)
 		if taken {
 			kind := EventMinted
 			if held {

@@ -45,11 +45,12 @@
 //     the lease's version). A failed mint writes the lease back cleared with
 //     the fleet's backoff, and drops a refused refresh token.
 //
-// The store unreachable (or not KV v2): a valid held token is kept, the
-// store retried with backoff; once the held token is past its safety margin,
-// Local mints alone (not written back) or the caller gets 503. The next
-// fetch after the store answers again goes through it
-// (TestSharedStoreUnavailable).
+// The store unreachable (or not KV v2, or silent: every store call is
+// bounded by FetchTimeout): a valid held token is kept, the store retried
+// with backoff; once the held token is past its safety margin, Local mints
+// alone (not written back) or the caller gets 503. The next fetch after the
+// store answers again goes through it (TestSharedStoreUnavailable,
+// TestSharedHungStoreBoundedByFetchTimeout).
 //
 // Replicas wake for a refresh a little apart after the stored refresh point
 // (up to 2s or a tenth of the time left); the first takes the lease and the

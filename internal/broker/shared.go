@@ -70,9 +70,10 @@ type got struct {
 	next   time.Time // with a zero tok: ask the store again then
 	result string    // one of the Shared* results; "" when nothing new was taken
 
-	vendor  bool   // the vendor's token endpoint was asked
-	reauth  bool   // the vendor was asked because of a 401 (a re-mint)
-	refresh string // the refresh token presented to the vendor, if any
+	vendor  bool      // the vendor's token endpoint was asked
+	reauth  bool      // the vendor was asked because of a 401 (a re-mint)
+	refresh string    // the refresh token presented to the vendor, if any
+	sent    time.Time // when the vendor was asked for a tok the Cache dates (minted alone)
 
 	// When the vendor's answer under our lease was a failure, the lease
 	// record and its version, so the failure can be written back for the
@@ -183,7 +184,7 @@ func (fl *fleet) get(ctx context.Context, w want) (got, error) {
 		// wrote first: read again and decide again.
 		lease := rec
 		lease.LeaseHolder, lease.LeaseUntil = fl.ID, now.Add(fl.Lease)
-		leaseVer, err := fl.Store.Save(ctx, fl.name, lease, ver)
+		leaseVer, err := fl.save(ctx, lease, ver)
 		if errors.Is(err, sharing.ErrConflict) {
 			if ctx.Err() != nil {
 				return g, ctx.Err()
@@ -248,7 +249,7 @@ func (fl *fleet) mint(ctx context.Context, w want, rec, lease sharing.Record, le
 		next.LastReauth, next.ReauthGeneration = now, next.Generation
 	}
 	g.lastReauth, g.reauthGen = next.LastReauth, next.ReauthGeneration
-	_, err = fl.Store.Save(ctx, fl.name, next, leaseVer)
+	_, err = fl.save(ctx, next, leaseVer)
 	switch {
 	case err == nil:
 		g.tok, g.result = recordToken(next), SharedMinted
@@ -283,7 +284,7 @@ func (fl *fleet) release(ctx context.Context, g got, creds secrets.Credentials, 
 	if refreshRefused && g.refresh != "" && rec.RefreshToken == g.refresh {
 		rec.RefreshToken, rec.RefreshExpiry = "", time.Time{}
 	}
-	if _, err := fl.Store.Save(ctx, fl.name, rec, g.leaseVer); err != nil && !errors.Is(err, sharing.ErrConflict) {
+	if _, err := fl.save(ctx, rec, g.leaseVer); err != nil && !errors.Is(err, sharing.ErrConflict) {
 		fl.log.Warn("could not release the lease in the sharing store", zap.Error(err))
 	}
 }
@@ -306,27 +307,43 @@ func (fl *fleet) storeDown(ctx context.Context, w want, err error) (got, error) 
 	fl.log.Warn("sharing store unavailable; minting a token alone (on_store_unavailable: local)", zap.Error(err))
 	mctx, cancel := context.WithTimeout(ctx, fl.timeout)
 	defer cancel()
+	sent := time.Now()
 	tok, ferr := fl.fetcher.Fetch(mctx, w.creds, w.refresh)
-	g := got{vendor: true, refresh: w.refresh, result: SharedLocal}
+	g := got{vendor: true, refresh: w.refresh, result: SharedLocal, sent: sent}
 	if ferr == nil && tok.AccessToken == "" {
 		ferr = &FetchError{Status: 200, Malformed: true, Description: "empty access token"}
 	}
 	if ferr != nil {
 		return got{vendor: true, refresh: w.refresh}, ferr
 	}
-	g.tok = tok // the Cache dates it, as a token of its own
+	g.tok = tok // the Cache dates it from sent, as a token of its own
 	return g, nil
 }
 
 // load reads the record. A malformed one is treated as none, so that the
 // next mint writes over it with its version.
+//
+// load and save bound each store call by FetchTimeout: a store that does
+// not answer (Vault behind a silent network) is unavailable after
+// token_timeout, as a vendor that does not answer is, and not after its
+// client's own longer timeout, which callers would otherwise wait out
+// (TestSharedHungStoreBoundedByFetchTimeout).
 func (fl *fleet) load(ctx context.Context) (sharing.Record, int, error) {
+	ctx, cancel := context.WithTimeout(ctx, fl.timeout)
+	defer cancel()
 	rec, ver, err := fl.Store.Load(ctx, fl.name)
 	if errors.Is(err, sharing.ErrMalformed) {
 		fl.log.Warn("the shared record is malformed; the next token minted replaces it", zap.Error(err))
 		return sharing.Record{}, ver, nil
 	}
 	return rec, ver, err
+}
+
+// save writes rec if the record's version is still cas (see load).
+func (fl *fleet) save(ctx context.Context, rec sharing.Record, cas int) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, fl.timeout)
+	defer cancel()
+	return fl.Store.Save(ctx, fl.name, rec, cas)
 }
 
 // reauthBounded reports whether a 401 on rec's token falls within the

@@ -570,3 +570,122 @@ func TestSharedFailureBacksOffFleet(t *testing.T) {
 		}
 	})
 }
+
+// hungStore is a store behind a silent network: while hung, every call
+// waits for its context or for the store client's own timeout (Vault's
+// is 10s), then fails.
+type hungStore struct {
+	sharing.Store
+	mu      sync.Mutex
+	hung    bool
+	timeout time.Duration
+}
+
+func (h *hungStore) set(hung bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.hung = hung
+}
+
+func (h *hungStore) wait(ctx context.Context) error {
+	h.mu.Lock()
+	hung := h.hung
+	h.mu.Unlock()
+	if !hung {
+		return nil
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(h.timeout):
+		return errors.New("no answer in time")
+	}
+}
+
+func (h *hungStore) Load(ctx context.Context, name string) (sharing.Record, int, error) {
+	if err := h.wait(ctx); err != nil {
+		return sharing.Record{}, 0, err
+	}
+	return h.Store.Load(ctx, name)
+}
+
+func (h *hungStore) Save(ctx context.Context, name string, rec sharing.Record, cas int) (int, error) {
+	if err := h.wait(ctx); err != nil {
+		return 0, err
+	}
+	return h.Store.Save(ctx, name, rec, cas)
+}
+
+// A store that does not answer costs a caller at most FetchTimeout, as a
+// vendor that does not answer does: then fail mode answers 503, and local
+// mode mints alone (CONTRACT.md §7). The store client's own, longer
+// timeout is not what bounds the wait.
+func TestSharedHungStoreBoundedByFetchTimeout(t *testing.T) {
+	for _, local := range []bool{true, false} {
+		t.Run(fmt.Sprintf("local=%v", local), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				const fetchTimeout = 2 * time.Second
+				v := newVendor(60*time.Second, 50*time.Millisecond)
+				store := &hungStore{Store: sharing.NewMemory(), timeout: 10 * time.Second}
+				c := fleetOf(t, 1, v, store, Options{FetchTimeout: fetchTimeout,
+					Sharing: &Sharing{Lease: 2 * fetchTimeout, Local: local}})[0]
+				first, err := c.Token(context.Background())
+				if err != nil {
+					t.Fatal(err)
+				}
+				// The upstream refuses the token: a fetch starts at once, with
+				// no valid token to keep while the store does not answer.
+				store.set(true)
+				if !c.Invalidate(first.Gen) {
+					t.Fatal("401 did not drop the token")
+				}
+				start := time.Now()
+				tok, err := c.Token(context.Background())
+				waited := time.Since(start)
+				if local && (err != nil || tok.AccessToken == first.AccessToken) {
+					t.Fatalf("local mode: %v %v, want a token minted alone", tok, err)
+				}
+				if e, ok := AsError(err); !local && (!ok || e.Code != CodeUnavailable) {
+					t.Fatalf("fail mode: %v, want credentials_unavailable", err)
+				}
+				// One store call, then (local) one vendor call, each bounded.
+				if limit := 2 * fetchTimeout; waited > limit {
+					t.Fatalf("the caller waited %s for a hung store, want at most %s", waited, limit)
+				}
+			})
+		})
+	}
+}
+
+// A token minted alone while the store is unavailable is dated from when
+// the vendor was asked, not from when the fetch began: a store that took
+// long to fail does not shorten the token's life (here, past its end).
+func TestSharedLocalTokenDatedFromVendorCall(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const life = 60 * time.Second
+		v := newVendor(life, 50*time.Millisecond)
+		store := &hungStore{Store: sharing.NewMemory(), timeout: 90 * time.Second}
+		// FetchTimeout longer than the store's own timeout: the store's
+		// failure, not the bound, ends the wait.
+		c := fleetOf(t, 1, v, store, Options{FetchTimeout: 2 * time.Minute,
+			Sharing: &Sharing{Lease: 4 * time.Minute, Local: true}})[0]
+		first, err := c.Token(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		store.set(true)
+		if !c.Invalidate(first.Gen) {
+			t.Fatal("401 did not drop the token")
+		}
+		tok, err := c.Token(context.Background())
+		if err != nil || tok.SharedGen != 0 {
+			t.Fatalf("%v %v, want a token minted alone", tok, err)
+		}
+		if left := time.Until(tok.Expiry); left < life-time.Second {
+			t.Fatalf("the local token expires in %s, want its lifetime (%s) from the vendor call", left, life)
+		}
+		if n := v.count(); n != 2 {
+			t.Fatalf("%d token requests, want 2 (the fleet's, then one alone)", n)
+		}
+	})
+}
