@@ -73,14 +73,18 @@ func TestEventsAndNextAttempt(t *testing.T) {
 			t.Fatalf("events %v, want minted, refreshed, failed, failed, minted, ...", got)
 		}
 
+		// A 401, and the fetch it starts; then a rotation, and its fetch.
+		// Each is waited for, so that the order does not depend on which
+		// goroutine runs first.
 		tok, err := c.Token(context.Background())
 		if err != nil || !c.Invalidate(tok.Gen) {
 			t.Fatalf("invalidate: %v", err)
 		}
+		synctest.Wait()
 		c.SetCredentials(secrets.NewCredentials(map[string]string{"client_id": "x", "client_secret": "y"}, "v2"))
 		synctest.Wait()
 		es = c.Events(time.Now().Add(-time.Second))
-		if got := fmt.Sprint(kinds(es)); got != "[invalidated rotated minted]" {
+		if got := fmt.Sprint(kinds(es)); got != "[invalidated minted rotated refreshed]" {
 			t.Fatalf("after a 401 and a rotation: %s", got)
 		}
 		if old := c.Events(time.Now().Add(time.Second)); len(old) != 0 {
