@@ -609,8 +609,12 @@ type State struct {
 	CredentialVersion string
 	Generation        uint64
 	Failures          int
-	Shared            bool   // the token is the fleet's (CONTRACT.md §7)
-	MintedBy          string // the replica that minted the token held; "" when none or minted here alone
+	// NextAttemptAt is when the next token request is due: the scheduled
+	// refresh or the end of a backoff, zero when nothing is scheduled
+	// (no credentials yet, or a request in flight).
+	NextAttemptAt time.Time
+	Shared        bool   // the token is the fleet's (CONTRACT.md §7)
+	MintedBy      string // the replica that minted the token held; "" when none or minted here alone
 }
 
 // State returns a snapshot of the cache.
@@ -627,6 +631,7 @@ func (c *Cache) State() State {
 		Failures:          c.fails,
 		Shared:            c.fleet != nil,
 		MintedBy:          c.tok.MintedBy,
+		NextAttemptAt:     c.nextLocked(now),
 	}
 	if c.tok.AccessToken != "" {
 		s.TokenExpiresAt, s.TokenObtainedAt, s.RefreshAt = c.tok.Expiry, c.tok.Obtained, c.refreshAt
