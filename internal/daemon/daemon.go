@@ -74,7 +74,7 @@ func New(cfg *config.Config, path string, opt Options) (*Daemon, error) {
 	d.level = zap.NewAtomicLevelAt(level(cfg.LogLevel))
 	d.log = newLogger(opt.LogOutput, d.level)
 	d.reg = prometheus.NewRegistry()
-	d.metrics = metrics.New(d.reg, opt.Version)
+	d.metrics = metrics.New(d.reg, metrics.Build{Version: opt.Version, Revision: opt.Revision})
 	metrics.WatchUpstreams(d.reg, d.upstreamStates)
 	d.proxy = proxy.New(proxy.NewTable(nil), cfg.Listen, d.metrics, d.log.Named("proxy"))
 	return d, nil
@@ -145,6 +145,7 @@ func startVault(vc *config.Vault, log *zap.Logger, m *metrics.Metrics) (*secrets
 	if err != nil {
 		return nil, nil, err
 	}
+	m.InitVault()
 	v.OnLogin = m.VaultLogin
 	v.OnRenew = m.VaultRenewal
 	ctx, cancel := context.WithCancel(context.Background())
@@ -405,7 +406,8 @@ func (d *Daemon) states() []admin.Upstream {
 func (d *Daemon) upstreamStates() []metrics.UpstreamState {
 	var out []metrics.UpstreamState
 	for _, u := range d.states() {
-		out = append(out, metrics.UpstreamState{Upstream: u.Name, Ready: u.Ready, Obtained: u.TokenObtainedAt, Expiry: u.TokenExpiresAt})
+		out = append(out, metrics.UpstreamState{Upstream: u.Name, Ready: u.Ready, Obtained: u.TokenObtainedAt, Expiry: u.TokenExpiresAt,
+			Failures: u.Failures, NextAttempt: u.NextAttemptAt})
 	}
 	return out
 }

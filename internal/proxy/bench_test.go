@@ -48,7 +48,7 @@ func benchSetup(b *testing.B, body []byte) (direct, proxied, observed string, c 
 	px := httptest.NewServer(New(NewTable([]*Route{route}), "127.0.0.1:0", nil, nil))
 	b.Cleanup(px.Close)
 	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(io.Discard), zapcore.InfoLevel))
-	ox := httptest.NewServer(New(NewTable([]*Route{route}), "127.0.0.1:0", metrics.New(prometheus.NewRegistry(), "bench"), log))
+	ox := httptest.NewServer(New(NewTable([]*Route{route}), "127.0.0.1:0", metrics.New(prometheus.NewRegistry(), metrics.Build{Version: "bench"}), log))
 	b.Cleanup(ox.Close)
 	ctr := up.Client().Transport.(*http.Transport).Clone()
 	ctr.MaxIdleConnsPerHost = 64

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tokenproxy/tokenproxy/internal/broker"
 	"github.com/tokenproxy/tokenproxy/internal/metrics"
 )
 
@@ -29,18 +30,18 @@ func (in *injector) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return nil, err
 	}
-	tok, err := rt.Tokens.Token(req.Context())
+	tok, err := x.token(req.Context())
 	if err != nil {
 		return nil, err
 	}
-	resp, err := in.send(req, rt, func(h http.Header) { rt.Adapter.Inject(h, tok) })
+	resp, err := in.send(req, x, func(h http.Header) { rt.Adapter.Inject(h, tok) })
 	if err != nil || resp.StatusCode != http.StatusUnauthorized || !replayable {
 		return resp, err
 	}
 	// The upstream refused this token: drop it (unless a newer one already
 	// replaced it) and try once more with whatever the broker has now.
 	rt.Tokens.Invalidate(tok.Gen)
-	fresh, err := rt.Tokens.Token(req.Context())
+	fresh, err := x.token(req.Context())
 	if err == nil && fresh.Gen == tok.Gen {
 		return resp, nil // nothing newer to try: the caller gets the 401
 	}
@@ -57,12 +58,23 @@ func (in *injector) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	x.replayed = true
 	in.metrics.Replayed(rt.Name)
-	return in.send(req, rt, func(h http.Header) { rt.Adapter.Inject(h, fresh) })
+	return in.send(req, x, func(h http.Header) { rt.Adapter.Inject(h, fresh) })
+}
+
+// token asks the route's broker for a token, timing the wait.
+func (x *exchange) token(ctx context.Context) (broker.Token, error) {
+	start := time.Now()
+	tok, err := x.route.Tokens.Token(ctx)
+	x.askedToken = true
+	x.tokenWait += time.Since(start)
+	x.gotToken = x.gotToken || err == nil
+	return tok, err
 }
 
 // send makes one attempt with the given injection, bounding the wait for
 // response headers by the route's timeout; the body may stream for longer.
-func (in *injector) send(req *http.Request, rt *Route, inject func(http.Header)) (*http.Response, error) {
+func (in *injector) send(req *http.Request, x *exchange, inject func(http.Header)) (*http.Response, error) {
+	rt := x.route
 	ctx, cancel := context.WithCancel(req.Context())
 	var timedOut atomic.Bool
 	timer := time.AfterFunc(rt.Timeout, func() { timedOut.Store(true); cancel() })
@@ -74,8 +86,11 @@ func (in *injector) send(req *http.Request, rt *Route, inject func(http.Header))
 		// that asks to switch protocols.
 		tr = rt.UpgradeTransport
 	}
+	start := time.Now()
 	resp, err := tr.RoundTrip(out)
 	timer.Stop()
+	x.attempts++
+	x.upstreamTime += time.Since(start)
 	if timedOut.Load() {
 		if err == nil {
 			resp.Body.Close()
