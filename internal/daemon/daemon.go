@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	"golang.org/x/term"
 
 	"github.com/tokenproxy/tokenproxy/internal/admin"
 	"github.com/tokenproxy/tokenproxy/internal/config"
@@ -46,6 +47,10 @@ type Options struct {
 	// ReplicaID names this process in the fleet's minting leases and in
 	// minted_by (CONTRACT.md §7); <hostname>-<pid> by default.
 	ReplicaID string
+
+	// console: the log goes to stderr and stderr is a terminal, where a
+	// person reads it: zap's console encoder instead of JSON lines.
+	console bool
 }
 
 // Daemon is one tokenproxy process.
@@ -72,7 +77,7 @@ func New(cfg *config.Config, path string, opt Options) (*Daemon, error) {
 	opt.defaults()
 	d := &Daemon{opt: opt, path: path, cfg: cfg, ups: map[string]*running{}}
 	d.level = zap.NewAtomicLevelAt(level(cfg.LogLevel))
-	d.log = newLogger(opt.LogOutput, d.level)
+	d.log = opt.logger(d.level)
 	d.reg = prometheus.NewRegistry()
 	d.metrics = metrics.New(d.reg, metrics.Build{Version: opt.Version, Revision: opt.Revision})
 	metrics.WatchUpstreams(d.reg, d.upstreamStates)
@@ -110,6 +115,7 @@ func (opt *Options) defaults() {
 	}
 	if opt.LogOutput == nil {
 		opt.LogOutput = zapcore.Lock(os.Stderr)
+		opt.console = term.IsTerminal(int(os.Stderr.Fd()))
 	}
 	if opt.ReplicaID == "" {
 		host, _ := os.Hostname()
@@ -117,11 +123,19 @@ func (opt *Options) defaults() {
 	}
 }
 
-// newLogger writes JSON lines to out at level.
-func newLogger(out zapcore.WriteSyncer, level zapcore.LevelEnabler) *zap.Logger {
+// logger writes JSON lines to LogOutput at level (CONTRACT.md §6), or, for
+// a person at a terminal, zap's console lines: tab-separated, levels in
+// colour, durations as 1.5s. Anything that reads the log (a collector, a
+// pipe, a test) gets JSON.
+func (opt *Options) logger(level zapcore.LevelEnabler) *zap.Logger {
+	if opt.console {
+		enc := zap.NewDevelopmentEncoderConfig()
+		enc.EncodeTime, enc.EncodeLevel = zapcore.ISO8601TimeEncoder, zapcore.CapitalColorLevelEncoder
+		return zap.New(zapcore.NewCore(zapcore.NewConsoleEncoder(enc), opt.LogOutput, level))
+	}
 	enc := zap.NewProductionEncoderConfig()
 	enc.TimeKey, enc.EncodeTime = "ts", zapcore.ISO8601TimeEncoder
-	return zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(enc), out, level))
+	return zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(enc), opt.LogOutput, level))
 }
 
 // Log is the daemon's logger.
