@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/term"
@@ -27,6 +28,7 @@ import (
 	"github.com/tokenproxy/tokenproxy/internal/metrics"
 	"github.com/tokenproxy/tokenproxy/internal/proxy"
 	"github.com/tokenproxy/tokenproxy/internal/secrets"
+	"github.com/tokenproxy/tokenproxy/internal/tracing"
 )
 
 // Options are what a caller other than `tokenproxy run` (tests, `tokenproxy
@@ -69,6 +71,7 @@ type Daemon struct {
 	ups       map[string]*running
 	vault     *secrets.Vault
 	vaultStop func()
+	tracing   tracing.Provider // nil unless the config has a tracing section
 }
 
 // New builds a daemon for cfg, read from path. It does no I/O: Run binds
@@ -97,6 +100,20 @@ func (d *Daemon) start() error {
 		return err
 	}
 	d.vault, d.vaultStop = vault, stop
+	if cfg.Tracing != nil {
+		tp, err := tracing.Start(cfg.Tracing, d.opt.Version, d.opt.ReplicaID)
+		if err != nil {
+			return err
+		}
+		log := d.log.Named("tracing")
+		otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
+			log.Warn("cannot export spans", zap.String("endpoint", cfg.Tracing.Endpoint), zap.Error(err))
+		}))
+		d.tracing = tp
+		d.proxy.SetTracer(tp)
+		d.log.Info("tracing on", zap.String("endpoint", tracing.EndpointURL(cfg.Tracing.Endpoint)),
+			zap.Float64("sample_ratio", *cfg.Tracing.SampleRatio))
+	}
 	checkSharing(cfg, vault, d.log)
 	for _, name := range cfg.UpstreamNames() {
 		r, err := d.startUpstream(name, cfg.Upstreams[name], cfg, vault)
@@ -313,6 +330,9 @@ func (d *Daemon) apply() error {
 	if cfg.Listen != old.Listen || cfg.AdminListen != old.AdminListen {
 		d.log.Warn("listen and admin_listen changes take effect only at restart")
 	}
+	if !reflect.DeepEqual(cfg.Tracing, old.Tracing) {
+		d.log.Warn("tracing changes take effect only at restart")
+	}
 	vault, stopVault := d.vault, func() {}
 	vaultChanged := !reflect.DeepEqual(cfg.Secrets.Vault, old.Secrets.Vault)
 	if vaultChanged {
@@ -402,6 +422,15 @@ func (d *Daemon) closeAll() {
 	if d.vaultStop != nil {
 		d.vaultStop()
 		d.vaultStop = nil
+	}
+	if d.tracing != nil {
+		// The spans of the last requests are still in the batch.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := d.tracing.Shutdown(ctx); err != nil {
+			d.log.Warn("spans not sent at exit", zap.Error(err))
+		}
+		d.tracing = nil
 	}
 }
 

@@ -35,9 +35,16 @@ type observed struct {
 	logs *observer.ObservedLogs
 	tok  *switchTokens
 
-	mu   sync.Mutex
-	seen []string // X-Request-Id values the upstream received, one entry per request
+	mu     sync.Mutex
+	seen   []string // X-Request-Id values the upstream received, one entry per request
+	parent []string // traceparent values the upstream received
 }
+
+// The token and API key switchTokens hands out, easy to find anywhere.
+const (
+	tokenCanary = "token-canary-7f3a9c"
+	keyCanary   = "apikey-canary-51d2e8"
+)
 
 // switchTokens hands out a fixed token, or fails with err when set.
 type switchTokens struct {
@@ -51,7 +58,7 @@ func (s *switchTokens) Token(context.Context) (broker.Token, error) {
 	if s.err != nil {
 		return broker.Token{}, s.err
 	}
-	return broker.Token{AccessToken: "tok", Gen: 1, Creds: secrets.NewCredentials(map[string]string{"api_key": "k"}, "1")}, nil
+	return broker.Token{AccessToken: tokenCanary, Gen: 1, Creds: secrets.NewCredentials(map[string]string{"api_key": keyCanary}, "1")}, nil
 }
 
 func (s *switchTokens) Invalidate(uint64) bool { return false }
@@ -68,6 +75,7 @@ func newObserved(t *testing.T) *observed {
 	up := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		o.mu.Lock()
 		o.seen = append(o.seen, strings.Join(r.Header.Values("X-Request-Id"), ","))
+		o.parent = append(o.parent, strings.Join(r.Header.Values("Traceparent"), ","))
 		o.mu.Unlock()
 		switch r.URL.Path {
 		case "/own-id":

@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -70,6 +71,7 @@ type Handler struct {
 	metrics  *metrics.Metrics
 	log      *zap.Logger
 	upgrades upgrades
+	tracer   trace.Tracer // nil: tracing off
 }
 
 // New returns a Handler serving t. listen is the data plane's configured
@@ -124,6 +126,10 @@ type exchange struct {
 	tokenWait    time.Duration
 	attempts     int
 	upstreamTime time.Duration
+
+	// The request's span and its tracer; nil when tracing is off.
+	tracer trace.Tracer
+	span   trace.Span
 }
 
 type ctxKey struct{}
@@ -137,6 +143,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	x := &exchange{id: requestID(r.Header)}
 	sw := &statusWriter{ResponseWriter: w, id: x.id}
+	if h.tracer != nil {
+		r = h.startSpan(r, x)
+	}
 	defer func() {
 		status := sw.status()
 		if x.switched && sw.code == 0 {
@@ -144,6 +153,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			status = http.StatusSwitchingProtocols
 		}
 		h.finish(r, x, sw, status, start)
+		x.endSpan(r, status, sw)
 	}()
 
 	if len(r.TransferEncoding) > 0 {

@@ -6,8 +6,14 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strconv"
 	"sync/atomic"
 	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tokenproxy/tokenproxy/internal/broker"
 	"github.com/tokenproxy/tokenproxy/internal/metrics"
@@ -63,11 +69,21 @@ func (in *injector) RoundTrip(req *http.Request) (*http.Response, error) {
 
 // token asks the route's broker for a token, timing the wait.
 func (x *exchange) token(ctx context.Context) (broker.Token, error) {
+	ctx, span := x.childSpan(ctx, "token wait", trace.SpanKindInternal, attribute.String("tokenproxy.upstream", x.route.Name))
 	start := time.Now()
 	tok, err := x.route.Tokens.Token(ctx)
 	x.askedToken = true
 	x.tokenWait += time.Since(start)
 	x.gotToken = x.gotToken || err == nil
+	if span != nil {
+		if be, ok := broker.AsError(err); ok {
+			span.SetAttributes(attribute.String("tokenproxy.error", be.Code))
+			span.SetStatus(codes.Error, be.Code)
+		} else if err != nil {
+			span.SetStatus(codes.Error, "caller gone")
+		}
+		span.End()
+	}
 	return tok, err
 }
 
@@ -75,11 +91,24 @@ func (x *exchange) token(ctx context.Context) (broker.Token, error) {
 // response headers by the route's timeout; the body may stream for longer.
 func (in *injector) send(req *http.Request, x *exchange, inject func(http.Header)) (*http.Response, error) {
 	rt := x.route
-	ctx, cancel := context.WithCancel(req.Context())
+	ctx, span := x.childSpan(req.Context(), req.Method, trace.SpanKindClient,
+		attribute.String("http.request.method", req.Method),
+		attribute.String("server.address", req.URL.Hostname()),
+		attribute.String("url.path", req.URL.EscapedPath()))
+	if span != nil && x.attempts > 0 {
+		span.SetAttributes(attribute.Int("http.request.resend_count", x.attempts))
+	}
+	ctx, cancel := context.WithCancel(ctx)
 	var timedOut atomic.Bool
 	timer := time.AfterFunc(rt.Timeout, func() { timedOut.Store(true); cancel() })
 	out := req.Clone(ctx)
 	inject(out.Header)
+	if span != nil {
+		// The upstream's parent is this attempt; a caller's traceparent,
+		// which ReverseProxy copied, is replaced.
+		traceContext.Inject(ctx, propagation.HeaderCarrier(out.Header))
+		defer span.End()
+	}
 	tr := rt.Transport
 	if out.Header.Get("Upgrade") != "" && rt.UpgradeTransport != nil {
 		// ReverseProxy keeps Upgrade, hop-by-hop as it is, only on a request
@@ -91,6 +120,19 @@ func (in *injector) send(req *http.Request, x *exchange, inject func(http.Header
 	timer.Stop()
 	x.attempts++
 	x.upstreamTime += time.Since(start)
+	if span != nil {
+		switch {
+		case timedOut.Load():
+			span.SetStatus(codes.Error, CodeUpstreamTimeout)
+		case err != nil:
+			span.SetStatus(codes.Error, CodeUnreachable)
+		default:
+			span.SetAttributes(attribute.Int("http.response.status_code", resp.StatusCode))
+			if resp.StatusCode >= 500 {
+				span.SetStatus(codes.Error, strconv.Itoa(resp.StatusCode))
+			}
+		}
+	}
 	if timedOut.Load() {
 		if err == nil {
 			resp.Body.Close()
