@@ -472,3 +472,42 @@ func TestConsoleLogsOnATerminal(t *testing.T) {
 		t.Errorf("without a terminal, want JSON lines:\n%s", pipe)
 	}
 }
+
+// Across a reload, an upstream added gets its zero series at once and one
+// removed loses all of its own.
+func TestReloadAddsAndForgetsZeroSeries(t *testing.T) {
+	e := newEnv(t)
+	path := e.write("reload.yaml", []byte(opsConfig(nil, e.upstreamYAML("hgem"))))
+	p := e.startArgs("run", "--config", path)
+	p.ready(t)
+	if r := call(t, p, "hgem"); r.StatusCode != 200 {
+		t.Fatalf("hgem: %d", r.StatusCode)
+	}
+	e.write("reload.yaml", []byte(opsConfig(nil, e.upstreamYAML("inspera"))))
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, 20*time.Second, "the reload", func() bool {
+		v, _ := scrapeMetrics(t, p).value("tokenproxy_config_reloads_total", "result", "success")
+		return v == 1
+	})
+	m := scrapeMetrics(t, p)
+	for name, mf := range m {
+		for _, s := range mf.GetMetric() {
+			if labelsOf(s)["upstream"] == "hgem" {
+				t.Errorf("%s%v: the removed upstream's series is still there", name, labelsOf(s))
+			}
+		}
+	}
+	for _, code := range upstreamErrorCodes {
+		if _, ok := m.value("tokenproxy_proxy_errors_total", "upstream", "inspera", "error", code); !ok {
+			t.Errorf("no zero series of inspera's %s after the reload added it", code)
+		}
+	}
+	for _, r := range []string{"success", "error"} {
+		if _, ok := m.value("tokenproxy_secret_reads_total", "upstream", "inspera", "source", "file", "result", r); !ok {
+			t.Errorf("no secret reads series of inspera (%s)", r)
+		}
+	}
+	if v, ok := m.value("tokenproxy_upstream_reauth_total", "upstream", "inspera"); !ok || v != 0 {
+		t.Errorf("inspera's re-auths: %v %v, want a series at 0", v, ok)
+	}
+}
