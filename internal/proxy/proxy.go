@@ -112,9 +112,10 @@ func (h *Handler) SetTable(t *Table) {
 type exchange struct {
 	route      *Route
 	target     *url.URL
-	local      string // scheme://host of this proxy as the caller reached it
-	id         string // X-Request-Id (CONTRACT.md §3)
-	upstreamID string // the upstream's own X-Request-Id, when it sent another
+	local      string   // scheme://host of this proxy as the caller reached it
+	id         string   // X-Request-Id (CONTRACT.md §3)
+	idValue    []string // id, as a header's values
+	upstreamID string   // the upstream's own X-Request-Id, when it sent another
 	replayed   bool
 	switched   bool // the upstream answered 101: the connection now carries another protocol
 
@@ -142,7 +143,10 @@ func exchangeOf(ctx context.Context) *exchange {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	x := &exchange{id: requestID(r.Header)}
-	sw := &statusWriter{ResponseWriter: w, id: x.id}
+	// One value slice for the outbound request and the answer: header
+	// values are replaced, never changed in place.
+	x.idValue = []string{x.id}
+	sw := &statusWriter{ResponseWriter: w, id: x.idValue}
 	if h.tracer != nil {
 		r = h.startSpan(r, x)
 	}
@@ -224,7 +228,7 @@ func (h *Handler) finish(r *http.Request, x *exchange, sw *statusWriter, status 
 	if ce == nil {
 		return
 	}
-	f := make([]zap.Field, 0, 14)
+	f := make([]zap.Field, 0, 11) // every field below at most once
 	f = append(f,
 		zap.String("upstream", name),
 		zap.String("method", r.Method),
@@ -290,7 +294,7 @@ func rewrite(pr *httputil.ProxyRequest) {
 	for _, k := range append([]string{"Authorization", "Proxy-Authorization", "Forwarded"}, x.route.Adapter.KeyHeaders()...) {
 		pr.Out.Header.Del(k)
 	}
-	pr.Out.Header.Set(requestIDHeader, x.id)
+	pr.Out.Header[requestIDHeader] = x.idValue
 	// Rewrite already drops X-Forwarded-For/-Host/-Proto from the caller.
 }
 
@@ -368,7 +372,7 @@ func boundedID(s string) string {
 // ReverseProxy clearing the headers after a 1xx.
 type statusWriter struct {
 	http.ResponseWriter
-	id       string // X-Request-Id
+	id       []string // X-Request-Id's values: the request's id alone
 	code     int
 	errCode  string // Tokenproxy-Error, when tokenproxy answered (Error.write)
 	bytes    int64
@@ -379,7 +383,7 @@ func (s *statusWriter) WriteHeader(code int) {
 	if s.code == 0 && code >= 200 {
 		s.code = code
 	}
-	s.ResponseWriter.Header().Set(requestIDHeader, s.id)
+	s.ResponseWriter.Header()[requestIDHeader] = s.id
 	s.ResponseWriter.WriteHeader(code)
 }
 

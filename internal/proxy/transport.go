@@ -69,7 +69,10 @@ func (in *injector) RoundTrip(req *http.Request) (*http.Response, error) {
 
 // token asks the route's broker for a token, timing the wait.
 func (x *exchange) token(ctx context.Context) (broker.Token, error) {
-	ctx, span := x.childSpan(ctx, "token wait", trace.SpanKindInternal, attribute.String("tokenproxy.upstream", x.route.Name))
+	var span trace.Span
+	if x.tracer != nil {
+		ctx, span = x.childSpan(ctx, "token wait", trace.SpanKindInternal, attribute.String("tokenproxy.upstream", x.route.Name))
+	}
 	start := time.Now()
 	tok, err := x.route.Tokens.Token(ctx)
 	x.askedToken = true
@@ -91,12 +94,16 @@ func (x *exchange) token(ctx context.Context) (broker.Token, error) {
 // response headers by the route's timeout; the body may stream for longer.
 func (in *injector) send(req *http.Request, x *exchange, inject func(http.Header)) (*http.Response, error) {
 	rt := x.route
-	ctx, span := x.childSpan(req.Context(), req.Method, trace.SpanKindClient,
-		attribute.String("http.request.method", req.Method),
-		attribute.String("server.address", req.URL.Hostname()),
-		attribute.String("url.path", req.URL.EscapedPath()))
-	if span != nil && x.attempts > 0 {
-		span.SetAttributes(attribute.Int("http.request.resend_count", x.attempts))
+	ctx := req.Context()
+	var span trace.Span
+	if x.tracer != nil {
+		ctx, span = x.childSpan(ctx, req.Method, trace.SpanKindClient,
+			attribute.String("http.request.method", req.Method),
+			attribute.String("server.address", req.URL.Hostname()),
+			attribute.String("url.path", req.URL.EscapedPath()))
+		if x.attempts > 0 {
+			span.SetAttributes(attribute.Int("http.request.resend_count", x.attempts))
+		}
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	var timedOut atomic.Bool

@@ -179,7 +179,7 @@ func (b *switchedBody) CloseWrite() error {
 func (s *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	// ReverseProxy writes the 101 with these headers itself, past
 	// WriteHeader.
-	s.ResponseWriter.Header().Set(requestIDHeader, s.id)
+	s.ResponseWriter.Header()[requestIDHeader] = s.id
 	c, brw, err := http.NewResponseController(s.ResponseWriter).Hijack()
 	if err == nil && s.onHijack != nil {
 		s.onHijack(c)
