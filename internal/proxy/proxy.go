@@ -228,7 +228,7 @@ func (h *Handler) finish(r *http.Request, x *exchange, sw *statusWriter, status 
 	if ce == nil {
 		return
 	}
-	f := make([]zap.Field, 0, 11) // every field below at most once
+	f := make([]zap.Field, 0, 12) // every field below at most once
 	f = append(f,
 		zap.String("upstream", name),
 		zap.String("method", r.Method),
