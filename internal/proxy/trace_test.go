@@ -77,7 +77,7 @@ func TestSpansContinueTheCallersTrace(t *testing.T) {
 	}
 	attrs := map[string]string{}
 	for _, kv := range server.Attributes() {
-		attrs[string(kv.Key)] = kv.Value.Emit()
+		attrs[string(kv.Key)] = kv.Value.String()
 	}
 	for k, v := range map[string]string{"http.route": "/up/*", "tokenproxy.upstream": "up", "url.path": "/up/a",
 		"http.response.status_code": "200", "tokenproxy.request_id": "trace-req-1"} {
