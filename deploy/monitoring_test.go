@@ -97,7 +97,8 @@ func TestPrometheusRule(t *testing.T) {
 		}
 	}
 	for _, a := range []string{"TokenproxyUpstreamNotReady", "TokenproxyTokenExpiringWithoutRefresh", "TokenproxyTokenFetchErrors",
-		"TokenproxyReauthRateHigh", "TokenproxyVaultLoginFailing", "TokenproxyConfigReloadFailed"} {
+		"TokenproxyReauthRateHigh", "TokenproxyVaultLoginFailing", "TokenproxyConfigReloadFailed",
+		"TokenproxyTokenRefusedByUpstream", "TokenproxyProxyErrorsHigh"} {
 		if !alerts[a] {
 			t.Errorf("no alert %s", a)
 		}

@@ -80,6 +80,9 @@ type env struct {
 	caFile  string
 	vendors map[string]*vendor
 	procs   []*proc
+	// outputs are what the proxies sent elsewhere than their own output
+	// (spans to a collector), searched for secrets like it.
+	outputs []func() []byte
 }
 
 // newEnv starts the four simulators with canary credentials.
@@ -359,8 +362,9 @@ func (p *proc) ready(t *testing.T) {
 	})
 }
 
-// checkNoSecrets searches everything every proxy wrote for the canary
-// credentials and for every token the simulators issued.
+// checkNoSecrets searches everything every proxy wrote, and everything it
+// sent out (e.outputs), for the canary credentials and for every token the
+// simulators issued.
 func (e *env) checkNoSecrets() {
 	var secrets []string
 	for _, v := range e.vendors {
@@ -374,6 +378,14 @@ func (e *env) checkNoSecrets() {
 		for _, s := range secrets {
 			if strings.Contains(out, s) {
 				e.t.Errorf("tokenproxy's output holds a secret or token (%.20s...)", s)
+			}
+		}
+	}
+	for _, f := range e.outputs {
+		out := string(f())
+		for _, s := range secrets {
+			if strings.Contains(out, s) {
+				e.t.Errorf("what tokenproxy sent out holds a secret or token (%.20s...)", s)
 			}
 		}
 	}

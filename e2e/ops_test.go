@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os/exec"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -83,8 +84,21 @@ func (f families) value(name string, kv ...string) (float64, bool) {
 // series renders every sample of a family as "label=value,...: value",
 // sorted, for exact comparison.
 func (f families) series(name string) []string {
+	return f.seriesWhere(name, func(float64) bool { return true })
+}
+
+// nonzero is series without the samples at 0, such as the series every
+// upstream has from the first scrape (CONTRACT.md §5).
+func (f families) nonzero(name string) []string {
+	return f.seriesWhere(name, func(v float64) bool { return v != 0 })
+}
+
+func (f families) seriesWhere(name string, keep func(float64) bool) []string {
 	var out []string
 	for _, m := range f[name].GetMetric() {
+		if v, _ := valueOf(m); !keep(v) {
+			continue
+		}
 		l := labelsOf(m)
 		keys := make([]string, 0, len(l))
 		for k := range l {
@@ -212,41 +226,48 @@ func TestMetricsAfterKnownTraffic(t *testing.T) {
 		}
 	}
 
-	// Counted exactly: every series of these families, and its value.
+	// Counted exactly: every series of these families that moved, and its
+	// value (the others are at 0 from the start).
 	exact := map[string][]string{
 		// A replay is not a second request; the unknown upstream has none.
-		"tokenproxy_requests_total":               {"code=200,upstream=hgem: 4", "code=200,upstream=inspera: 2", "code=404,upstream=: 1"},
-		"tokenproxy_request_duration_seconds":     {"upstream=: 1", "upstream=hgem: 4", "upstream=inspera: 2"},
-		"tokenproxy_token_fetches_total":          {"result=error,upstream=prodoscore: 1", "result=success,upstream=hgem: 2", "result=success,upstream=inspera: 1", "result=success,upstream=prodoscore: 1"},
-		"tokenproxy_token_fetch_duration_seconds": {"upstream=hgem: 2", "upstream=inspera: 1", "upstream=prodoscore: 2"},
-		"tokenproxy_upstream_reauth_total":        {"upstream=hgem: 1"},
-		"tokenproxy_replays_total":                {"upstream=hgem: 1"},
-		"tokenproxy_token_fetch_failures_total":   {"reason=server_error,upstream=prodoscore: 1"},
-		"tokenproxy_config_reloads_total":         {"result=success: 1"},
-		"tokenproxy_upstream_ready":               {"upstream=hgem: 1", "upstream=inspera: 1", "upstream=prodoscore: 1"},
+		"tokenproxy_requests_total":                {"code=200,upstream=hgem: 4", "code=200,upstream=inspera: 2", "code=404,upstream=: 1"},
+		"tokenproxy_request_duration_seconds":      {"upstream=: 1", "upstream=hgem: 4", "upstream=inspera: 2"},
+		"tokenproxy_token_fetches_total":           {"result=error,upstream=prodoscore: 1", "result=success,upstream=hgem: 2", "result=success,upstream=inspera: 1", "result=success,upstream=prodoscore: 1"},
+		"tokenproxy_token_fetch_duration_seconds":  {"upstream=hgem: 2", "upstream=inspera: 1", "upstream=prodoscore: 2"},
+		"tokenproxy_upstream_reauth_total":         {"upstream=hgem: 1"},
+		"tokenproxy_replays_total":                 {"upstream=hgem: 1"},
+		"tokenproxy_token_fetch_failures_total":    {"reason=server_error,upstream=prodoscore: 1"},
+		"tokenproxy_config_reloads_total":          {"result=success: 1"},
+		"tokenproxy_upstream_ready":                {"upstream=hgem: 1", "upstream=inspera: 1", "upstream=prodoscore: 1"},
+		"tokenproxy_proxy_errors_total":            {"error=unknown_upstream,upstream=: 1"},
+		"tokenproxy_requests_in_flight":            nil,
+		"tokenproxy_config_last_reload_successful": {": 1"},
 	}
 	for name, want := range exact {
-		if got := m.series(name); !slices.Equal(got, want) {
+		if got := m.nonzero(name); !slices.Equal(got, want) {
 			t.Errorf("%s:\n got %q\nwant %q", name, got, want)
 		}
 	}
 	for _, name := range []string{"tokenproxy_request_duration_seconds", "tokenproxy_token_fetch_duration_seconds"} {
 		for _, s := range m[name].GetMetric() {
-			if h := s.GetHistogram(); h.GetSampleSum() <= 0 || len(h.GetBucket()) == 0 {
+			if h := s.GetHistogram(); h.GetSampleCount() > 0 && h.GetSampleSum() <= 0 || len(h.GetBucket()) == 0 {
 				t.Errorf("%s%v: sum %v over %d buckets", name, labelsOf(s), h.GetSampleSum(), len(h.GetBucket()))
 			}
 		}
 	}
 	// hgem's 401 dropped its token; the caller and the background refresher
 	// may race to start the new fetch, so hgem may have one coalesced wait.
-	coalesced := m.series("tokenproxy_token_waits_coalesced_total")
+	coalesced := m.nonzero("tokenproxy_token_waits_coalesced_total")
 	if !slices.Equal(coalesced, []string{"upstream=inspera: 2"}) && !slices.Equal(coalesced, []string{"upstream=hgem: 1", "upstream=inspera: 2"}) {
 		t.Errorf("tokenproxy_token_waits_coalesced_total: %q, want inspera 2 (and hgem at most 1)", coalesced)
 	}
 
-	reads := m.series("tokenproxy_secret_reads_total")
-	if v, _ := m.value("tokenproxy_secret_reads_total", "source", "file", "result", "success"); len(reads) != 1 || v < 3 {
-		t.Errorf("tokenproxy_secret_reads_total: %q, want only source=file,result=success, at least 3", reads)
+	// Each upstream read its own file.
+	reads := m.nonzero("tokenproxy_secret_reads_total")
+	for _, up := range []string{"hgem", "inspera", "prodoscore"} {
+		if v, _ := m.value("tokenproxy_secret_reads_total", "source", "file", "result", "success", "upstream", up); v < 1 || len(reads) != 3 {
+			t.Errorf("tokenproxy_secret_reads_total: %q, want only source=file,result=success, at least 1 per upstream", reads)
+		}
 	}
 
 	out, err := exec.Command(binary, "version").Output()
@@ -254,12 +275,13 @@ func TestMetricsAfterKnownTraffic(t *testing.T) {
 		t.Fatal(err)
 	}
 	// "tokenproxy <version> (commit <commit>, built <date>)"
-	version := ""
-	if f := strings.Fields(string(out)); len(f) > 1 && f[0] == "tokenproxy" {
-		version = f[1]
+	version, revision := "", ""
+	if f := strings.Fields(string(out)); len(f) > 3 && f[0] == "tokenproxy" {
+		version, revision = f[1], strings.TrimSuffix(f[3], ",")
 	}
-	if got := m.series("tokenproxy_build_info"); !slices.Equal(got, []string{"version=" + version + ": 1"}) || version == "" {
-		t.Errorf("tokenproxy_build_info: %q, want version=%q", got, version)
+	want := "goversion=" + runtime.Version() + ",revision=" + revision + ",version=" + version + ": 1"
+	if got := m.series("tokenproxy_build_info"); !slices.Equal(got, []string{want}) || version == "" {
+		t.Errorf("tokenproxy_build_info: %q, want %q", got, want)
 	}
 
 	for _, up := range []string{"hgem", "inspera", "prodoscore"} {
@@ -763,7 +785,9 @@ func TestRequestLogLines(t *testing.T) {
 	type line struct {
 		upstream, method, path string
 		status                 int
-		token                  string
+		token                  string // "" when the request never got one: not logged
+		error                  string // the Tokenproxy-Error code, when tokenproxy answered
+		id                     string // X-Request-Id the caller got back
 	}
 	want := []line{}
 	expect := func(r *response, l line) {
@@ -771,19 +795,25 @@ func TestRequestLogLines(t *testing.T) {
 		if r.StatusCode != l.status {
 			t.Fatalf("%s %s: %d %s", l.method, l.path, r.StatusCode, r.body)
 		}
+		if ids := r.Header.Values("X-Request-Id"); len(ids) == 1 {
+			l.id = ids[0]
+		} else {
+			t.Errorf("%s %s: X-Request-Id %q, want exactly one", l.method, l.path, ids)
+		}
+		l.error = r.Header.Get("Tokenproxy-Error")
 		want = append(want, l)
 	}
-	expect(get(t, p.data+"/hgem/api/visits?q="+secret+"&page=1"), line{"hgem", "GET", "/hgem/api/visits", 200, "fresh"})
+	expect(get(t, p.data+"/hgem/api/visits?q="+secret+"&page=1"), line{upstream: "hgem", method: "GET", path: "/hgem/api/visits", status: 200, token: "fresh"})
 	expect(do(t, "POST", p.data+"/prominsight/api/v1/tests/sessions?q="+secret, strings.NewReader(`{"test_code":"T1","limit":1}`), "Content-Type", "application/json"),
-		line{"prominsight", "POST", "/prominsight/api/v1/tests/sessions", 200, "fresh"})
-	expect(get(t, p.data+"/nosuch/thing?q="+secret), line{"", "GET", "/nosuch/thing", 404, "fresh"})
-	expect(get(t, p.data+"/hgem/a/../b?q="+secret), line{"hgem", "GET", "/hgem/a/../b", 400, "fresh"})
+		line{upstream: "prominsight", method: "POST", path: "/prominsight/api/v1/tests/sessions", status: 200, token: "fresh"})
+	expect(get(t, p.data+"/nosuch/thing?q="+secret), line{upstream: "", method: "GET", path: "/nosuch/thing", status: 404})
+	expect(get(t, p.data+"/hgem/a/../b?q="+secret), line{upstream: "hgem", method: "GET", path: "/hgem/a/../b", status: 400})
 	hgem.sim.RevokeAll()
-	expect(get(t, p.data+"/hgem/api/visits/1001?q="+secret), line{"hgem", "GET", "/hgem/api/visits/1001", 200, "replayed"})
+	expect(get(t, p.data+"/hgem/api/visits/1001?q="+secret), line{upstream: "hgem", method: "GET", path: "/hgem/api/visits/1001", status: 200, token: "replayed"})
 	expect(rawOnce(t, p, rawGET("http://"+simHost+"/api/visits?q="+secret, simHost)),
-		line{"hgem", "GET", "http://" + simHost + "/api/visits", 200, "fresh"})
+		line{upstream: "hgem", method: "GET", path: "http://" + simHost + "/api/visits", status: 200, token: "fresh"})
 	// A last request whose line, once written, follows every line above.
-	expect(call(t, p, "inspera"), line{"inspera", "GET", "/inspera" + apiPath["inspera"].path, 200, "fresh"})
+	expect(call(t, p, "inspera"), line{upstream: "inspera", method: "GET", path: "/inspera" + apiPath["inspera"].path, status: 200, token: "fresh"})
 	waitFor(t, 10*time.Second, "the last request's log line", func() bool {
 		return p.logged("request", map[string]any{"upstream": "inspera"})
 	})
@@ -802,8 +832,23 @@ func TestRequestLogLines(t *testing.T) {
 		for _, l := range got {
 			if l["upstream"] == w.upstream && l["method"] == w.method && l["path"] == w.path {
 				n++
-				if l["level"] != "info" || l["status"] != float64(w.status) || l["token"] != w.token {
-					t.Errorf("%s %s: level %v status %v token %v, want info %d %s", w.method, w.path, l["level"], l["status"], l["token"], w.status, w.token)
+				token, _ := l["token"].(string)
+				errCode, _ := l["error"].(string)
+				if l["level"] != "info" || l["status"] != float64(w.status) || token != w.token || errCode != w.error || l["request_id"] != w.id {
+					t.Errorf("%s %s: level %v status %v token %q error %q request_id %v, want info %d %q %q %q",
+						w.method, w.path, l["level"], l["status"], token, errCode, l["request_id"], w.status, w.token, w.error, w.id)
+				}
+				if _, ok := l["token"]; ok && w.token == "" {
+					t.Errorf("%s %s: token %v logged for a request that got none", w.method, w.path, l["token"])
+				}
+				proxied := w.token != ""
+				for _, k := range []string{"token_wait", "upstream_latency"} {
+					if d, ok := l[k].(float64); ok != proxied || d < 0 {
+						t.Errorf("%s %s: %s %v, want a duration only when the upstream was called", w.method, w.path, k, l[k])
+					}
+				}
+				if b, ok := l["response_bytes"].(float64); !ok || b <= 0 {
+					t.Errorf("%s %s: response_bytes %v", w.method, w.path, l["response_bytes"])
 				}
 				if d, ok := l["duration"].(float64); !ok || d < 0 || math.IsNaN(d) {
 					t.Errorf("%s %s: duration %v", w.method, w.path, l["duration"])

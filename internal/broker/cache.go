@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/tokenproxy/tokenproxy/internal/metrics"
 	"github.com/tokenproxy/tokenproxy/internal/secrets"
@@ -93,6 +94,11 @@ type Cache struct {
 	lastOK    bool
 	rotated   bool // new credentials: mint a token from them soon
 
+	// Why the next fetch starts, for the debug log: an event that asks
+	// for one (a 401, new credentials), and what refreshAt stands for.
+	cause      string
+	refreshWhy string
+
 	// The reauth bound: when the last 401-driven re-mint happened, and the
 	// first generation minted by or after it (0: none yet).
 	lastReauth time.Time
@@ -144,6 +150,11 @@ func New(name string, f Fetcher, opt Options) *Cache {
 			fraction: opt.RefreshFraction, defLife: opt.DefaultLifetime, reauth: opt.ReauthMinInterval,
 			log: opt.Log.Named("sharing")}
 	}
+	var shared []string
+	if c.fleet != nil {
+		shared = SharedResults
+	}
+	opt.Metrics.InitTokens(name, FailureReasons, shared)
 	c.base, c.cancel = context.WithCancel(context.Background())
 	c.wg.Add(1)
 	go c.refresher()
@@ -245,6 +256,7 @@ func (c *Cache) Invalidate(gen uint64) bool {
 	}
 	c.tok = Token{}
 	c.events.add(Event{Kind: EventInvalidated, At: time.Now()})
+	c.cause = "the upstream answered 401"
 	c.opt.Metrics.TokenExpiresAt(c.name, time.Time{})
 	c.opt.Log.Info("token refused by upstream; fetching a new one", zap.Uint64("gen", gen))
 	c.poke()
@@ -269,6 +281,7 @@ func (c *Cache) SetCredentials(cr secrets.Credentials) {
 	c.refresh = Token{}
 	c.rotated = true
 	c.events.add(Event{Kind: EventRotated, At: time.Now()})
+	c.cause = "credentials changed"
 	c.opt.Log.Info("credentials changed; minting a new token", zap.String("version", cr.Version()))
 	c.poke()
 }
@@ -306,14 +319,39 @@ func (c *Cache) startLocked() *flight {
 	f := &flight{done: make(chan struct{})}
 	c.flight = f
 	w := want{creds: c.creds, held: c.tok, refused: c.refused}
-	if now := time.Now(); c.refresh.RefreshToken != "" &&
+	now := time.Now()
+	if c.refresh.RefreshToken != "" &&
 		(c.refresh.RefreshExpiry.IsZero() || now.Before(c.refresh.RefreshExpiry.Add(-margin(c.refresh.RefreshExpiresIn)))) {
 		w.refresh = c.refresh.RefreshToken
 	}
 	c.rotated = false
+	if ce := c.opt.Log.Check(zapcore.DebugLevel, "token fetch started"); ce != nil {
+		ce.Write(zap.String("why", c.whyLocked(now)), zap.Bool("shared", c.fleet != nil),
+			zap.Bool("refresh_token", w.refresh != ""), zap.Int("failures", c.fails))
+	}
+	c.cause = ""
 	c.wg.Add(1)
 	go c.fetch(f, w)
 	return f
+}
+
+// whyLocked says why a fetch starts now, for the debug log; c.mu held.
+func (c *Cache) whyLocked(now time.Time) string {
+	switch {
+	case c.cause != "":
+		return c.cause
+	case c.fails > 0:
+		return "retry after a failure"
+	case c.gen == 0 && c.tok.AccessToken == "":
+		return "first token"
+	case c.tok.AccessToken == "":
+		return "no token held"
+	case !valid(c.tok, now):
+		return "the token is about to expire"
+	case !now.Before(c.refreshAt) && c.refreshWhy != "":
+		return c.refreshWhy
+	}
+	return "a caller found no valid token"
 }
 
 // fetch gets a token from the vendor, or through the fleet's store when the
@@ -396,7 +434,7 @@ func (c *Cache) fetch(f *flight, w want) {
 	default:
 		// Keep the token held while another replica refreshes it, or while
 		// the store cannot be read.
-		c.refreshAt = g.next
+		c.refreshAt, c.refreshWhy = g.next, "read the fleet's store again"
 		f.tok = c.tok
 	}
 	if err != nil && c.fleet != nil {
@@ -460,14 +498,16 @@ func (c *Cache) installLocked(tok *Token, creds secrets.Credentials, sent, now t
 		c.refresh = *tok // the newest refresh token, or none (Fetcher)
 		jitter := 1 - 0.1*rand.Float64()
 		c.refreshAt = sent.Add(time.Duration(float64(life) * c.opt.RefreshFraction * jitter))
+		c.refreshWhy = fmt.Sprintf("refresh at %g%% of the token's lifetime", c.opt.RefreshFraction*100)
 	} else {
 		// Replicas wake a little apart after the stored refresh point, so
 		// that one takes the lease and the others find the new token.
 		spread := min((tok.Expiry.Sub(tok.RefreshAt))/10, 2*time.Second)
 		c.refreshAt = tok.RefreshAt.Add(rand.N(max(spread, 0) + 1))
+		c.refreshWhy = "the fleet's refresh point"
 	}
 	if !g.next.IsZero() {
-		c.refreshAt = g.next
+		c.refreshAt, c.refreshWhy = g.next, "read the fleet's store again"
 	}
 	if g.lastReauth.After(c.lastReauth) && tok.SharedGen >= g.reauthGen {
 		// The fleet re-minted after a 401: this token is that one or newer.
@@ -476,9 +516,15 @@ func (c *Cache) installLocked(tok *Token, creds secrets.Credentials, sent, now t
 	c.tok = *tok
 	c.fails, c.retryAt, c.lastErr = 0, time.Time{}, nil
 	if taken {
-		c.opt.Log.Info("token obtained", zap.Uint64("gen", tok.Gen), zap.String("source", cmp.Or(g.result, "vendor")),
-			zap.Duration("lifetime", tok.Expiry.Sub(tok.Obtained)), zap.Time("expires_at", tok.Expiry))
+		fields := []zap.Field{zap.Uint64("gen", tok.Gen), zap.String("source", cmp.Or(g.result, "vendor")),
+			zap.Duration("lifetime", tok.Expiry.Sub(tok.Obtained)), zap.Time("expires_at", tok.Expiry)}
+		if tok.Grant != "" {
+			fields = append(fields, zap.String("grant", tok.Grant))
+		}
+		c.opt.Log.Info("token obtained", fields...)
 	}
+	c.opt.Log.Debug("next token request scheduled", zap.Time("at", c.refreshAt),
+		zap.Duration("in", c.refreshAt.Sub(now)), zap.String("why", c.refreshWhy))
 	return taken
 }
 
@@ -499,8 +545,24 @@ func (c *Cache) failLocked(err error, creds secrets.Credentials, now time.Time) 
 	c.lastErr = e
 	c.opt.Log.Warn("token fetch failed", zap.String("reason", reason), zap.String("error", msg),
 		zap.Int("failures", c.fails), zap.Duration("retry_in", wait))
+	if ce := c.opt.Log.Check(zapcore.DebugLevel, "backoff chosen"); ce != nil {
+		fields := []zap.Field{zap.String("reason", reason), zap.String("backoff", backoffName(reason)),
+			zap.Duration("base", b.Base), zap.Duration("max", b.Max), zap.Int("failures", c.fails),
+			zap.Duration("retry_in", wait), zap.Time("retry_at", c.retryAt)}
+		if fe != nil {
+			fields = append(fields, zap.Int("status", fe.Status), zap.Bool("refresh_refused", fe.RefreshRefused))
+			if fe.RetryAfter > 0 {
+				fields = append(fields, zap.Duration("vendor_retry_after", fe.RetryAfter))
+			}
+		}
+		ce.Write(fields...)
+	}
 	return reason, refused, e
 }
+
+// FailureReasons are the reasons classify gives, the reason label of
+// tokenproxy_token_fetch_failures_total.
+var FailureReasons = []string{"refused", "conflict", "rate_limited", "server_error", "network", "timeout", "malformed"}
 
 // classify maps a fetch failure to a metrics reason, the caller's error
 // code, and the backoff that applies: the one place where vendor answers
@@ -523,6 +585,17 @@ func (c *Cache) classify(err error) (reason, code string, b Backoff) {
 	default:
 		return "refused", CodeTokenEndpoint, c.opt.Refused
 	}
+}
+
+// backoffName names the Backoff of Options that classify chose for reason.
+func backoffName(reason string) string {
+	switch reason {
+	case "refused":
+		return "refused"
+	case "conflict":
+		return "conflict"
+	}
+	return "transient"
 }
 
 func describe(reason string, err error, timeout time.Duration) string {
@@ -629,11 +702,12 @@ type State struct {
 	CredentialVersion string
 	Generation        uint64
 	Failures          int
-	Shared            bool   // the token is the fleet's (CONTRACT.md §7)
-	MintedBy          string // the replica that minted the token held; "" when none or minted here alone
 	// NextAttemptAt is when the next token request is due: the scheduled
-	// refresh or the end of a backoff, zero when nothing is scheduled.
+	// refresh or the end of a backoff, zero when nothing is scheduled
+	// (no credentials yet, or a request in flight).
 	NextAttemptAt time.Time
+	Shared        bool   // the token is the fleet's (CONTRACT.md §7)
+	MintedBy      string // the replica that minted the token held; "" when none or minted here alone
 }
 
 // State returns a snapshot of the cache.

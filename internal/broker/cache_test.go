@@ -579,3 +579,40 @@ func TestRefreshRefusedKeepsOnlyWhatWasPresented(t *testing.T) {
 		}
 	})
 }
+
+func TestNextAttemptAt(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		fail := atomic.Bool{}
+		f := &fakeFetcher{fn: func(ctx context.Context, n int) (Token, error) {
+			if fail.Load() {
+				return Token{}, &FetchError{Status: 401, Code: "invalid_client"}
+			}
+			return Token{AccessToken: fmt.Sprintf("tok-%d", n), ExpiresIn: 100 * time.Second}, nil
+		}}
+		c := New("test", f, Options{})
+		t.Cleanup(c.Close)
+		synctest.Wait()
+		if s := c.State(); !s.NextAttemptAt.IsZero() {
+			t.Fatalf("without credentials: next attempt %s, want none scheduled", s.NextAttemptAt)
+		}
+		c.SetCredentials(testCreds)
+		synctest.Wait()
+		s := c.State()
+		if !s.Ready || s.NextAttemptAt.IsZero() || !s.NextAttemptAt.Equal(s.RefreshAt) {
+			t.Fatalf("with a token: next attempt %s, want the refresh at %s", s.NextAttemptAt, s.RefreshAt)
+		}
+		// The refresh is refused: the next attempt is the end of the
+		// refusal's backoff, which a caller is told as Retry-After.
+		fail.Store(true)
+		time.Sleep(time.Until(s.RefreshAt))
+		synctest.Wait()
+		_, err := c.Token(context.Background())
+		s = c.State()
+		if err != nil || s.LastFetchResult != "error" {
+			t.Fatalf("after a refused refresh: %v, state %+v", err, s)
+		}
+		if d := time.Until(s.NextAttemptAt); d < DefaultRefused.Base/2 || d > DefaultRefused.Base {
+			t.Fatalf("next attempt in %s after one refusal, want the backoff of %s with jitter", d, DefaultRefused.Base)
+		}
+	})
+}

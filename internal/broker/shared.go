@@ -39,6 +39,9 @@ const (
 	SharedError  = "error"  // no token came of it
 )
 
+// SharedResults are every result of a shared fetch.
+var SharedResults = []string{SharedHit, SharedWaited, SharedMinted, SharedLocal, SharedError}
+
 // Polling while another replica holds the lease: quick at first, since a
 // mint usually takes tens of milliseconds, then at most every half second.
 const (
@@ -146,13 +149,19 @@ func (fl *fleet) get(ctx context.Context, w want) (got, error) {
 			// A re-mint happened fleet-wide within reauth_min_interval and
 			// this token is that one or newer: the 401 goes back to the
 			// caller and the token stays (CONTRACT.md §3).
+			fl.log.Debug("401 within the fleet's reauth_min_interval of its last re-mint; keeping the stored token",
+				zap.Uint64("generation", rec.Generation), zap.Time("last_reauth", rec.LastReauth))
 			g.tok = recordToken(rec)
 			return g, nil
 		case usable && now.Before(rec.RefreshAt):
 			// The fleet's token, before its refresh point.
+			fl.log.Debug("using the fleet's token", zap.Uint64("generation", rec.Generation),
+				zap.String("minted_by", rec.MintedBy), zap.Bool("waited", waited), zap.Time("refresh_at", rec.RefreshAt))
 			g.tok, g.result = recordToken(rec), taken(waited)
 			return g, nil
 		case behind:
+			fl.log.Debug("the fleet's token is from newer credentials than this replica has read",
+				zap.String("stored_version", rec.CredentialVersion), zap.String("version", v))
 			// Minted from credentials newer than ours: only a replica that
 			// has read them may mint.
 			if r, err := wait(now.Add(keepPoll), &Error{Code: CodeUnavailable, RetryAfter: time.Second,
@@ -163,6 +172,8 @@ func (fl *fleet) get(ctx context.Context, w want) (got, error) {
 		case rec.FailureVersion == v && now.Before(rec.RetryAt):
 			// A replica failed to mint from these credentials: the fleet
 			// backs off together.
+			fl.log.Debug("the fleet is backing off after a failed mint", zap.String("code", rec.FailureCode),
+				zap.Time("retry_at", rec.RetryAt), zap.Bool("token_held", usable || heldOK))
 			if usable || heldOK {
 				if usable {
 					g.tok = recordToken(rec)
@@ -173,6 +184,10 @@ func (fl *fleet) get(ctx context.Context, w want) (got, error) {
 			return g, &Error{Code: rec.FailureCode, Msg: rec.FailureMsg, RetryAfter: rec.RetryAt.Sub(now)}
 		case rec.LeaseHolder != "" && rec.LeaseHolder != fl.ID && now.Before(rec.LeaseUntil):
 			// Another replica is minting.
+			if !waited {
+				fl.log.Debug("another replica holds the minting lease; waiting for its token",
+					zap.String("holder", rec.LeaseHolder), zap.Time("lease_until", rec.LeaseUntil), zap.Bool("token_held", usable || heldOK))
+			}
 			if r, err := wait(rec.LeaseUntil, &Error{Code: CodeUnavailable, RetryAfter: rec.LeaseUntil.Sub(now),
 				Msg: fmt.Sprintf("%s: replica %s is minting the fleet's token; none arrived within %s", fl.name, rec.LeaseHolder, fl.timeout)}); err != errReadAgain {
 				return r, err
@@ -189,11 +204,14 @@ func (fl *fleet) get(ctx context.Context, w want) (got, error) {
 			if ctx.Err() != nil {
 				return g, ctx.Err()
 			}
+			fl.log.Debug("another replica wrote the shared record first; reading it again")
 			continue
 		}
 		if err != nil {
 			return fl.storeDown(ctx, w, err)
 		}
+		fl.log.Debug("took the minting lease", zap.Time("lease_until", lease.LeaseUntil), zap.Uint64("generation", rec.Generation),
+			zap.Bool("stored_token_valid", fresh), zap.Bool("refused", refusedHere))
 		return fl.mint(ctx, w, rec, lease, leaseVer)
 	}
 }
@@ -210,6 +228,7 @@ func (fl *fleet) mint(ctx context.Context, w want, rec, lease sharing.Record, le
 		(rec.RefreshExpiry.IsZero() || sent.Before(rec.RefreshExpiry.Add(-margin(rec.RefreshExpiry.Sub(rec.Obtained))))) {
 		g.refresh = rec.RefreshToken
 	}
+	fl.log.Debug("asking the vendor under the lease", zap.Bool("refresh_token", g.refresh != ""), zap.Bool("reauth", g.reauth))
 	mctx, cancel := context.WithTimeout(ctx, fl.timeout)
 	tok, err := fl.fetcher.Fetch(mctx, w.creds, g.refresh)
 	cancel()
@@ -253,6 +272,7 @@ func (fl *fleet) mint(ctx context.Context, w want, rec, lease sharing.Record, le
 	switch {
 	case err == nil:
 		g.tok, g.result = recordToken(next), SharedMinted
+		g.tok.Grant = tok.Grant
 		return g, nil
 	case errors.Is(err, sharing.ErrConflict):
 		// Our lease ran out and another replica took it: what it wrote is
@@ -270,6 +290,7 @@ func (fl *fleet) mint(ctx context.Context, w want, rec, lease sharing.Record, le
 	}
 	next.Generation, next.MintedBy = 0, fl.ID
 	g.tok, g.result = recordToken(next), SharedMinted
+	g.tok.Grant = tok.Grant
 	return g, nil
 }
 

@@ -19,6 +19,9 @@ type Token struct {
 	// the refresh token to present next, "" for none.
 	RefreshToken     string
 	RefreshExpiresIn time.Duration
+	// Grant names the grant the adapter used (client_credentials, password,
+	// refresh_token, ...), for the log; "" when unknown.
+	Grant string
 
 	// Set by the Cache.
 	Expiry        time.Time

@@ -29,6 +29,7 @@ type Config struct {
 	Secrets         Secrets             `yaml:"secrets"`
 	Upstreams       map[string]Upstream `yaml:"upstreams"`
 	Sharing         *Sharing            `yaml:"sharing"`
+	Tracing         *Tracing            `yaml:"tracing"`
 
 	// ReadHeaderTimeout bounds how long a client may take to send its
 	// request headers, on either listener (slow-header clients).
@@ -98,6 +99,22 @@ type Sharing struct {
 	OnStoreUnavailable string       `yaml:"on_store_unavailable"`
 }
 
+// Tracing sends OpenTelemetry spans of the data plane over OTLP/HTTP
+// (protobuf); absent, nothing is traced. The exporter's standard
+// environment variables (OTEL_EXPORTER_OTLP_HEADERS, _CERTIFICATE,
+// _COMPRESSION, _TIMEOUT) apply too, so that a collector's credentials
+// stay out of this file.
+type Tracing struct {
+	// Endpoint is the collector's URL: http(s)://host:4318, to which
+	// /v1/traces is added when it has no path, or the full traces URL.
+	Endpoint string `yaml:"endpoint"`
+	// SampleRatio is the share of traces started here that are recorded,
+	// 0 to 1 (default 1); a caller's traceparent decides for its own trace.
+	SampleRatio *float64 `yaml:"sample_ratio"`
+	// ServiceName is the service.name resource attribute (default tokenproxy).
+	ServiceName string `yaml:"service_name"`
+}
+
 // SharingVault is where the shared tokens live: <kv-v2-mount>/<prefix>.
 type SharingVault struct {
 	Path string `yaml:"path"`
@@ -123,6 +140,8 @@ const (
 	DefaultMaxConnections  = 64
 	DefaultReauthMin       = 10 * time.Second
 	DefaultLease           = 30 * time.Second
+	DefaultSampleRatio     = 1.0
+	DefaultServiceName     = "tokenproxy"
 
 	DefaultReadHeaderTimeout = 10 * time.Second
 )
@@ -411,6 +430,15 @@ func (c *Config) applyDefaults() {
 		}
 		if s.OnStoreUnavailable == "" {
 			s.OnStoreUnavailable = "local"
+		}
+	}
+	if tr := c.Tracing; tr != nil {
+		if tr.SampleRatio == nil {
+			r := DefaultSampleRatio
+			tr.SampleRatio = &r
+		}
+		if tr.ServiceName == "" {
+			tr.ServiceName = DefaultServiceName
 		}
 	}
 	for name, u := range c.Upstreams {

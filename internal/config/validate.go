@@ -89,6 +89,9 @@ func (c *Config) Validate() Problems {
 	if c.Sharing != nil {
 		c.validateSharing(&ps)
 	}
+	if c.Tracing != nil {
+		c.Tracing.validate(&ps)
+	}
 	if usesVault && c.Secrets.Vault == nil {
 		ps.add("secrets.vault", "required: an upstream's credentials start with vault:")
 	}
@@ -129,6 +132,27 @@ func (c *Config) validateSharing(ps *Problems) {
 	}
 	if s.OnStoreUnavailable != "local" && s.OnStoreUnavailable != "fail" {
 		ps.add("sharing.on_store_unavailable", "%q is not one of local, fail", s.OnStoreUnavailable)
+	}
+}
+
+// validate checks the tracing section. Plain http is allowed to any host:
+// spans carry no credential (a collector's own credentials go in
+// OTEL_EXPORTER_OTLP_HEADERS, never in the URL).
+func (t *Tracing) validate(ps *Problems) {
+	u, err := url.Parse(t.Endpoint)
+	switch {
+	case t.Endpoint == "":
+		ps.add("tracing.endpoint", "required: the OTLP/HTTP collector, e.g. http://127.0.0.1:4318")
+	case err != nil || u.Host == "" || u.Opaque != "" || (u.Scheme != "http" && u.Scheme != "https"):
+		// Not echoed: a malformed URL may still hold a password.
+		ps.add("tracing.endpoint", "must be an http(s) URL, e.g. http://127.0.0.1:4318")
+	case u.User != nil:
+		ps.add("tracing.endpoint", "must not carry user info; put a collector's credentials in OTEL_EXPORTER_OTLP_HEADERS")
+	case u.RawQuery != "" || u.Fragment != "" || strings.ContainsAny(t.Endpoint, "?#"):
+		ps.add("tracing.endpoint", "must not have a query or fragment")
+	}
+	if r := *t.SampleRatio; r < 0 || r > 1 || r != r {
+		ps.add("tracing.sample_ratio", "must be between 0 and 1")
 	}
 }
 

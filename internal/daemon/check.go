@@ -34,7 +34,7 @@ type CheckResult struct {
 // token_timeout. A cancelled ctx ends every check. Results are in name order.
 func Check(ctx context.Context, cfg *config.Config, opt Options) []CheckResult {
 	opt.defaults()
-	log := newLogger(opt.LogOutput, level(cfg.LogLevel))
+	log := opt.logger(level(cfg.LogLevel))
 	defer log.Sync()
 	vault, stopVault, vaultErr := startVault(cfg.Secrets.Vault, log, nil)
 	if vaultErr == nil {

@@ -19,14 +19,17 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	"golang.org/x/term"
 
 	"github.com/tokenproxy/tokenproxy/internal/admin"
 	"github.com/tokenproxy/tokenproxy/internal/config"
 	"github.com/tokenproxy/tokenproxy/internal/metrics"
 	"github.com/tokenproxy/tokenproxy/internal/proxy"
 	"github.com/tokenproxy/tokenproxy/internal/secrets"
+	"github.com/tokenproxy/tokenproxy/internal/tracing"
 )
 
 // Options are what a caller other than `tokenproxy run` (tests, `tokenproxy
@@ -47,6 +50,10 @@ type Options struct {
 	// ReplicaID names this process in the fleet's minting leases and in
 	// minted_by (CONTRACT.md §7); <hostname>-<pid> by default.
 	ReplicaID string
+
+	// console: the log goes to stderr and stderr is a terminal, where a
+	// person reads it: zap's console encoder instead of JSON lines.
+	console bool
 }
 
 // Daemon is one tokenproxy process.
@@ -68,6 +75,7 @@ type Daemon struct {
 	loadedAt  time.Time // when cfg was read
 	reloadAt  time.Time // the last reload tried; zero before any
 	reloadErr string    // why it was rejected; "" when it was not
+	tracing   tracing.Provider // nil unless the config has a tracing section
 }
 
 // New builds a daemon for cfg, read from path. It does no I/O: Run binds
@@ -76,9 +84,9 @@ func New(cfg *config.Config, path string, opt Options) (*Daemon, error) {
 	opt.defaults()
 	d := &Daemon{opt: opt, path: path, cfg: cfg, ups: map[string]*running{}, loadedAt: time.Now()}
 	d.level = zap.NewAtomicLevelAt(level(cfg.LogLevel))
-	d.log = newLogger(opt.LogOutput, d.level)
+	d.log = opt.logger(d.level)
 	d.reg = prometheus.NewRegistry()
-	d.metrics = metrics.New(d.reg, opt.Version)
+	d.metrics = metrics.New(d.reg, metrics.Build{Version: opt.Version, Revision: opt.Revision})
 	metrics.WatchUpstreams(d.reg, d.upstreamStates)
 	d.proxy = proxy.New(proxy.NewTable(nil), cfg.Listen, d.metrics, d.log.Named("proxy"))
 	return d, nil
@@ -96,6 +104,20 @@ func (d *Daemon) start() error {
 		return err
 	}
 	d.vault, d.vaultStop = vault, stop
+	if cfg.Tracing != nil {
+		tp, err := tracing.Start(cfg.Tracing, d.opt.Version, d.opt.ReplicaID)
+		if err != nil {
+			return err
+		}
+		log := d.log.Named("tracing")
+		otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
+			log.Warn("cannot export spans", zap.String("endpoint", cfg.Tracing.Endpoint), zap.Error(err))
+		}))
+		d.tracing = tp
+		d.proxy.SetTracer(tp)
+		d.log.Info("tracing on", zap.String("endpoint", tracing.EndpointURL(cfg.Tracing.Endpoint)),
+			zap.Float64("sample_ratio", *cfg.Tracing.SampleRatio))
+	}
 	checkSharing(cfg, vault, d.log)
 	for _, name := range cfg.UpstreamNames() {
 		r, err := d.startUpstream(name, cfg.Upstreams[name], cfg, vault)
@@ -114,6 +136,7 @@ func (opt *Options) defaults() {
 	}
 	if opt.LogOutput == nil {
 		opt.LogOutput = zapcore.Lock(os.Stderr)
+		opt.console = term.IsTerminal(int(os.Stderr.Fd()))
 	}
 	if opt.ReplicaID == "" {
 		host, _ := os.Hostname()
@@ -121,11 +144,19 @@ func (opt *Options) defaults() {
 	}
 }
 
-// newLogger writes JSON lines to out at level.
-func newLogger(out zapcore.WriteSyncer, level zapcore.LevelEnabler) *zap.Logger {
+// logger writes JSON lines to LogOutput at level (CONTRACT.md §6), or, for
+// a person at a terminal, zap's console lines: tab-separated, levels in
+// colour, durations as 1.5s. Anything that reads the log (a collector, a
+// pipe, a test) gets JSON.
+func (opt *Options) logger(level zapcore.LevelEnabler) *zap.Logger {
+	if opt.console {
+		enc := zap.NewDevelopmentEncoderConfig()
+		enc.EncodeTime, enc.EncodeLevel = zapcore.ISO8601TimeEncoder, zapcore.CapitalColorLevelEncoder
+		return zap.New(zapcore.NewCore(zapcore.NewConsoleEncoder(enc), opt.LogOutput, level))
+	}
 	enc := zap.NewProductionEncoderConfig()
 	enc.TimeKey, enc.EncodeTime = "ts", zapcore.ISO8601TimeEncoder
-	return zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(enc), out, level))
+	return zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(enc), opt.LogOutput, level))
 }
 
 // Log is the daemon's logger.
@@ -149,6 +180,7 @@ func startVault(vc *config.Vault, log *zap.Logger, m *metrics.Metrics) (*secrets
 	if err != nil {
 		return nil, nil, err
 	}
+	m.InitVault()
 	v.OnLogin = m.VaultLogin
 	v.OnRenew = m.VaultRenewal
 	ctx, cancel := context.WithCancel(context.Background())
@@ -309,6 +341,9 @@ func (d *Daemon) apply() error {
 	if cfg.Listen != old.Listen || cfg.AdminListen != old.AdminListen {
 		d.log.Warn("listen and admin_listen changes take effect only at restart")
 	}
+	if !reflect.DeepEqual(cfg.Tracing, old.Tracing) {
+		d.log.Warn("tracing changes take effect only at restart")
+	}
 	vault, stopVault := d.vault, func() {}
 	vaultChanged := !reflect.DeepEqual(cfg.Secrets.Vault, old.Secrets.Vault)
 	if vaultChanged {
@@ -403,6 +438,15 @@ func (d *Daemon) closeAll() {
 		d.vaultStop()
 		d.vaultStop = nil
 	}
+	if d.tracing != nil {
+		// The spans of the last requests are still in the batch.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := d.tracing.Shutdown(ctx); err != nil {
+			d.log.Warn("spans not sent at exit", zap.Error(err))
+		}
+		d.tracing = nil
+	}
 }
 
 // states reports every upstream for the admin plane, by name.
@@ -421,7 +465,8 @@ func (d *Daemon) states() []admin.Upstream {
 func (d *Daemon) upstreamStates() []metrics.UpstreamState {
 	var out []metrics.UpstreamState
 	for _, u := range d.states() {
-		out = append(out, metrics.UpstreamState{Upstream: u.Name, Ready: u.Ready, Obtained: u.TokenObtainedAt, Expiry: u.TokenExpiresAt})
+		out = append(out, metrics.UpstreamState{Upstream: u.Name, Ready: u.Ready, Obtained: u.TokenObtainedAt, Expiry: u.TokenExpiresAt,
+			Failures: u.Failures, NextAttempt: u.NextAttemptAt})
 	}
 	return out
 }

@@ -126,6 +126,7 @@ func (d *Daemon) startUpstream(name string, u config.Upstream, cfg *config.Confi
 	log := d.log.With(zap.String("upstream", name))
 	kind, _, _ := config.ParseRef(u.Credentials)
 	w := secrets.NewWatch(p.src, u.Type, u.Credentials, cfg.PollInterval(kind))
+	d.metrics.InitSecrets(name, p.src.Kind())
 	cache := newCache(name, u, p.adapter, d.opt.sharingOf(cfg, name, vault), d.metrics, log, w.Kick)
 	w.OnChange = func(c secrets.Credentials) {
 		log.Info("credentials loaded", zap.String("credentials", u.Credentials), zap.String("version", c.Version()))
@@ -136,7 +137,7 @@ func (d *Daemon) startUpstream(name string, u config.Upstream, cfg *config.Confi
 		cache.SetCredentialsError(err)
 	}
 	w.OnRead = func(kind string, err error) {
-		d.metrics.SecretRead(kind, err)
+		d.metrics.SecretRead(name, kind, err)
 		if err == nil {
 			// Readable again (maybe the same version, which OnChange does
 			// not see): the last read error no longer holds.

@@ -2,9 +2,16 @@
 // registry the caller injects; there is no global state. Names carry the
 // tokenproxy_ prefix, use base units and keep labels to route names and
 // small fixed sets.
+//
+// Every series whose label values are known at start exists from the first
+// scrape, at zero (CONTRACT.md §5), so that increase() and rate() see the
+// first event: the packages that record a family declare its label values
+// when an upstream starts (InitRoutes, InitTokens, InitSecrets, InitVault),
+// and Forget drops an upstream that a reload removed.
 package metrics
 
 import (
+	"runtime"
 	"strconv"
 	"time"
 
@@ -17,6 +24,8 @@ import (
 type Metrics struct {
 	Requests        *prometheus.CounterVec
 	RequestDuration *prometheus.HistogramVec
+	InFlight        *prometheus.GaugeVec
+	ProxyErrors     *prometheus.CounterVec
 	TokenFetches    *prometheus.CounterVec
 	TokenFetchTime  *prometheus.HistogramVec
 	TokenExpiry     *prometheus.GaugeVec
@@ -28,11 +37,24 @@ type Metrics struct {
 	VaultLogins     *prometheus.CounterVec
 	VaultRenewals   *prometheus.CounterVec
 	ConfigReloads   *prometheus.CounterVec
+	ReloadOK        prometheus.Gauge
+	ReloadOKTime    prometheus.Gauge
 	SharedTokens    *prometheus.CounterVec
 }
 
-// New registers every collector on reg.
-func New(reg prometheus.Registerer, version string) *Metrics {
+// Build says what runs, for tokenproxy_build_info.
+type Build struct {
+	Version  string // the release, v1.2.3
+	Revision string // the VCS commit it was built from
+}
+
+// results is the result label of every success/error counter.
+var results = []string{"success", "error"}
+
+// New registers every collector on reg. The config the process started
+// with counts as a successful load: tokenproxy_config_last_reload_successful
+// starts at 1, its timestamp at now, as Prometheus's own do.
+func New(reg prometheus.Registerer, b Build) *Metrics {
 	m := &Metrics{
 		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokenproxy_requests_total",
@@ -43,6 +65,14 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 			Help:    "Time from a caller's request to the response headers sent back.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12),
 		}, []string{"upstream"}),
+		InFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "tokenproxy_requests_in_flight",
+			Help: "Caller requests routed to an upstream and not yet finished (an upgraded connection counts until it closes).",
+		}, []string{"upstream"}),
+		ProxyErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokenproxy_proxy_errors_total",
+			Help: "Caller requests that tokenproxy answered itself, by upstream (\"\" when none was routed to) and Tokenproxy-Error code; also counted in tokenproxy_requests_total.",
+		}, []string{"upstream", "error"}),
 		TokenFetches: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokenproxy_token_fetches_total",
 			Help: "Requests to a vendor's token endpoint, by result.",
@@ -62,8 +92,8 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		}, []string{"upstream"}),
 		SecretReads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokenproxy_secret_reads_total",
-			Help: "Reads of credentials sources, by source and result.",
-		}, []string{"source", "result"}),
+			Help: "Reads of an upstream's credentials, by upstream, source (vault, file, env) and result.",
+		}, []string{"upstream", "source", "result"}),
 		FetchFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokenproxy_token_fetch_failures_total",
 			Help: "Failed token requests by reason: refused, conflict, rate_limited, server_error, network, timeout, malformed.",
@@ -88,21 +118,107 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 			Name: "tokenproxy_config_reloads_total",
 			Help: "Configuration reloads (SIGHUP), by result.",
 		}, []string{"result"}),
+		ReloadOK: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tokenproxy_config_last_reload_successful",
+			Help: "1 when the last configuration load (at start or on SIGHUP) succeeded, 0 when it was rejected and an older config runs.",
+		}),
+		ReloadOKTime: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tokenproxy_config_last_reload_success_timestamp_seconds",
+			Help: "Unix time of the last successful configuration load.",
+		}),
 		SharedTokens: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokenproxy_shared_token_total",
 			Help: "Shared tokens taken into use, by how: hit (another replica's, read at once), waited (another replica's, after waiting for its lease), minted (won the lease), local (store unavailable, minted alone); error counts attempts that ended without a token.",
 		}, []string{"upstream", "result"}),
 	}
-	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "tokenproxy_build_info",
-		Help: "Always 1; the version label says which build runs.",
-	}, []string{"version"})
-	build.WithLabelValues(version).Set(1)
-	reg.MustRegister(m.Requests, m.RequestDuration, m.TokenFetches, m.TokenFetchTime,
+	// The prometheus/common/version convention: a gauge of 1 whose labels
+	// say what was built.
+	build := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "tokenproxy_build_info",
+		Help:        "Always 1; the labels say which build runs.",
+		ConstLabels: prometheus.Labels{"version": b.Version, "revision": b.Revision, "goversion": runtime.Version()},
+	})
+	build.Set(1)
+	for _, r := range results {
+		m.ConfigReloads.WithLabelValues(r)
+	}
+	m.ReloadOK.Set(1)
+	m.ReloadOKTime.SetToCurrentTime()
+	reg.MustRegister(m.Requests, m.RequestDuration, m.InFlight, m.ProxyErrors, m.TokenFetches, m.TokenFetchTime,
 		m.TokenExpiry, m.Reauth, m.SecretReads, m.FetchFailures, m.Coalesced, m.Replays,
-		m.VaultLogins, m.VaultRenewals, m.ConfigReloads, m.SharedTokens, build,
+		m.VaultLogins, m.VaultRenewals, m.ConfigReloads, m.ReloadOK, m.ReloadOKTime, m.SharedTokens, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// InitRoutes creates the zero series of the data plane: for each upstream,
+// its request histogram, requests in flight, replays and proxy errors of
+// the codes its requests can get; for upstream "", the codes of requests
+// that reach none.
+func (m *Metrics) InitRoutes(upstreams, upstreamErrors, noUpstreamErrors []string) {
+	if m == nil {
+		return
+	}
+	for _, code := range noUpstreamErrors {
+		m.ProxyErrors.WithLabelValues("", code)
+	}
+	for _, u := range upstreams {
+		m.RequestDuration.WithLabelValues(u)
+		m.InFlight.WithLabelValues(u)
+		m.Replays.WithLabelValues(u)
+		for _, code := range upstreamErrors {
+			m.ProxyErrors.WithLabelValues(u, code)
+		}
+	}
+}
+
+// InitTokens creates the zero series of an upstream's token cache: fetches
+// by result, their histogram, failures by reason, re-auths, coalesced waits,
+// and, for a shared upstream (shared non-nil), its shared-token results.
+// An upstream that no longer shares loses its shared-token series.
+func (m *Metrics) InitTokens(upstream string, reasons, shared []string) {
+	if m == nil {
+		return
+	}
+	for _, r := range results {
+		m.TokenFetches.WithLabelValues(upstream, r)
+	}
+	m.TokenFetchTime.WithLabelValues(upstream)
+	for _, r := range reasons {
+		m.FetchFailures.WithLabelValues(upstream, r)
+	}
+	m.Reauth.WithLabelValues(upstream)
+	m.Coalesced.WithLabelValues(upstream)
+	if shared == nil {
+		m.SharedTokens.DeletePartialMatch(prometheus.Labels{"upstream": upstream})
+	}
+	for _, r := range shared {
+		m.SharedTokens.WithLabelValues(upstream, r)
+	}
+}
+
+// InitSecrets creates the zero series of an upstream's credential reads
+// from source; those of another source it read before are dropped.
+func (m *Metrics) InitSecrets(upstream, source string) {
+	if m == nil {
+		return
+	}
+	m.SecretReads.DeletePartialMatch(prometheus.Labels{"upstream": upstream})
+	for _, r := range results {
+		m.SecretReads.WithLabelValues(upstream, source, r)
+	}
+}
+
+// InitVault creates the zero series of Vault logins and renewals, once a
+// Vault is configured.
+func (m *Metrics) InitVault() {
+	if m == nil {
+		return
+	}
+	for _, r := range results {
+		m.VaultLogins.WithLabelValues(r)
+		m.VaultRenewals.WithLabelValues(r)
+	}
 }
 
 // result is the label value for an error: "success" or "error".
@@ -113,13 +229,30 @@ func result(err error) string {
 	return "success"
 }
 
-// Request records one caller request.
-func (m *Metrics) Request(upstream string, status int, d time.Duration) {
+// Request records one caller request; errCode is the Tokenproxy-Error code
+// when tokenproxy answered it itself, else "".
+func (m *Metrics) Request(upstream string, status int, errCode string, d time.Duration) {
 	if m == nil {
 		return
 	}
 	m.Requests.WithLabelValues(upstream, strconv.Itoa(status)).Inc()
 	m.RequestDuration.WithLabelValues(upstream).Observe(d.Seconds())
+	if errCode != "" {
+		m.ProxyErrors.WithLabelValues(upstream, errCode).Inc()
+	}
+}
+
+// Started counts a request routed to upstream as in flight; the returned
+// func, called once when it ends, counts it out. It holds on to the series,
+// so that a request that outlives its upstream (removed by a reload,
+// Forget) does not bring the series back.
+func (m *Metrics) Started(upstream string) (done func()) {
+	if m == nil {
+		return func() {}
+	}
+	g := m.InFlight.WithLabelValues(upstream)
+	g.Inc()
+	return g.Dec
 }
 
 // TokenFetch records one token endpoint request; reason is "" on success.
@@ -165,10 +298,10 @@ func (m *Metrics) CoalescedWait(upstream string) {
 	}
 }
 
-// SecretRead records one read of a credentials source.
-func (m *Metrics) SecretRead(source string, err error) {
+// SecretRead records one read of an upstream's credentials from source.
+func (m *Metrics) SecretRead(upstream, source string, err error) {
 	if m != nil {
-		m.SecretReads.WithLabelValues(source, result(err)).Inc()
+		m.SecretReads.WithLabelValues(upstream, source, result(err)).Inc()
 	}
 }
 
@@ -186,11 +319,19 @@ func (m *Metrics) VaultRenewal(err error) {
 	}
 }
 
-// ConfigReload records one reload attempt.
+// ConfigReload records one reload attempt: a rejected config sets
+// tokenproxy_config_last_reload_successful to 0 until one is accepted.
 func (m *Metrics) ConfigReload(err error) {
-	if m != nil {
-		m.ConfigReloads.WithLabelValues(result(err)).Inc()
+	if m == nil {
+		return
 	}
+	m.ConfigReloads.WithLabelValues(result(err)).Inc()
+	if err != nil {
+		m.ReloadOK.Set(0)
+		return
+	}
+	m.ReloadOK.Set(1)
+	m.ReloadOKTime.SetToCurrentTime()
 }
 
 // TokenExpiresAt records when the current token expires (zero: no token).
@@ -211,9 +352,9 @@ func (m *Metrics) Forget(upstream string) {
 		return
 	}
 	for _, v := range []*prometheus.MetricVec{m.Requests.MetricVec, m.RequestDuration.MetricVec,
-		m.TokenFetches.MetricVec, m.TokenFetchTime.MetricVec, m.TokenExpiry.MetricVec,
-		m.Reauth.MetricVec, m.FetchFailures.MetricVec, m.Coalesced.MetricVec,
-		m.Replays.MetricVec, m.SharedTokens.MetricVec} {
+		m.InFlight.MetricVec, m.ProxyErrors.MetricVec, m.TokenFetches.MetricVec, m.TokenFetchTime.MetricVec,
+		m.TokenExpiry.MetricVec, m.Reauth.MetricVec, m.SecretReads.MetricVec, m.FetchFailures.MetricVec,
+		m.Coalesced.MetricVec, m.Replays.MetricVec, m.SharedTokens.MetricVec} {
 		v.DeletePartialMatch(prometheus.Labels{"upstream": upstream})
 	}
 }

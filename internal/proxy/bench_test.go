@@ -9,7 +9,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
 	"github.com/tokenproxy/tokenproxy/internal/broker"
+	"github.com/tokenproxy/tokenproxy/internal/metrics"
 	"github.com/tokenproxy/tokenproxy/internal/secrets"
 	"github.com/tokenproxy/tokenproxy/internal/upstream"
 )
@@ -22,8 +27,10 @@ func (s staticTokens) Token(context.Context) (broker.Token, error) { return s.to
 func (s staticTokens) Invalidate(uint64) bool                      { return false }
 
 // benchSetup serves body from an HTTPS upstream, reachable directly and
-// through an in-process tokenproxy data plane on plain HTTP.
-func benchSetup(b *testing.B, body []byte) (direct, proxied string, c *http.Client) {
+// through an in-process tokenproxy data plane on plain HTTP: bare (no
+// metrics, no log), and observed (metrics on a registry, a JSON request log
+// line per call written to io.Discard), as the daemon runs it.
+func benchSetup(b *testing.B, body []byte) (direct, proxied, observed string, c *http.Client) {
 	up := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !strings.HasPrefix(r.Header.Get("Authorization"), "Bearer ") {
 			w.WriteHeader(401)
@@ -40,9 +47,12 @@ func benchSetup(b *testing.B, body []byte) (direct, proxied string, c *http.Clie
 		Tokens: staticTokens{broker.Token{AccessToken: "t", Gen: 1, Creds: creds}}}
 	px := httptest.NewServer(New(NewTable([]*Route{route}), "127.0.0.1:0", nil, nil))
 	b.Cleanup(px.Close)
+	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(io.Discard), zapcore.InfoLevel))
+	ox := httptest.NewServer(New(NewTable([]*Route{route}), "127.0.0.1:0", metrics.New(prometheus.NewRegistry(), metrics.Build{Version: "bench"}), log))
+	b.Cleanup(ox.Close)
 	ctr := up.Client().Transport.(*http.Transport).Clone()
 	ctr.MaxIdleConnsPerHost = 64
-	return up.URL + "/data", px.URL + "/up/data", &http.Client{Transport: ctr}
+	return up.URL + "/data", px.URL + "/up/data", ox.URL + "/up/data", &http.Client{Transport: ctr}
 }
 
 func fetch(b *testing.B, c *http.Client, u string, header bool) int64 {
@@ -67,10 +77,10 @@ func fetch(b *testing.B, c *http.Client, u string, header bool) int64 {
 // with the same call through tokenproxy: the difference is the proxy's cost.
 func BenchmarkRoundTrip(b *testing.B) {
 	for _, size := range []int{1 << 10, 1 << 20} {
-		direct, proxied, c := benchSetup(b, []byte(strings.Repeat("x", size)))
+		direct, proxied, observed, c := benchSetup(b, []byte(strings.Repeat("x", size)))
 		for _, path := range []struct {
 			name, url string
-		}{{"direct", direct}, {"proxied", proxied}} {
+		}{{"direct", direct}, {"proxied", proxied}, {"observed", observed}} {
 			b.Run("size="+sizeName(size)+"/path="+path.name, func(b *testing.B) {
 				b.SetBytes(int64(size))
 				b.ReportAllocs()

@@ -6,6 +6,28 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/tokenproxy/tokenproxy/internal/broker"
+)
+
+// The Tokenproxy-Error codes (CONTRACT.md §4).
+const (
+	CodeBadRequest      = "bad_request"
+	CodeHostNotAllowed  = "host_not_allowed"
+	CodeUnknownUpstream = "unknown_upstream"
+	CodeConnect         = "connect_not_supported"
+	CodePathNotAllowed  = "path_not_allowed"
+	CodeUnreachable     = "upstream_unreachable"
+	CodeUpstreamTimeout = "upstream_timeout"
+	CodeTokenEndpoint   = broker.CodeTokenEndpoint
+	CodeUnavailable     = broker.CodeUnavailable
+)
+
+// The codes a request can get, by whether it was routed to an upstream:
+// the zero series of tokenproxy_proxy_errors_total (CONTRACT.md §5).
+var (
+	UpstreamErrors   = []string{CodePathNotAllowed, CodeTokenEndpoint, CodeUnreachable, CodeUnavailable, CodeUpstreamTimeout, CodeBadRequest}
+	NoUpstreamErrors = []string{CodeUnknownUpstream, CodeHostNotAllowed, CodeConnect, CodeBadRequest}
 )
 
 // Error is a response tokenproxy makes itself (CONTRACT.md §4).
@@ -20,11 +42,16 @@ type Error struct {
 func (e *Error) Error() string { return e.Code + ": " + e.Msg }
 
 func badRequest(msg string) *Error {
-	return &Error{Status: http.StatusBadRequest, Code: "bad_request", Msg: msg}
+	return &Error{Status: http.StatusBadRequest, Code: CodeBadRequest, Msg: msg}
 }
 
-// write sends e with the Tokenproxy-Error header and the JSON body.
+// write sends e with the Tokenproxy-Error header and the JSON body. Every
+// answer tokenproxy makes goes through here, so that the request's log line
+// and metrics know its code.
 func (e *Error) write(w http.ResponseWriter) {
+	if sw, ok := w.(*statusWriter); ok {
+		sw.errCode = e.Code
+	}
 	h := w.Header()
 	h.Set("Tokenproxy-Error", e.Code)
 	h.Set("Content-Type", "application/json")

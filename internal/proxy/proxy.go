@@ -17,7 +17,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/tokenproxy/tokenproxy/internal/broker"
 	"github.com/tokenproxy/tokenproxy/internal/metrics"
@@ -69,6 +71,7 @@ type Handler struct {
 	metrics  *metrics.Metrics
 	log      *zap.Logger
 	upgrades upgrades
+	tracer   trace.Tracer // nil: tracing off
 }
 
 // New returns a Handler serving t. listen is the data plane's configured
@@ -78,7 +81,7 @@ func New(t *Table, listen string, m *metrics.Metrics, log *zap.Logger) *Handler 
 		log = zap.NewNop()
 	}
 	h := &Handler{listen: listen, metrics: m, log: log, upgrades: upgrades{live: map[*upgrade]struct{}{}}}
-	h.table.Store(t)
+	h.SetTable(t)
 	h.rp = &httputil.ReverseProxy{
 		// Rewrite, not Director: it runs after the hop-by-hop headers are
 		// removed, so "Connection: Authorization" cannot strip what is injected.
@@ -92,16 +95,42 @@ func New(t *Table, listen string, m *metrics.Metrics, log *zap.Logger) *Handler 
 	return h
 }
 
-// SetTable makes t the routes in force for requests that start from now on.
-func (h *Handler) SetTable(t *Table) { h.table.Store(t) }
+// SetTable makes t the routes in force for requests that start from now on,
+// and creates their zero metric series.
+func (h *Handler) SetTable(t *Table) {
+	names := make([]string, 0, len(t.byName))
+	for name := range t.byName {
+		names = append(names, name)
+	}
+	h.metrics.InitRoutes(names, UpstreamErrors, NoUpstreamErrors)
+	h.table.Store(t)
+}
 
-// exchange is what one caller request carries through the proxy.
+// exchange is what one caller request carries through the proxy. Its
+// fields are written by the handler's goroutine alone (ReverseProxy calls
+// the transport and its hooks there) and read when the request ends.
 type exchange struct {
-	route    *Route
-	target   *url.URL
-	local    string // scheme://host of this proxy as the caller reached it
-	replayed bool
-	switched bool // the upstream answered 101: the connection now carries another protocol
+	route      *Route
+	target     *url.URL
+	local      string   // scheme://host of this proxy as the caller reached it
+	id         string   // X-Request-Id (CONTRACT.md §3)
+	idValue    []string // id, as a header's values
+	upstreamID string   // the upstream's own X-Request-Id, when it sent another
+	replayed   bool
+	switched   bool // the upstream answered 101: the connection now carries another protocol
+
+	// For the log line: whether a token was had, the time spent waiting
+	// for tokens, and the time the upstream took until its response
+	// headers, over every attempt (a replay is a second one).
+	gotToken     bool
+	askedToken   bool
+	tokenWait    time.Duration
+	attempts     int
+	upstreamTime time.Duration
+
+	// The request's span and its tracer; nil when tracing is off.
+	tracer trace.Tracer
+	span   trace.Span
 }
 
 type ctxKey struct{}
@@ -113,15 +142,22 @@ func exchangeOf(ctx context.Context) *exchange {
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	sw := &statusWriter{ResponseWriter: w}
-	x := &exchange{}
+	x := &exchange{id: requestID(r.Header)}
+	// One value slice for the outbound request and the answer: header
+	// values are replaced, never changed in place.
+	x.idValue = []string{x.id}
+	sw := &statusWriter{ResponseWriter: w, id: x.idValue}
+	if h.tracer != nil {
+		r = h.startSpan(r, x)
+	}
 	defer func() {
 		status := sw.status()
 		if x.switched && sw.code == 0 {
 			// The 101 went out on the hijacked connection, past sw.
 			status = http.StatusSwitchingProtocols
 		}
-		h.finish(r, x, status, start)
+		h.finish(r, x, sw, status, start)
+		x.endSpan(r, status, sw)
 	}()
 
 	if len(r.TransferEncoding) > 0 {
@@ -131,7 +167,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Connection", "close")
 	}
 	if r.Method == http.MethodConnect {
-		writeError(sw, http.StatusMethodNotAllowed, "connect_not_supported", "CONNECT is not supported: send plain HTTP to tokenproxy, which speaks HTTPS to the upstream", "")
+		writeError(sw, http.StatusMethodNotAllowed, CodeConnect, "CONNECT is not supported: send plain HTTP to tokenproxy, which speaks HTTPS to the upstream", "")
 		return
 	}
 	var err *Error
@@ -151,14 +187,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// A TRACE answer echoes the request as the upstream received it:
 		// the injected token and vendor key would come back to the caller,
 		// which must never hold a credential.
-		writeError(sw, http.StatusBadRequest, "bad_request", "TRACE is not forwarded: the upstream would echo the injected credentials back", x.route.Name)
+		writeError(sw, http.StatusBadRequest, CodeBadRequest, "TRACE is not forwarded: the upstream would echo the injected credentials back", x.route.Name)
 		return
 	}
+	defer h.metrics.Started(x.route.Name)()
 	x.local = h.localOrigin(r)
 	ctx := context.WithValue(r.Context(), ctxKey{}, x)
 	if proto := upgradeType(r.Header); proto != "" {
 		if !printable(proto) {
-			writeError(sw, http.StatusBadRequest, "bad_request", "the Upgrade header names a protocol that is not printable ASCII", x.route.Name)
+			writeError(sw, http.StatusBadRequest, CodeBadRequest, "the Upgrade header names a protocol that is not printable ASCII", x.route.Name)
 			return
 		}
 		// Once switched, the connection is hijacked and http.Server.Shutdown
@@ -181,25 +218,53 @@ func (h *Handler) CloseUpgraded(ctx context.Context) int {
 	return h.upgrades.close(ctx)
 }
 
-// finish logs one line per request and counts it.
-func (h *Handler) finish(r *http.Request, x *exchange, status int, start time.Time) {
+// finish logs one line per request (CONTRACT.md §6) and counts it. Besides
+// the contract's fields, the line splits a slow answer into its parts:
+// token_wait (time spent waiting for a token) and upstream_latency (the
+// upstream's time until its response headers); token says whether the
+// token used was the first one tried or a replay's, and is absent when
+// none was had.
+func (h *Handler) finish(r *http.Request, x *exchange, sw *statusWriter, status int, start time.Time) {
 	d := time.Since(start)
 	name := ""
 	if x.route != nil {
 		name = x.route.Name
 	}
-	h.metrics.Request(name, status, d)
-	token := "fresh"
-	if x.replayed {
-		token = "replayed"
+	h.metrics.Request(name, status, sw.errCode, d)
+	ce := h.log.Check(zapcore.InfoLevel, "request")
+	if ce == nil {
+		return
 	}
-	h.log.Info("request",
+	f := make([]zap.Field, 0, 12) // every field below at most once
+	f = append(f,
 		zap.String("upstream", name),
 		zap.String("method", r.Method),
 		zap.String("path", logPath(r)),
 		zap.Int("status", status),
 		zap.Duration("duration", d),
-		zap.String("token", token))
+		zap.String("request_id", x.id))
+	if sw.errCode != "" {
+		f = append(f, zap.String("error", sw.errCode))
+	}
+	switch {
+	case x.replayed:
+		f = append(f, zap.String("token", "replayed"))
+	case x.gotToken:
+		f = append(f, zap.String("token", "fresh"))
+	}
+	if x.askedToken {
+		f = append(f, zap.Duration("token_wait", x.tokenWait))
+	}
+	if x.attempts > 0 {
+		f = append(f, zap.Duration("upstream_latency", x.upstreamTime))
+	}
+	if !x.switched {
+		f = append(f, zap.Int64("response_bytes", sw.bytes))
+	}
+	if x.upstreamID != "" {
+		f = append(f, zap.String("upstream_request_id", x.upstreamID))
+	}
+	ce.Write(f...)
 }
 
 // logPath is the request path without its query, which may hold anything.
@@ -236,6 +301,7 @@ func rewrite(pr *httputil.ProxyRequest) {
 	for _, k := range append([]string{"Authorization", "Proxy-Authorization", "Forwarded"}, x.route.Adapter.KeyHeaders()...) {
 		pr.Out.Header.Del(k)
 	}
+	pr.Out.Header[requestIDHeader] = x.idValue
 	// Rewrite already drops X-Forwarded-For/-Host/-Proto from the caller.
 }
 
@@ -244,6 +310,14 @@ func rewrite(pr *httputil.ProxyRequest) {
 func (h *Handler) modifyResponse(resp *http.Response) error {
 	x := exchangeOf(resp.Request.Context())
 	x.switched = resp.StatusCode == http.StatusSwitchingProtocols
+	// The caller gets one X-Request-Id, ours (statusWriter sets it); the
+	// upstream's own, when another, is kept for the log line.
+	if ids := resp.Header[requestIDHeader]; len(ids) > 0 {
+		if len(ids) > 1 || ids[0] != x.id {
+			x.upstreamID = boundedID(ids[0])
+		}
+		resp.Header.Del(requestIDHeader)
+	}
 	if loc := resp.Header.Get("Location"); loc != "" {
 		if local, ok := localLocation(x.route, x.target, loc, x.local); ok {
 			resp.Header.Set("Location", local)
@@ -266,7 +340,7 @@ func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 		e := &Error{Status: status, Code: be.Code, Msg: be.Msg, Upstream: name, RetryAfter: be.RetryAfter}
 		e.write(w)
 	case errors.Is(err, errHeaderTimeout):
-		writeError(w, http.StatusGatewayTimeout, "upstream_timeout", name+": the upstream did not answer within "+x.route.Timeout.String(), name)
+		writeError(w, http.StatusGatewayTimeout, CodeUpstreamTimeout, name+": the upstream did not answer within "+x.route.Timeout.String(), name)
 	case r.Context().Err() != nil:
 		// The caller went away; nobody reads an answer (logged as 499).
 	case x.switched:
@@ -274,10 +348,10 @@ func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 		// (another protocol than the one asked for, or the caller's
 		// connection failed).
 		h.log.Warn("protocol switch failed", zap.String("upstream", name), zap.String("error", shortError(err)))
-		writeError(w, http.StatusBadGateway, "upstream_unreachable", name+": the upstream's protocol switch failed: "+shortError(err), name)
+		writeError(w, http.StatusBadGateway, CodeUnreachable, name+": the upstream's protocol switch failed: "+shortError(err), name)
 	default:
 		h.log.Warn("upstream unreachable", zap.String("upstream", name), zap.String("host", x.target.Host), zap.String("error", shortError(err)))
-		writeError(w, http.StatusBadGateway, "upstream_unreachable", name+": cannot reach "+x.target.Host+": "+shortError(err), name)
+		writeError(w, http.StatusBadGateway, CodeUnreachable, name+": cannot reach "+x.target.Host+": "+shortError(err), name)
 	}
 }
 
@@ -290,10 +364,25 @@ func shortError(err error) string {
 	return err.Error()
 }
 
-// statusWriter remembers the status written, for the log and metrics.
+// boundedID is an upstream's X-Request-Id as logged: at most maxRequestID
+// bytes of whatever it sent.
+func boundedID(s string) string {
+	if len(s) > maxRequestID {
+		return s[:maxRequestID]
+	}
+	return s
+}
+
+// statusWriter remembers the status, error code and body size written, for
+// the log and metrics, and gives every response the request's X-Request-Id:
+// set as the headers go out, it replaces any other value and survives
+// ReverseProxy clearing the headers after a 1xx.
 type statusWriter struct {
 	http.ResponseWriter
+	id       []string // X-Request-Id's values: the request's id alone
 	code     int
+	errCode  string // Tokenproxy-Error, when tokenproxy answered (Error.write)
+	bytes    int64
 	onHijack func(net.Conn) // set for requests that ask to switch protocols
 }
 
@@ -301,14 +390,17 @@ func (s *statusWriter) WriteHeader(code int) {
 	if s.code == 0 && code >= 200 {
 		s.code = code
 	}
+	s.ResponseWriter.Header()[requestIDHeader] = s.id
 	s.ResponseWriter.WriteHeader(code)
 }
 
 func (s *statusWriter) Write(b []byte) (int, error) {
 	if s.code == 0 {
-		s.code = http.StatusOK
+		s.WriteHeader(http.StatusOK)
 	}
-	return s.ResponseWriter.Write(b)
+	n, err := s.ResponseWriter.Write(b)
+	s.bytes += int64(n)
+	return n, err
 }
 
 func (s *statusWriter) status() int {

@@ -24,7 +24,7 @@ func (t *Table) byRoute(r *http.Request) (*Route, *url.URL, *Error) {
 	name, rest, hasRest := strings.Cut(path[1:], "/")
 	rt := t.byName[name]
 	if rt == nil {
-		return nil, nil, &Error{Status: http.StatusNotFound, Code: "unknown_upstream",
+		return nil, nil, &Error{Status: http.StatusNotFound, Code: CodeUnknownUpstream,
 			Msg: "no upstream is named " + quoteName(name) + "; requests go to /{upstream}/{path}"}
 	}
 	target := rt.basePath()
@@ -76,10 +76,10 @@ func (t *Table) forward(r *http.Request) (*Route, *url.URL, *Error) {
 		}
 	}
 	if hostMatch != nil {
-		return hostMatch, nil, &Error{Status: http.StatusForbidden, Code: "path_not_allowed",
+		return hostMatch, nil, &Error{Status: http.StatusForbidden, Code: CodePathNotAllowed,
 			Msg: "the path lies outside the upstream's base_url path " + hostMatch.basePath() + "/"}
 	}
-	return nil, nil, &Error{Status: http.StatusForbidden, Code: "host_not_allowed",
+	return nil, nil, &Error{Status: http.StatusForbidden, Code: CodeHostNotAllowed,
 		Msg: "no upstream is configured for host " + quoteName(r.URL.Hostname())}
 }
 

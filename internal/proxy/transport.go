@@ -6,9 +6,16 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strconv"
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/tokenproxy/tokenproxy/internal/broker"
 	"github.com/tokenproxy/tokenproxy/internal/metrics"
 )
 
@@ -29,18 +36,18 @@ func (in *injector) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return nil, err
 	}
-	tok, err := rt.Tokens.Token(req.Context())
+	tok, err := x.token(req.Context())
 	if err != nil {
 		return nil, err
 	}
-	resp, err := in.send(req, rt, func(h http.Header) { rt.Adapter.Inject(h, tok) })
+	resp, err := in.send(req, x, func(h http.Header) { rt.Adapter.Inject(h, tok) })
 	if err != nil || resp.StatusCode != http.StatusUnauthorized || !replayable {
 		return resp, err
 	}
 	// The upstream refused this token: drop it (unless a newer one already
 	// replaced it) and try once more with whatever the broker has now.
 	rt.Tokens.Invalidate(tok.Gen)
-	fresh, err := rt.Tokens.Token(req.Context())
+	fresh, err := x.token(req.Context())
 	if err == nil && fresh.Gen == tok.Gen {
 		return resp, nil // nothing newer to try: the caller gets the 401
 	}
@@ -57,25 +64,82 @@ func (in *injector) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	x.replayed = true
 	in.metrics.Replayed(rt.Name)
-	return in.send(req, rt, func(h http.Header) { rt.Adapter.Inject(h, fresh) })
+	return in.send(req, x, func(h http.Header) { rt.Adapter.Inject(h, fresh) })
+}
+
+// token asks the route's broker for a token, timing the wait.
+func (x *exchange) token(ctx context.Context) (broker.Token, error) {
+	var span trace.Span
+	if x.tracer != nil {
+		ctx, span = x.childSpan(ctx, "token wait", trace.SpanKindInternal, attribute.String("tokenproxy.upstream", x.route.Name))
+	}
+	start := time.Now()
+	tok, err := x.route.Tokens.Token(ctx)
+	x.askedToken = true
+	x.tokenWait += time.Since(start)
+	x.gotToken = x.gotToken || err == nil
+	if span != nil {
+		if be, ok := broker.AsError(err); ok {
+			span.SetAttributes(attribute.String("tokenproxy.error", be.Code))
+			span.SetStatus(codes.Error, be.Code)
+		} else if err != nil {
+			span.SetStatus(codes.Error, "caller gone")
+		}
+		span.End()
+	}
+	return tok, err
 }
 
 // send makes one attempt with the given injection, bounding the wait for
 // response headers by the route's timeout; the body may stream for longer.
-func (in *injector) send(req *http.Request, rt *Route, inject func(http.Header)) (*http.Response, error) {
-	ctx, cancel := context.WithCancel(req.Context())
+func (in *injector) send(req *http.Request, x *exchange, inject func(http.Header)) (*http.Response, error) {
+	rt := x.route
+	ctx := req.Context()
+	var span trace.Span
+	if x.tracer != nil {
+		ctx, span = x.childSpan(ctx, req.Method, trace.SpanKindClient,
+			attribute.String("http.request.method", req.Method),
+			attribute.String("server.address", req.URL.Hostname()),
+			attribute.String("url.path", req.URL.EscapedPath()))
+		if x.attempts > 0 {
+			span.SetAttributes(attribute.Int("http.request.resend_count", x.attempts))
+		}
+	}
+	ctx, cancel := context.WithCancel(ctx)
 	var timedOut atomic.Bool
 	timer := time.AfterFunc(rt.Timeout, func() { timedOut.Store(true); cancel() })
 	out := req.Clone(ctx)
 	inject(out.Header)
+	if span != nil {
+		// The upstream's parent is this attempt; a caller's traceparent,
+		// which ReverseProxy copied, is replaced.
+		traceContext.Inject(ctx, propagation.HeaderCarrier(out.Header))
+		defer span.End()
+	}
 	tr := rt.Transport
 	if out.Header.Get("Upgrade") != "" && rt.UpgradeTransport != nil {
 		// ReverseProxy keeps Upgrade, hop-by-hop as it is, only on a request
 		// that asks to switch protocols.
 		tr = rt.UpgradeTransport
 	}
+	start := time.Now()
 	resp, err := tr.RoundTrip(out)
 	timer.Stop()
+	x.attempts++
+	x.upstreamTime += time.Since(start)
+	if span != nil {
+		switch {
+		case timedOut.Load():
+			span.SetStatus(codes.Error, CodeUpstreamTimeout)
+		case err != nil:
+			span.SetStatus(codes.Error, CodeUnreachable)
+		default:
+			span.SetAttributes(attribute.Int("http.response.status_code", resp.StatusCode))
+			if resp.StatusCode >= 500 {
+				span.SetStatus(codes.Error, strconv.Itoa(resp.StatusCode))
+			}
+		}
+	}
 	if timedOut.Load() {
 		if err == nil {
 			resp.Body.Close()

@@ -177,6 +177,9 @@ func (b *switchedBody) CloseWrite() error {
 // Hijack lets ReverseProxy take over the caller's connection after a 101,
 // telling onHijack about it.
 func (s *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	// ReverseProxy writes the 101 with these headers itself, past
+	// WriteHeader.
+	s.ResponseWriter.Header()[requestIDHeader] = s.id
 	c, brw, err := http.NewResponseController(s.ResponseWriter).Hijack()
 	if err == nil && s.onHijack != nil {
 		s.onHijack(c)

@@ -28,7 +28,9 @@ func (g *HGEM) Fetch(ctx context.Context, creds secrets.Credentials, _ string) (
 		form.Set("scope", scope)
 	}
 	h := http.Header{"Hgem-Api-Key": {creds.Get("api_key")}}
-	return ask(ctx, g.Client, g.TokenURL, formType, []byte(form.Encode()), h, hgemAnswer)
+	tok, err := ask(ctx, g.Client, g.TokenURL, formType, []byte(form.Encode()), h, hgemAnswer)
+	tok.Grant = form.Get("grant_type")
+	return tok, err
 }
 
 func (g *HGEM) Inject(h http.Header, tok broker.Token) {

@@ -21,7 +21,9 @@ type Inspera struct {
 func (i *Inspera) Fetch(ctx context.Context, creds secrets.Credentials, _ string) (broker.Token, error) {
 	q := url.Values{"grant_type": {"authorization_code"}, "client_id": {creds.Get("client_id")}}
 	h := http.Header{"Code": {creds.Get("api_key")}}
-	return ask(ctx, i.Client, i.TokenURL+"?"+q.Encode(), formType, nil, h, insperaAnswer)
+	tok, err := ask(ctx, i.Client, i.TokenURL+"?"+q.Encode(), formType, nil, h, insperaAnswer)
+	tok.Grant = q.Get("grant_type")
+	return tok, err
 }
 
 func (i *Inspera) Inject(h http.Header, tok broker.Token) { bearer(h, tok) }

@@ -41,7 +41,9 @@ func (p *Prodoscore) Fetch(ctx context.Context, creds secrets.Credentials, refre
 }
 
 func (p *Prodoscore) grant(ctx context.Context, form url.Values) (broker.Token, error) {
-	return ask(ctx, p.Client, p.TokenURL, formType, []byte(form.Encode()), nil, prodoscoreAnswer)
+	tok, err := ask(ctx, p.Client, p.TokenURL, formType, []byte(form.Encode()), nil, prodoscoreAnswer)
+	tok.Grant = form.Get("grant_type")
+	return tok, err
 }
 
 // refreshRefused reports whether a refresh grant was refused, in whatever

@@ -30,7 +30,9 @@ func (p *Prominsight) Fetch(ctx context.Context, creds secrets.Credentials, _ st
 	if err != nil {
 		return broker.Token{}, err
 	}
-	return ask(ctx, p.Client, p.TokenURL, "application/json", body, nil, prominsightAnswer)
+	tok, err := ask(ctx, p.Client, p.TokenURL, "application/json", body, nil, prominsightAnswer)
+	tok.Grant = "client_credentials" // what a client id and secret in a JSON body amount to
+	return tok, err
 }
 
 func (p *Prominsight) Inject(h http.Header, tok broker.Token) { bearer(h, tok) }
