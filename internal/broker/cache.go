@@ -484,7 +484,12 @@ func (c *Cache) installLocked(tok *Token, creds secrets.Credentials, sent, now t
 	}
 	taken := tok.Gen != c.tok.Gen
 	tok.Creds = creds
-	c.refused = 0
+	if tok.SharedGen != 0 {
+		// The fleet has answered the refusal (with another token, or with
+		// this one within the reauth bound). A token minted alone while the
+		// store was down has not: the refused one may still be stored.
+		c.refused = 0
+	}
 	if tok.Expiry.IsZero() {
 		life := tok.ExpiresIn
 		if life <= 0 {

@@ -689,3 +689,38 @@ func TestSharedLocalTokenDatedFromVendorCall(t *testing.T) {
 		}
 	})
 }
+
+// A token refused while the store was down is not taken back once the store
+// answers again: the replica minted alone meanwhile, and the stored token is
+// the one the upstream refused (found by a new user: a vendor 401 for
+// reauth_min_interval after a Vault outage).
+func TestSharedRefusedTokenNotTakenBackAfterOutage(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		v := newVendor(time.Hour, 50*time.Millisecond)
+		mem := sharing.NewMemory()
+		c := fleetOf(t, 1, v, mem, Options{ReauthMinInterval: time.Millisecond})[0]
+		s1, _ := c.Token(context.Background())
+		mem.SetError(errors.New("connection refused"))
+		if !c.Invalidate(s1.Gen) {
+			t.Fatal("401 did not drop the token")
+		}
+		alone, err := c.Token(context.Background())
+		if err != nil || alone.SharedGen != 0 {
+			t.Fatalf("store down after a 401: %v %v, want a token minted alone", alone, err)
+		}
+		mem.SetError(nil)
+		time.Sleep(time.Second)
+		// The token minted alone is refused too (say, the path needs a scope):
+		// the store must not hand back the one refused before.
+		if !c.Invalidate(alone.Gen) {
+			t.Fatal("401 did not drop the token minted alone")
+		}
+		tok, err := c.Token(context.Background())
+		if err != nil || tok.AccessToken == s1.AccessToken {
+			t.Fatalf("after the outage: %v %v, want a token other than the refused %s", tok, err, s1.AccessToken)
+		}
+		if rec := stored(t, mem); rec.AccessToken == s1.AccessToken {
+			t.Fatal("the refused token is still the fleet's")
+		}
+	})
+}
