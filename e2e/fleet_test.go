@@ -567,6 +567,20 @@ func TestFleetCheckUsesStoredToken(t *testing.T) {
 		}
 	}
 	(&fleet{v: v, procs: []*proc{p}}).checkNoTokensExposed(t)
+
+	// A sharing path the fleet cannot use (here: one the policy does not
+	// grant) fails the smoke test for the shared upstreams, without asking
+	// the vendor, instead of passing on tokens minted alone.
+	denied := strings.Replace(cfg, "path: secret/tokenproxy/shared", "path: secret/other/shared", 1)
+	r = v.cli("", "check", "--config", v.write("check-denied.yaml", []byte(denied)))
+	if r.code != 1 || strings.Count(r.stdout, ": shared token store unusable: ") != len(vaultKinds) || !strings.Contains(r.stdout, "403") {
+		t.Fatalf("check with a denied sharing path: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	for _, kind := range vaultKinds {
+		if n := v.vendors[kind].sim.TokenCalls(); n != 1 {
+			t.Errorf("%s: %d token requests after a check on a denied sharing path, want still 1", kind, n)
+		}
+	}
 }
 
 // keysOf lists a record's keys with whether each is set, never a value.

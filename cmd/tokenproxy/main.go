@@ -254,6 +254,19 @@ func validate(c *command, args []string, stdout, stderr io.Writer) int {
 	if cfg != nil && !*offline {
 		ps = append(ps, daemon.LocalProblems(cfg, daemon.Options{})...)
 	}
+	if *offline {
+		// Away from where it runs, an environment variable the config
+		// relies on is not a problem of the file: say so, and go on.
+		var fileOnly config.Problems
+		for _, p := range ps {
+			if p.Env == "" {
+				fileOnly = append(fileOnly, p)
+				continue
+			}
+			fmt.Fprintf(stderr, "%s: warning: not in the file; $%s must be set where tokenproxy runs\n", p.Path, p.Env)
+		}
+		ps = fileOnly
+	}
 	for _, p := range ps {
 		fmt.Fprintln(stderr, p.String())
 	}

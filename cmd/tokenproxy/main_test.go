@@ -99,6 +99,10 @@ func write(t *testing.T, dir, name, text string) string {
 
 const hgemBlock = "upstreams:\n  hgem:\n    type: hgem\n    base_url: https://results-api.hgem.com\n    credentials: file:secrets/hgem.json\n"
 
+// vaultFromEnv is a config that takes Vault's address and token from the
+// environment, as CI lints it without them.
+const vaultFromEnv = "secrets:\n  vault:\n    auth: {method: token}\nupstreams:\n  hgem:\n    type: hgem\n    base_url: https://results-api.hgem.com\n    credentials: vault:secret/hgem\n"
+
 // validate names the file, key path and lines of every mistake, reads what
 // the config points to relative to the config's directory, and with
 // --offline reads none of it.
@@ -126,6 +130,12 @@ func TestValidate(t *testing.T) {
 		{"offline still checks the config", "listen: 127.0.0.1:9901\n" + hgemBlock + hgemBlock[len("upstreams:\n"):], []string{"--offline"}, 2,
 			"", "upstreams.hgem: written twice, on lines 3 and 7; keep one\n" +
 				"listen: \"127.0.0.1:9901\" and admin_listen \"127.0.0.1:9901\" are the same address; the data and admin planes need one each (line 1)\n"},
+		{"relies on $VAULT_ADDR and $VAULT_TOKEN, here unset", vaultFromEnv, nil, 2,
+			"", "secrets.vault.address: required (or set $VAULT_ADDR)\nsecrets.vault.auth.token_file: required for method token when $VAULT_TOKEN is not set\n"},
+		{"relies on $VAULT_ADDR and $VAULT_TOKEN, offline", vaultFromEnv, []string{"--offline"}, 0,
+			"F: valid (1 upstreams; credentials and files it points to not read (--offline))\n",
+			"secrets.vault.address: warning: not in the file; $VAULT_ADDR must be set where tokenproxy runs\n" +
+				"secrets.vault.auth.token_file: warning: not in the file; $VAULT_TOKEN must be set where tokenproxy runs\n"},
 		{"syntax", "upstreams:\n  hgem:\n    type: hgem\n   base_url: https://x\n", nil, 2,
 			"", "F:4: not valid YAML: did not find expected key\n"},
 		{"warning", "listen: 0.0.0.0:8080\n" + hgemBlock, nil, 0,
@@ -133,6 +143,8 @@ func TestValidate(t *testing.T) {
 	}
 	write(t, dir, "secrets/hgem.json", `{"api_key": "k", "client_id": "i", "client_secret": "s"}`)
 	write(t, dir, "secrets/partial.json", `{"api_key": "k", "client_id": "i"}`)
+	t.Setenv("VAULT_ADDR", "")
+	t.Setenv("VAULT_TOKEN", "")
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			path := write(t, dir, "config"+string(rune('a'+i))+".yaml", c.text)

@@ -20,6 +20,11 @@ type Problem struct {
 	// file as a whole, the file's name, with ":<line>" when one is known.
 	Path string
 	Msg  string
+	// Env names the environment variable that would settle the problem
+	// where tokenproxy runs ($VAULT_ADDR for a missing secrets.vault.address),
+	// so that a check away from that environment (validate --offline) can
+	// tell it apart; "" for a problem of the file itself.
+	Env string
 }
 
 func (p Problem) String() string { return p.Path + ": " + p.Msg }

@@ -158,7 +158,7 @@ func (t *Tracing) validate(ps *Problems) {
 
 func (v *Vault) validate(ps *Problems) {
 	if v.Address == "" {
-		ps.add("secrets.vault.address", "required (or set $VAULT_ADDR)")
+		*ps = append(*ps, Problem{Path: "secrets.vault.address", Msg: "required (or set $VAULT_ADDR)", Env: "VAULT_ADDR"})
 	} else if u, err := url.Parse(v.Address); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		ps.add("secrets.vault.address", "%q is not an http(s) URL", v.Address)
 	}
@@ -177,7 +177,7 @@ func (v *Vault) validate(ps *Problems) {
 		}
 	case "token":
 		if a.TokenFile == "" && os.Getenv("VAULT_TOKEN") == "" {
-			ps.add("secrets.vault.auth.token_file", "required for method token when $VAULT_TOKEN is not set")
+			*ps = append(*ps, Problem{Path: "secrets.vault.auth.token_file", Msg: "required for method token when $VAULT_TOKEN is not set", Env: "VAULT_TOKEN"})
 		}
 	default:
 		checkOneOf(ps, "secrets.vault.auth.method", a.Method, AuthMethods)

@@ -40,7 +40,15 @@ func Check(ctx context.Context, cfg *config.Config, opt Options) []CheckResult {
 	if vaultErr == nil {
 		defer stopVault()
 	}
-	checkSharing(cfg, vault, log)
+	// A store the fleet cannot use would leave every replica minting alone
+	// (and meeting a one-token-per-user vendor's 409s): a smoke test fails
+	// on it rather than passing on tokens minted alone.
+	var storeErr error
+	if vaultErr == nil && cfg.Sharing != nil {
+		sctx, cancel := context.WithTimeout(ctx, maxTokenTimeout(cfg))
+		storeErr = sharingProblem(sctx, cfg, vault)
+		cancel()
+	}
 	names := cfg.UpstreamNames()
 	results := make([]CheckResult, len(names))
 	var wg sync.WaitGroup
@@ -49,6 +57,10 @@ func Check(ctx context.Context, cfg *config.Config, opt Options) []CheckResult {
 		results[i].Name = name
 		if kind, _, _ := config.ParseRef(u.Credentials); kind == "vault" && vaultErr != nil {
 			results[i].Err = fmt.Errorf("credentials unavailable: %w", vaultErr)
+			continue
+		}
+		if storeErr != nil && cfg.IsShared(name) {
+			results[i].Err = fmt.Errorf("shared token store unusable: %w", storeErr)
 			continue
 		}
 		wg.Go(func() {
@@ -98,6 +110,15 @@ func (opt *Options) checkOne(ctx context.Context, name string, u config.Upstream
 		return time.Time{}, err
 	}
 	return tok.Expiry, nil
+}
+
+// maxTokenTimeout is the largest token_timeout of cfg's upstreams.
+func maxTokenTimeout(cfg *config.Config) time.Duration {
+	var d time.Duration
+	for _, u := range cfg.Upstreams {
+		d = max(d, u.TokenTimeout.Duration)
+	}
+	return d
 }
 
 // ended says, when ctx has ended, why in words for a person: what had not

@@ -109,11 +109,20 @@ func checkSharing(cfg *config.Config, vault *secrets.Vault, log *zap.Logger) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if err := sharing.NewVault(vault, cfg.Sharing.Vault.Path).Check(ctx); err != nil {
+		if err := sharingProblem(ctx, cfg, vault); err != nil {
 			log.Warn("the sharing store cannot be used; tokens are kept or minted as on_store_unavailable says",
 				zap.String("key", "sharing.vault.path"), zap.Error(err))
 		}
 	}()
+}
+
+// sharingProblem is why sharing.vault.path cannot hold the fleet's tokens,
+// or nil (also when nothing is shared).
+func sharingProblem(ctx context.Context, cfg *config.Config, vault *secrets.Vault) error {
+	if cfg.Sharing == nil || vault == nil {
+		return nil
+	}
+	return sharing.NewVault(vault, cfg.Sharing.Vault.Path).Check(ctx)
 }
 
 // startUpstream builds and starts an upstream: credentials are read and its

@@ -50,16 +50,29 @@ func NewVault(v *secrets.Vault, path string) *Vault {
 // daemon logs at start, why it cannot hold the records: not logged in, the
 // lookup refused (a path under no mount answers HTTP 403 too), a mount that
 // is KV version 1 or not KV, or a path that names the mount alone.
+//
+// It also reads a record that no upstream can have (route names are
+// [a-z0-9-]+), so that a policy without read on <path>/* is caught here:
+// finding the mount takes no more than some access somewhere under it.
 func (s *Vault) Check(ctx context.Context) error {
-	_, sub, err := s.v.KVv2(ctx, s.prefix+"/")
+	kv, sub, err := s.v.KVv2(ctx, s.prefix+"/")
 	if err == nil && sub == "" {
 		err = errors.New("it names the mount alone, with no prefix for the records under it")
+	}
+	if err == nil {
+		probe := strings.TrimSuffix(sub, "/") + "/" + checkProbe
+		if _, gerr := kv.Get(ctx, probe); gerr != nil && !errors.Is(gerr, api.ErrSecretNotFound) {
+			err = fmt.Errorf("reading %s/*: %w", s.prefix, s.v.Failed(s.prefix+"/"+checkProbe, gerr))
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("sharing.vault.path %s at %s: %w", s.prefix, s.v.Addr(), err)
 	}
 	return nil
 }
+
+// checkProbe is the record Check reads: no upstream is named so.
+const checkProbe = "_check"
 
 // Load returns the record of upstream name and its KV version.
 func (s *Vault) Load(ctx context.Context, name string) (Record, int, error) {
