@@ -173,7 +173,7 @@ func TestCLIRelativePathsAndOffline(t *testing.T) {
 		t.Fatal(err)
 	}
 	r = e.cli(elsewhere, "validate", "--config", path)
-	want := fmt.Sprintf("upstreams.hgem.credentials: file:%s: open %[1]s: no such file or directory\n", filepath.Join(dir, "secrets", "hgem.json"))
+	want := fmt.Sprintf("upstreams.hgem.credentials: file:%s: open %[1]s: no such file or directory (line 5)\n", filepath.Join(dir, "secrets", "hgem.json"))
 	if r.code != 2 || r.stderr != want {
 		t.Errorf("validate without secrets: exit %d, stderr %q; want 2 and %q", r.code, r.stderr, want)
 	}

@@ -21,6 +21,9 @@ import (
 
 // Config is the whole configuration file (CONTRACT.md §2).
 type Config struct {
+	// lines are the key paths' line numbers in the file read, for Locate.
+	lines map[string]int `yaml:"-"`
+
 	Listen          string              `yaml:"listen"`
 	AdminListen     string              `yaml:"admin_listen"`
 	LogLevel        string              `yaml:"log_level"`
@@ -232,13 +235,38 @@ func parse(name, dir string, b []byte) (*Config, Problems) {
 	}
 	cfg.ResolvePaths(dir)
 	cfg.applyDefaults()
+	cfg.lines = s.lines
+	reported := map[string]bool{}
+	for _, p := range ps {
+		reported[p.Path] = true
+	}
 	for _, p := range cfg.Validate() {
-		if line := s.lines[p.Path]; line > 0 {
-			p.Msg += fmt.Sprintf(" (line %d)", line)
+		// A key the schema already found wrong (a negative duration, say)
+		// is reported once, not again as an invalid setting.
+		if !reported[p.Path] {
+			ps = append(ps, cfg.Locate(p))
 		}
-		ps = append(ps, p)
 	}
 	return cfg, ps
+}
+
+// Locate adds to p the lines of the keys it is about, when the config was
+// read from a file: " (line 4)", or " (lines 1 and 2)" for two keys.
+func (c *Config) Locate(p Problem) Problem {
+	var lines []string
+	for _, k := range append([]string{p.Path}, p.Also...) {
+		if l := c.lines[k]; l > 0 {
+			lines = append(lines, strconv.Itoa(l))
+		}
+	}
+	switch len(lines) {
+	case 0:
+	case 1:
+		p.Msg += " (line " + lines[0] + ")"
+	default:
+		p.Msg += " (lines " + strings.Join(lines, " and ") + ")"
+	}
+	return p
 }
 
 // syntaxProblem locates a YAML syntax error on the line where the text

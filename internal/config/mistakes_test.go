@@ -15,8 +15,10 @@ import (
 var topKeys = func() string {
 	var names []string
 	for i := range typeOfConfig.NumField() {
-		name, _, _ := strings.Cut(typeOfConfig.Field(i).Tag.Get("yaml"), ",")
-		names = append(names, name)
+		f := typeOfConfig.Field(i)
+		if name, _, _ := strings.Cut(f.Tag.Get("yaml"), ","); f.IsExported() && name != "-" {
+			names = append(names, name)
+		}
 	}
 	slices.Sort(names)
 	return strings.Join(names, ", ")
@@ -75,7 +77,7 @@ func TestMistakesAreNamedExactly(t *testing.T) {
 		{"listen is admin_listen", "listen: 127.0.0.1:9901\nupstreams:\n" + hgem,
 			[]string{"listen: \"127.0.0.1:9901\" and admin_listen \"127.0.0.1:9901\" are the same address; the data and admin planes need one each (line 1)"}},
 		{"listen is admin_listen, spelt otherwise", "listen: localhost:9000\nadmin_listen: '[::ffff:127.0.0.1]:9000'\nupstreams:\n" + hgem,
-			[]string{"listen: \"localhost:9000\" and admin_listen \"[::ffff:127.0.0.1]:9000\" are the same address; the data and admin planes need one each (line 1)"}},
+			[]string{"listen: \"localhost:9000\" and admin_listen \"[::ffff:127.0.0.1]:9000\" are the same address; the data and admin planes need one each (lines 1 and 2)"}},
 		{"odd keys are quoted", "\"\": 1\nupstreams:\n  \"Bad Name\": {type: hgem, base_url: 'https://x', credentials: 'env:H'}\n",
 			[]string{"\"\": unknown key (line 1); known keys: " + topKeys,
 				"upstreams.\"Bad Name\": route name must match [a-z0-9-]+ (line 3)"}},

@@ -20,6 +20,9 @@ type Problem struct {
 	// file as a whole, the file's name, with ":<line>" when one is known.
 	Path string
 	Msg  string
+	// Also names other key paths the problem is about (both of two keys
+	// that clash), so that their lines are given too.
+	Also []string
 	// Env names the environment variable that would settle the problem
 	// where tokenproxy runs ($VAULT_ADDR for a missing secrets.vault.address),
 	// so that a check away from that environment (validate --offline) can
@@ -98,6 +101,9 @@ func (s *schema) check(path string, n *yaml.Node, t reflect.Type) {
 		for i := range t.NumField() {
 			f := t.Field(i)
 			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			if !f.IsExported() || name == "-" {
+				continue // not a key of the file
+			}
 			fields[name] = f.Type
 		}
 		s.pairs(path, n, func(key *yaml.Node, v *yaml.Node) {

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"errors"
 	"net"
 	"net/url"
@@ -35,7 +36,8 @@ func (c *Config) Validate() Problems {
 	okListen := checkListen(&ps, "listen", c.Listen)
 	okAdmin := checkListen(&ps, "admin_listen", c.AdminListen)
 	if okListen && okAdmin && sameListener(c.Listen, c.AdminListen) {
-		ps.add("listen", "%q and admin_listen %q are the same address; the data and admin planes need one each", c.Listen, c.AdminListen)
+		ps = append(ps, Problem{Path: "listen", Also: []string{"admin_listen"},
+			Msg: fmt.Sprintf("%q and admin_listen %q are the same address; the data and admin planes need one each", c.Listen, c.AdminListen)})
 	}
 	checkOneOf(&ps, "log_level", c.LogLevel, LogLevels)
 	if c.ReadHeaderTimeout.Duration <= 0 {
@@ -130,9 +132,7 @@ func (c *Config) validateSharing(ps *Problems) {
 	if s.Lease.Duration > 0 && s.Lease.Duration < 2*longest {
 		ps.add("sharing.lease", "%s is less than twice the token_timeout of upstream %s (%s): a holder must be able to mint and write back within its lease", s.Lease.Duration, which, longest)
 	}
-	if s.OnStoreUnavailable != "local" && s.OnStoreUnavailable != "fail" {
-		ps.add("sharing.on_store_unavailable", "%q is not one of local, fail", s.OnStoreUnavailable)
-	}
+	checkOneOf(ps, "sharing.on_store_unavailable", s.OnStoreUnavailable, []string{"local", "fail"})
 }
 
 // validate checks the tracing section. Plain http is allowed to any host:

@@ -152,7 +152,7 @@ func LocalProblems(cfg *config.Config, opt Options) config.Problems {
 		if u.CAFile != "" {
 			if _, err := upstream.Transport(u.CAFile); err != nil {
 				msg := strings.TrimPrefix(strings.TrimPrefix(err.Error(), "ca_file"), ": ")
-				ps = append(ps, config.Problem{Path: p + ".ca_file", Msg: strings.TrimSpace(msg)})
+				ps = append(ps, cfg.Locate(config.Problem{Path: p + ".ca_file", Msg: strings.TrimSpace(msg)}))
 			}
 		}
 		kind, _, err := config.ParseRef(u.Credentials)
@@ -164,15 +164,15 @@ func LocalProblems(cfg *config.Config, opt Options) config.Problems {
 			_, err = secrets.Load(context.Background(), src, u.Type, u.Credentials)
 		}
 		if err != nil {
-			ps = append(ps, config.Problem{Path: p + ".credentials", Msg: err.Error()})
+			ps = append(ps, cfg.Locate(config.Problem{Path: p + ".credentials", Msg: err.Error()}))
 		}
 	}
 	if v := cfg.Secrets.Vault; v != nil && v.CAFile != "" {
 		if _, err := secrets.NewVault(v, nil); err != nil {
 			if msg, ok := strings.CutPrefix(err.Error(), "vault: ca_file: "); ok {
-				ps = append(ps, config.Problem{Path: "secrets.vault.ca_file", Msg: msg})
+				ps = append(ps, cfg.Locate(config.Problem{Path: "secrets.vault.ca_file", Msg: msg}))
 			} else {
-				ps = append(ps, config.Problem{Path: "secrets.vault", Msg: err.Error()})
+				ps = append(ps, cfg.Locate(config.Problem{Path: "secrets.vault", Msg: err.Error()}))
 			}
 		}
 	}
