@@ -93,8 +93,8 @@ func TestTemplate(t *testing.T) {
 func TestCheck(t *testing.T) {
 	good := func() *Description {
 		return &Description{
-			Token: &Request{URL: "/token", Body: "json", Fields: map[string]string{"key": "{credential key}"}},
-			Answer: Answer{AccessToken: "result.jwt", ExpiresIn: "result.ttl"},
+			Token:   &Request{URL: "/token", Body: "json", Fields: map[string]string{"key": "{credential key}"}},
+			Answer:  Answer{AccessToken: "result.jwt", ExpiresIn: "result.ttl"},
 			Headers: map[string]string{"Authorization": "Token {token}", "X-Api-Key": "{credential key}"},
 		}
 	}
