@@ -22,7 +22,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenproxy/tokenproxy/internal/secrets"
+	"github.com/tokenproxy/tokenproxy/internal/config"
 	"github.com/tokenproxy/tokenproxy/internal/testlog"
 	"github.com/tokenproxy/tokenproxy/internal/vendorsim"
 )
@@ -88,7 +88,7 @@ func newEnv(t *testing.T) *env {
 	e := &env{t: t, dir: t.TempDir(), vendors: map[string]*vendor{}}
 	for _, kind := range []string{"prominsight", "inspera", "hgem", "prodoscore"} {
 		creds := map[string]string{}
-		for _, k := range secrets.RequiredKeys[kind] {
+		for _, k := range (&config.Upstream{Type: kind}).RequiredKeys() {
 			creds[k] = canary(kind, k)
 		}
 		sim, err := vendorsim.New(kind, creds)

@@ -42,6 +42,11 @@ type Options struct {
 	// OnRefused is called (outside any lock) when the vendor refuses the
 	// credentials, so that the caller can re-read them at once.
 	OnRefused func()
+	// Authorize builds the headers an API call carries with a token, from
+	// the access token and the credentials it was minted from; called
+	// once per token installed (a shared token included). Nil: tokens
+	// carry no headers.
+	Authorize func(accessToken string, creds secrets.Credentials) Header
 	Metrics   *metrics.Metrics
 	Log       *zap.Logger
 }
@@ -438,7 +443,9 @@ func (c *Cache) installLocked(tok *Token, creds secrets.Credentials, sent, now t
 		c.sharedGen, c.sharedLocalGen = tok.SharedGen, tok.Gen
 	}
 	taken := tok.Gen != c.tok.Gen
-	tok.Creds = creds
+	if c.opt.Authorize != nil {
+		tok.Header = c.opt.Authorize(tok.AccessToken, creds)
+	}
 	c.refused = 0
 	if tok.Expiry.IsZero() {
 		life := tok.ExpiresIn

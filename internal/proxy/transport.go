@@ -33,7 +33,7 @@ func (in *injector) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return nil, err
 	}
-	resp, err := in.send(req, rt, func(h http.Header) { rt.Adapter.Inject(h, tok) })
+	resp, err := in.send(req, rt, tok.Header.SetOn)
 	if err != nil || resp.StatusCode != http.StatusUnauthorized || !replayable {
 		return resp, err
 	}
@@ -57,7 +57,7 @@ func (in *injector) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	x.replayed = true
 	in.metrics.Replayed(rt.Name)
-	return in.send(req, rt, func(h http.Header) { rt.Adapter.Inject(h, fresh) })
+	return in.send(req, rt, fresh.Header.SetOn)
 }
 
 // send makes one attempt with the given injection, bounding the wait for
