@@ -80,6 +80,7 @@ type env struct {
 	caFile  string
 	vendors map[string]*vendor
 	procs   []*proc
+	secrets []string // beside the vendors' credentials and tokens: more canaries to search for
 }
 
 // newEnv starts the four simulators with canary credentials.
@@ -369,6 +370,7 @@ func (e *env) checkNoSecrets() {
 		}
 		secrets = append(secrets, v.sim.Tokens()...)
 	}
+	secrets = append(secrets, e.secrets...)
 	for _, p := range e.procs {
 		out := p.out.String()
 		for _, s := range secrets {
