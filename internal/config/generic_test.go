@@ -142,7 +142,9 @@ secrets: {vault: {address: "https://v", auth: {method: token, token_file: /t}}}
 sharing: {vault: {path: secret/tokenproxy/shared}}
 upstreams:
   w: {type: static, base_url: "https://w.example", credentials: "env:W", shared: true, static: {headers: {X-Key: "{credential k}"}}}
-`); !slices.ContainsFunc(ps, func(p string) bool { return strings.HasPrefix(p, "upstreams.w.shared: a static upstream has no token to share") }) {
+`); !slices.ContainsFunc(ps, func(p string) bool {
+		return strings.HasPrefix(p, "upstreams.w.shared: a static upstream has no token to share")
+	}) {
 		t.Errorf("problems %q", ps)
 	}
 }
