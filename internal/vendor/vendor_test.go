@@ -197,3 +197,25 @@ func TestOAuth2(t *testing.T) {
 		t.Errorf("static without a credential: %v", ps)
 	}
 }
+
+// Whatever a config holds, parsing a template never panics, and what
+// parses expands to its own text once each placeholder is put back.
+func FuzzParseTemplate(f *testing.F) {
+	for _, s := range []string{"Bearer {token}", "{credential api_key}", "Basic {basic id secret}", "{", "}", "{ }", "a{scope}b{audience}", "{credential}"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		tp, err := ParseTemplate(s)
+		if err != nil {
+			return
+		}
+		if strings.ContainsAny(tp.literal(), "{}") {
+			t.Fatalf("%q: a brace survived as text", s)
+		}
+		mark := func(k string) string { return "<" + k + ">" }
+		got := tp.Expand(Values{Credential: mark, Token: "<token>", RefreshToken: "<refresh_token>", Scope: "<scope>", Audience: "<audience>"})
+		if tp.IsConstant() && got != s {
+			t.Fatalf("%q: a constant expanded to %q", s, got)
+		}
+	})
+}
