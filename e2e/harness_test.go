@@ -22,7 +22,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenproxy/tokenproxy/internal/secrets"
+	"github.com/tokenproxy/tokenproxy/internal/config"
 	"github.com/tokenproxy/tokenproxy/internal/testlog"
 	"github.com/tokenproxy/tokenproxy/internal/vendorsim"
 )
@@ -83,6 +83,7 @@ type env struct {
 	// outputs are what the proxies sent elsewhere than their own output
 	// (spans to a collector), searched for secrets like it.
 	outputs []func() []byte
+	secrets []string // beside the vendors' credentials and tokens: more canaries to search for
 }
 
 // newEnv starts the four simulators with canary credentials.
@@ -91,7 +92,7 @@ func newEnv(t *testing.T) *env {
 	e := &env{t: t, dir: t.TempDir(), vendors: map[string]*vendor{}}
 	for _, kind := range []string{"prominsight", "inspera", "hgem", "prodoscore"} {
 		creds := map[string]string{}
-		for _, k := range secrets.RequiredKeys[kind] {
+		for _, k := range (&config.Upstream{Type: kind}).RequiredKeys() {
 			creds[k] = canary(kind, k)
 		}
 		sim, err := vendorsim.New(kind, creds)
@@ -373,6 +374,7 @@ func (e *env) checkNoSecrets() {
 		}
 		secrets = append(secrets, v.sim.Tokens()...)
 	}
+	secrets = append(secrets, e.secrets...)
 	for _, p := range e.procs {
 		out := p.out.String()
 		for _, s := range secrets {

@@ -42,6 +42,10 @@ step "go test -race"
 # e2e/statuspage_test.go renders the status page in headless Chromium, and
 # fails without it.
 need chromium chromium fonts-dejavu-core
+# e2e/generic_test.go runs a real OAuth 2 server, oidc-provider, under node;
+# the lock file pins it and everything it pulls in.
+need npm nodejs npm
+npm ci --prefix e2e/testdata/oidc --no-audit --no-fund
 go test -race ./...
 
 step "the deployment kit (deploy/, a module of its own): kustomize, API types, embedded configs"

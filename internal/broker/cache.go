@@ -43,6 +43,11 @@ type Options struct {
 	// OnRefused is called (outside any lock) when the vendor refuses the
 	// credentials, so that the caller can re-read them at once.
 	OnRefused func()
+	// Authorize builds the headers an API call carries with a token, from
+	// the access token and the credentials it was minted from; called
+	// once per token installed (a shared token included). Nil: tokens
+	// carry no headers.
+	Authorize func(accessToken string, creds secrets.Credentials) Header
 	Metrics   *metrics.Metrics
 	Log       *zap.Logger
 }
@@ -483,7 +488,9 @@ func (c *Cache) installLocked(tok *Token, creds secrets.Credentials, sent, now t
 		c.sharedGen, c.sharedLocalGen = tok.SharedGen, tok.Gen
 	}
 	taken := tok.Gen != c.tok.Gen
-	tok.Creds = creds
+	if c.opt.Authorize != nil {
+		tok.Header = c.opt.Authorize(tok.AccessToken, creds)
+	}
 	if tok.SharedGen != 0 {
 		// The fleet has answered the refusal (with another token, or with
 		// this one within the reauth bound). A token minted alone while the

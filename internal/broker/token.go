@@ -2,8 +2,12 @@ package broker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/tokenproxy/tokenproxy/internal/secrets"
@@ -27,8 +31,12 @@ type Token struct {
 	Expiry        time.Time
 	RefreshExpiry time.Time
 	Obtained      time.Time
-	Gen           uint64              // generation: which fetch produced it, for Invalidate
-	Creds         secrets.Credentials // what it was minted from, for vendor key headers
+	Gen           uint64 // generation: which fetch produced it, for Invalidate
+	// Header is what an API call carries with this token (Authorization,
+	// vendor key headers), built when the token is installed from the token
+	// and the credentials it was minted from (Options.Authorize), so that
+	// the data plane never holds a credentials object.
+	Header Header
 
 	// Set for a token shared through the fleet's store (CONTRACT.md §7).
 	SharedGen uint64    // the store's generation; 0 for a token minted here alone
@@ -36,13 +44,49 @@ type Token struct {
 	MintedBy  string    // the minting replica, <hostname>-<pid>
 }
 
-// String never prints a token value.
+// String never prints a token value, nor a header's.
 func (t Token) String() string {
-	return fmt.Sprintf("token{gen=%d expiry=%s}", t.Gen, t.Expiry.Format(time.RFC3339))
+	return fmt.Sprintf("token{gen=%d expiry=%s headers=%s}", t.Gen, t.Expiry.Format(time.RFC3339), t.Header)
 }
 
 // Format makes every fmt verb print String.
 func (t Token) Format(f fmt.State, _ rune) { fmt.Fprint(f, t.String()) }
+
+// MarshalJSON writes what String does, so that a token logged as a field
+// (zap.Any) shows no value either.
+func (t Token) MarshalJSON() ([]byte, error) { return json.Marshal(t.String()) }
+
+// Header is the set of headers a token authorizes, by canonical name.
+// Every value holds a secret (the token, an API key), so it prints and
+// marshals as its names only.
+type Header http.Header
+
+// SetOn sets every header of h on dst, replacing what dst had under those
+// names: injected headers replace, never append (CONTRACT.md §3).
+func (h Header) SetOn(dst http.Header) {
+	for k, v := range h {
+		dst[k] = slices.Clone(v)
+	}
+}
+
+// Names are h's header names, sorted.
+func (h Header) Names() []string {
+	names := make([]string, 0, len(h))
+	for k := range h {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// String names the headers, never a value.
+func (h Header) String() string { return "[" + strings.Join(h.Names(), ",") + "]" }
+
+// Format makes every fmt verb, %#v included, print String.
+func (h Header) Format(f fmt.State, _ rune) { fmt.Fprint(f, h.String()) }
+
+// MarshalJSON writes only the names.
+func (h Header) MarshalJSON() ([]byte, error) { return json.Marshal(h.Names()) }
 
 // Fetcher obtains a token from one vendor's token endpoint. It builds the
 // request and parses the answer, nothing more: no caching, retries or

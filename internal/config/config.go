@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/tokenproxy/tokenproxy/internal/vendor"
 )
 
 // Config is the whole configuration file (CONTRACT.md §2).
@@ -92,6 +94,48 @@ type Upstream struct {
 	// Shared says whether this upstream's token is shared through
 	// `sharing` (CONTRACT.md §7); nil means yes when sharing is configured.
 	Shared *bool `yaml:"shared"`
+
+	// Audience is sent as {audience} (type oauth2: the audience form
+	// field, as Auth0 and others take it).
+	Audience string `yaml:"audience,omitempty"`
+	// The generic types' descriptions (docs/adding-an-api.md): one, for
+	// type oauth2 (optional), custom or static.
+	OAuth2 *vendor.OAuth2      `yaml:"oauth2,omitempty"`
+	Custom *vendor.Description `yaml:"custom,omitempty"`
+	Static *vendor.Static      `yaml:"static,omitempty"`
+}
+
+// Vendor is the description of u's vendor: a built-in one by type, or the
+// one its oauth2, custom or static section gives. False for an unknown
+// type, or a generic type without its section.
+func (u *Upstream) Vendor() (*vendor.Description, bool) {
+	switch u.Type {
+	case vendor.TypeOAuth2:
+		var o vendor.OAuth2
+		if u.OAuth2 != nil {
+			o = *u.OAuth2
+		}
+		d := o.Describe()
+		return &d, true
+	case vendor.TypeCustom:
+		return u.Custom, u.Custom != nil
+	case vendor.TypeStatic:
+		if u.Static == nil {
+			return nil, false
+		}
+		d := u.Static.Describe()
+		return &d, true
+	}
+	return vendor.Builtin(u.Type)
+}
+
+// RequiredKeys are the credential keys u's vendor needs; nil for a type
+// that has no description.
+func (u *Upstream) RequiredKeys() []string {
+	if d, ok := u.Vendor(); ok {
+		return d.RequiredKeys()
+	}
+	return nil
 }
 
 // Sharing makes the replicas of a fleet use one token per upstream,
@@ -123,10 +167,11 @@ type SharingVault struct {
 	Path string `yaml:"path"`
 }
 
-// IsShared reports whether upstream name's token is shared across the fleet.
+// IsShared reports whether upstream name's token is shared across the
+// fleet. A static upstream has no token endpoint, so nothing to share.
 func (c *Config) IsShared(name string) bool {
 	u, ok := c.Upstreams[name]
-	return ok && c.Sharing != nil && (u.Shared == nil || *u.Shared)
+	return ok && c.Sharing != nil && u.Type != vendor.TypeStatic && (u.Shared == nil || *u.Shared)
 }
 
 // Defaults, applied before validation.
@@ -470,8 +515,8 @@ func (c *Config) applyDefaults() {
 		}
 	}
 	for name, u := range c.Upstreams {
-		if u.TokenURL == "" {
-			u.TokenURL = DefaultTokenURL(u.Type, u.BaseURL)
+		if d, ok := u.Vendor(); ok && u.TokenURL == "" {
+			u.TokenURL = d.TokenURL(u.BaseURL)
 		}
 		if u.Timeout.Duration == 0 {
 			u.Timeout.Duration = DefaultTimeout
@@ -495,30 +540,15 @@ func (c *Config) applyDefaults() {
 	}
 }
 
-// DefaultTokenURL is the token endpoint a type uses when token_url is not
-// set, built on the whole base URL, path included (VENDORS.md). Prodoscore has
-// none: its token endpoint lives on another host and must be configured.
+// DefaultTokenURL is the token endpoint a built-in type uses when
+// token_url is not set, built on the whole base URL, path included
+// (vendor.Description.TokenURL). Prodoscore has none: its token endpoint
+// lives on another host and must be configured.
 func DefaultTokenURL(typ, baseURL string) string {
-	if baseURL == "" {
-		return ""
-	}
-	base := trimSlash(baseURL)
-	switch typ {
-	case "prominsight":
-		return base + "/api/v1/auth/token"
-	case "inspera":
-		return base + "/api/authenticate/token/"
-	case "hgem":
-		return base + "/connect/token"
+	if d, ok := vendor.Builtin(typ); ok {
+		return d.TokenURL(baseURL)
 	}
 	return ""
-}
-
-func trimSlash(s string) string {
-	for len(s) > 0 && s[len(s)-1] == '/' {
-		s = s[:len(s)-1]
-	}
-	return s
 }
 
 // Redacted is a copy of c fit to show, as the admin plane's /config does:

@@ -69,7 +69,7 @@ func TestMistakesAreNamedExactly(t *testing.T) {
 		{"unknown upstream key", "upstreams:\n" + hgem + "    token_timout: 5s\n",
 			[]string{"upstreams.hgem.token_timout: unknown key (line 6); did you mean \"token_timeout\"?"}},
 		{"type near one", strings.Replace("upstreams:\n"+hgem, "type: hgem", "type: hgme", 1),
-			[]string{"upstreams.hgem.type: \"hgme\" is not one of prominsight, inspera, hgem, prodoscore; did you mean \"hgem\"? (line 3)"}},
+			[]string{"upstreams.hgem.type: \"hgme\" is not one of prominsight, inspera, hgem, prodoscore, oauth2, custom, static; did you mean \"hgem\"? (line 3)"}},
 		{"log level near one", "log_level: warning\nupstreams:\n" + hgem,
 			[]string{"log_level: \"warning\" is not one of debug, info, warn, error; did you mean \"warn\"? (line 1)"}},
 		{"auth method near one", "secrets:\n  vault: {address: 'https://v', auth: {method: aprole}}\nupstreams:\n" + hgem,

@@ -127,6 +127,16 @@ func (s *schema) check(path string, n *yaml.Node, t reflect.Type) {
 		s.pairs(path, n, func(key *yaml.Node, v *yaml.Node) {
 			s.check(join(path, key.Value), v, t.Elem())
 		})
+	case t.Kind() == reflect.Slice:
+		if n.Kind != yaml.SequenceNode {
+			s.at(where, n, "must be a list")
+			return
+		}
+		for i, item := range n.Content {
+			p := fmt.Sprintf("%s[%d]", path, i)
+			s.lines[p] = item.Line
+			s.check(p, item, t.Elem())
+		}
 	case t.Kind() == reflect.String:
 		if n.Kind != yaml.ScalarNode {
 			s.at(where, n, "must be a string")

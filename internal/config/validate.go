@@ -14,12 +14,14 @@ import (
 	"time"
 
 	"github.com/tokenproxy/tokenproxy/internal/suggest"
+	"github.com/tokenproxy/tokenproxy/internal/vendor"
 )
 
 // The values an enumerated key takes.
 var (
-	// Types are the upstream types tokenproxy has adapters for.
-	Types       = []string{"prominsight", "inspera", "hgem", "prodoscore"}
+	// Types are the upstream types: the built-in vendors, then the generic
+	// types that describe a fifth API in the config (vendor.Generic).
+	Types       = append(slices.Clone(vendor.Builtins), vendor.Generic...)
 	LogLevels   = []string{"debug", "info", "warn", "error"}
 	AuthMethods = []string{"kubernetes", "approle", "token"}
 )
@@ -55,15 +57,7 @@ func (c *Config) Validate() Problems {
 		}
 		checkOneOf(&ps, p+".type", u.Type, Types)
 		checkURL(&ps, p+".base_url", u.BaseURL)
-		if u.TokenURL == "" && u.Type == "prodoscore" {
-			ps.add(p+".token_url", "required for type prodoscore (its token endpoint is on another host)")
-		} else if u.TokenURL != DefaultTokenURL(u.Type, u.BaseURL) {
-			// A derived token_url has the base_url's problems, already reported.
-			checkURL(&ps, p+".token_url", u.TokenURL)
-		}
-		if u.Type == "hgem" && u.Scope != "" && !slices.Contains(strings.Fields(u.Scope), "hgem-results-api") {
-			ps.add(p+".scope", "must contain hgem-results-api when set (HGEM refuses a scope without it)")
-		}
+		u.validateVendor(&ps, p)
 		src, _, err := ParseRef(u.Credentials)
 		if err != nil {
 			ps.add(p+".credentials", "%s", err)
@@ -323,4 +317,64 @@ func (c *Config) Warnings() []Problem {
 		ws = append(ws, Problem{Path: "admin_listen", Msg: c.AdminListen + " is not a loopback address: anything that reaches it can read upstream state"})
 	}
 	return ws
+}
+
+// validateVendor checks what u's vendor description asks of it: a token_url
+// where the vendor has no default, the scope rule, settings the vendor
+// reads, and, for the generic types, the description itself (each problem
+// at its key path under upstreams.<name>).
+func (u *Upstream) validateVendor(ps *Problems, p string) {
+	blocks := []struct {
+		typ     string
+		present bool
+	}{{vendor.TypeOAuth2, u.OAuth2 != nil}, {vendor.TypeCustom, u.Custom != nil}, {vendor.TypeStatic, u.Static != nil}}
+	for _, b := range blocks {
+		if b.present && u.Type != b.typ {
+			ps.add(p+"."+b.typ, "is for type %s only", b.typ)
+		}
+	}
+	var inner []vendor.Problem
+	switch u.Type {
+	case vendor.TypeOAuth2:
+		if u.OAuth2 != nil {
+			inner = u.OAuth2.Check()
+		}
+	case vendor.TypeCustom:
+		if u.Custom == nil {
+			ps.add(p+".custom", "required for type custom: the vendor's description (docs/adding-an-api.md)")
+		} else {
+			inner = u.Custom.Check()
+		}
+	case vendor.TypeStatic:
+		if u.Static == nil {
+			ps.add(p+".static", "required for type static: the headers every API call carries")
+		} else {
+			inner = u.Static.Check()
+		}
+	}
+	for _, vp := range inner {
+		ps.add(join(p, u.Type)+"."+vp.Path, "%s", vp.Msg)
+	}
+	d, ok := u.Vendor()
+	if !ok {
+		return // an unknown type or a missing section, reported above
+	}
+	switch {
+	case d.Token == nil && u.TokenURL != "":
+		ps.add(p+".token_url", "type %s has no token endpoint", u.Type)
+	case d.Token != nil && u.TokenURL == "":
+		ps.add(p+".token_url", "required for type %s (it has no default token endpoint)", u.Type)
+	case u.TokenURL != d.TokenURL(u.BaseURL):
+		// A derived token_url has the base_url's problems, already reported.
+		checkURL(ps, p+".token_url", u.TokenURL)
+	}
+	if msg := d.CheckScope(u.Scope); msg != "" {
+		ps.add(p+".scope", "%s (the vendor refuses a scope without it)", msg)
+	}
+	if u.Audience != "" && !d.Uses("audience") {
+		ps.add(p+".audience", "type %s sends no audience", u.Type)
+	}
+	if u.Type == vendor.TypeStatic && u.Shared != nil && *u.Shared {
+		ps.add(p+".shared", "a static upstream has no token to share")
+	}
 }

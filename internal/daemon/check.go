@@ -83,7 +83,7 @@ func (opt *Options) checkOne(ctx context.Context, name string, u config.Upstream
 	}
 	defer p.tr.CloseIdleConnections()
 
-	creds, err := secrets.Load(ctx, p.src, u.Type, u.Credentials)
+	creds, err := secrets.Load(ctx, p.src, u.RequiredKeys(), u.Credentials)
 	if err != nil {
 		if why := ended(ctx, budget, "credentials not read", err); why != nil {
 			return time.Time{}, why
@@ -156,12 +156,12 @@ func LocalProblems(cfg *config.Config, opt Options) config.Problems {
 			}
 		}
 		kind, _, err := config.ParseRef(u.Credentials)
-		if err != nil || kind == "vault" || secrets.RequiredKeys[u.Type] == nil {
+		if err != nil || kind == "vault" || u.RequiredKeys() == nil {
 			continue // reported by Validate already, or not on this machine
 		}
 		src, err := opt.OpenSource(u.Credentials, nil)
 		if err == nil {
-			_, err = secrets.Load(context.Background(), src, u.Type, u.Credentials)
+			_, err = secrets.Load(context.Background(), src, u.RequiredKeys(), u.Credentials)
 		}
 		if err != nil {
 			ps = append(ps, cfg.Locate(config.Problem{Path: p + ".credentials", Msg: err.Error()}))

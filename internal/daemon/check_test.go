@@ -43,7 +43,7 @@ func newCheckEnv(t *testing.T, kinds ...string) *checkEnv {
 		cfg: &config.Config{LogLevel: "debug", Upstreams: map[string]config.Upstream{}}, logs: &testlog.Buffer{}}
 	for _, kind := range kinds {
 		creds := map[string]string{}
-		for _, k := range secrets.RequiredKeys[kind] {
+		for _, k := range (&config.Upstream{Type: kind}).RequiredKeys() {
 			creds[k] = "CANARY-" + kind + "-" + k + "-4b1d"
 		}
 		sim, err := vendorsim.New(kind, creds)

@@ -37,7 +37,7 @@ type running struct {
 type parts struct {
 	base    *url.URL
 	tr      *http.Transport
-	adapter upstream.Adapter
+	adapter *upstream.Adapter
 	src     secrets.Source
 }
 
@@ -72,13 +72,14 @@ func (opt *Options) build(name string, u config.Upstream, vault *secrets.Vault) 
 // `tokenproxy check` alike. With sh (the upstream is shared, CONTRACT.md
 // §7), its tokens come through the fleet's store, and check proves exactly
 // the path the daemon takes.
-func newCache(name string, u config.Upstream, f broker.Fetcher, sh *broker.Sharing, m *metrics.Metrics, log *zap.Logger, onRefused func()) *broker.Cache {
-	return broker.New(name, f, broker.Options{
+func newCache(name string, u config.Upstream, ad *upstream.Adapter, sh *broker.Sharing, m *metrics.Metrics, log *zap.Logger, onRefused func()) *broker.Cache {
+	return broker.New(name, ad, broker.Options{
 		RefreshFraction:   u.RefreshFraction,
 		FetchTimeout:      u.TokenTimeout.Duration,
 		ReauthMinInterval: u.ReauthMinInterval.Duration,
 		Sharing:           sh,
 		OnRefused:         onRefused,
+		Authorize:         ad.Header,
 		Metrics:           m,
 		Log:               log.Named("broker"),
 	})
@@ -134,7 +135,7 @@ func (d *Daemon) startUpstream(name string, u config.Upstream, cfg *config.Confi
 	}
 	log := d.log.With(zap.String("upstream", name))
 	kind, _, _ := config.ParseRef(u.Credentials)
-	w := secrets.NewWatch(p.src, u.Type, u.Credentials, cfg.PollInterval(kind))
+	w := secrets.NewWatch(p.src, u.RequiredKeys(), u.Credentials, cfg.PollInterval(kind))
 	d.metrics.InitSecrets(name, p.src.Kind())
 	cache := newCache(name, u, p.adapter, d.opt.sharingOf(cfg, name, vault), d.metrics, log, w.Kick)
 	w.OnChange = func(c secrets.Credentials) {
@@ -157,7 +158,7 @@ func (d *Daemon) startUpstream(name string, u config.Upstream, cfg *config.Confi
 		cfg:   u,
 		cache: cache,
 		watch: w,
-		route: &proxy.Route{Name: name, Base: p.base, Adapter: p.adapter, Tokens: cache, Transport: p.tr,
+		route: &proxy.Route{Name: name, Base: p.base, KeyHeaders: p.adapter.KeyHeaders(), Tokens: cache, Transport: p.tr,
 			UpgradeTransport: proxy.ForUpgrades(p.tr), Timeout: u.Timeout.Duration, ReplayMaxBytes: u.ReplayMaxBytes},
 	}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -14,6 +14,7 @@ import (
 
 	"github.com/tokenproxy/tokenproxy/internal/config"
 	"github.com/tokenproxy/tokenproxy/internal/secrets"
+	"github.com/tokenproxy/tokenproxy/internal/vendor"
 	"github.com/tokenproxy/tokenproxy/internal/vendorsim"
 )
 
@@ -49,8 +50,9 @@ func Start(opt Options) (*Env, error) {
 	env := &Env{Sources: map[string]secrets.Source{}, Sims: map[string]*vendorsim.Server{}}
 	var yaml strings.Builder
 	fmt.Fprintf(&yaml, "listen: %q\nadmin_listen: %q\nlog_level: %q\nupstreams:\n", opt.Listen, opt.AdminListen, opt.LogLevel)
-	for _, typ := range config.Types {
-		creds := demo(secrets.RequiredKeys[typ]...)
+	for _, typ := range vendor.Builtins {
+		d, _ := vendor.Builtin(typ)
+		creds := demo(d.RequiredKeys()...)
 		sim, err := vendorsim.New(typ, creds)
 		if err != nil {
 			env.Close()
@@ -75,7 +77,8 @@ func Start(opt Options) (*Env, error) {
 		ref := "env:TOKENPROXY_DEV_" + strings.ToUpper(typ)
 		env.Sources[ref] = secrets.Memory(creds)
 		fmt.Fprintf(&yaml, "  %s:\n    type: %s\n    base_url: %s\n    credentials: %s\n", typ, typ, srv.URL(), ref)
-		if typ == "prodoscore" {
+		if d.TokenURL(srv.URL()) == "" {
+			// No default: the token endpoint is on another host (Prodoscore).
 			fmt.Fprintf(&yaml, "    token_url: %s%s\n", srv.URL(), sim.TokenPath())
 		}
 	}

@@ -15,8 +15,6 @@ import (
 
 	"github.com/tokenproxy/tokenproxy/internal/broker"
 	"github.com/tokenproxy/tokenproxy/internal/metrics"
-	"github.com/tokenproxy/tokenproxy/internal/secrets"
-	"github.com/tokenproxy/tokenproxy/internal/upstream"
 )
 
 // staticTokens hands out one token forever: the benchmarks measure the
@@ -40,11 +38,12 @@ func benchSetup(b *testing.B, body []byte) (direct, proxied, observed string, c 
 	}))
 	b.Cleanup(up.Close)
 	base, _ := url.Parse(up.URL)
-	creds := secrets.NewCredentials(map[string]string{"api_key": "k", "client_id": "i", "client_secret": "s"}, "1")
 	tr := up.Client().Transport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 64
-	route := &Route{Name: "up", Base: base, Adapter: &upstream.HGEM{}, Transport: tr, Timeout: 30e9, ReplayMaxBytes: 1 << 20,
-		Tokens: staticTokens{broker.Token{AccessToken: "t", Gen: 1, Creds: creds}}}
+	// What an HGEM token carries.
+	header := broker.Header{"Authorization": {"Bearer t"}, "Hgem-Api-Key": {"k"}}
+	route := &Route{Name: "up", Base: base, KeyHeaders: []string{"Hgem-Api-Key"}, Transport: tr, Timeout: 30e9, ReplayMaxBytes: 1 << 20,
+		Tokens: staticTokens{broker.Token{AccessToken: "t", Gen: 1, Header: header}}}
 	px := httptest.NewServer(New(NewTable([]*Route{route}), "127.0.0.1:0", nil, nil))
 	b.Cleanup(px.Close)
 	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(io.Discard), zapcore.InfoLevel))

@@ -21,8 +21,6 @@ import (
 
 	"github.com/tokenproxy/tokenproxy/internal/broker"
 	"github.com/tokenproxy/tokenproxy/internal/metrics"
-	"github.com/tokenproxy/tokenproxy/internal/secrets"
-	"github.com/tokenproxy/tokenproxy/internal/upstream"
 	"github.com/tokenproxy/tokenproxy/internal/vendorsim"
 )
 
@@ -58,7 +56,8 @@ func (s *switchTokens) Token(context.Context) (broker.Token, error) {
 	if s.err != nil {
 		return broker.Token{}, s.err
 	}
-	return broker.Token{AccessToken: tokenCanary, Gen: 1, Creds: secrets.NewCredentials(map[string]string{"api_key": keyCanary}, "1")}, nil
+	return broker.Token{AccessToken: tokenCanary, Gen: 1,
+		Header: broker.Header{"Authorization": {"Bearer " + tokenCanary}, "Hgem-Api-Key": {keyCanary}}}, nil
 }
 
 func (s *switchTokens) Invalidate(uint64) bool { return false }
@@ -92,7 +91,7 @@ func newObserved(t *testing.T) *observed {
 	base, _ := url.Parse(up.URL)
 	tr := up.Client().Transport.(*http.Transport).Clone()
 	t.Cleanup(tr.CloseIdleConnections)
-	route := &Route{Name: "up", Base: base, Adapter: &upstream.HGEM{}, Tokens: o.tok, Transport: tr,
+	route := &Route{Name: "up", Base: base, KeyHeaders: []string{"Hgem-Api-Key"}, Tokens: o.tok, Transport: tr,
 		Timeout: 10 * time.Second, ReplayMaxBytes: 1 << 20}
 	core, logs := observer.New(zap.InfoLevel)
 	o.logs = logs
@@ -264,7 +263,7 @@ func TestRequestsInFlight(t *testing.T) {
 	base, _ := url.Parse(slow.URL)
 	tr := slow.Client().Transport.(*http.Transport).Clone()
 	t.Cleanup(tr.CloseIdleConnections)
-	o.h.SetTable(NewTable([]*Route{{Name: "slow", Base: base, Adapter: &upstream.HGEM{}, Tokens: o.tok, Transport: tr,
+	o.h.SetTable(NewTable([]*Route{{Name: "slow", Base: base, KeyHeaders: []string{"Hgem-Api-Key"}, Tokens: o.tok, Transport: tr,
 		Timeout: 10 * time.Second, ReplayMaxBytes: 1 << 20}}))
 	g := o.h.metrics.InFlight.WithLabelValues("slow")
 	done := make(chan struct{})

@@ -23,7 +23,6 @@ import (
 
 	"github.com/tokenproxy/tokenproxy/internal/broker"
 	"github.com/tokenproxy/tokenproxy/internal/metrics"
-	"github.com/tokenproxy/tokenproxy/internal/upstream"
 )
 
 // Tokens is the part of broker.Cache the data plane uses.
@@ -36,7 +35,6 @@ type Tokens interface {
 type Route struct {
 	Name      string
 	Base      *url.URL // base_url
-	Adapter   upstream.Adapter
 	Tokens    Tokens
 	Transport http.RoundTripper // for API calls to Base's host
 	// UpgradeTransport carries requests that ask to switch protocols
@@ -44,6 +42,11 @@ type Route struct {
 	UpgradeTransport http.RoundTripper
 	Timeout          time.Duration // until the response headers arrive
 	ReplayMaxBytes   int64         // largest body kept for a replay after 401
+
+	// KeyHeaders are the vendor's credential headers besides Authorization
+	// (upstream.Adapter.KeyHeaders): a caller's copies are removed. The
+	// headers set are the token's own (broker.Token.Header).
+	KeyHeaders []string
 }
 
 // basePath is Base's escaped path without a trailing slash.
@@ -298,7 +301,7 @@ func rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.URL = x.target
 	pr.Out.Host = "" // the target's host, never the caller's Host header
 	pr.Out.RequestURI = ""
-	for _, k := range append([]string{"Authorization", "Proxy-Authorization", "Forwarded"}, x.route.Adapter.KeyHeaders()...) {
+	for _, k := range append([]string{"Authorization", "Proxy-Authorization", "Forwarded"}, x.route.KeyHeaders...) {
 		pr.Out.Header.Del(k)
 	}
 	pr.Out.Header[requestIDHeader] = x.idValue

@@ -40,7 +40,7 @@ func (in *injector) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return nil, err
 	}
-	resp, err := in.send(req, x, func(h http.Header) { rt.Adapter.Inject(h, tok) })
+	resp, err := in.send(req, x, tok.Header.SetOn)
 	if err != nil || resp.StatusCode != http.StatusUnauthorized || !replayable {
 		return resp, err
 	}
@@ -64,7 +64,7 @@ func (in *injector) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	x.replayed = true
 	in.metrics.Replayed(rt.Name)
-	return in.send(req, x, func(h http.Header) { rt.Adapter.Inject(h, fresh) })
+	return in.send(req, x, fresh.Header.SetOn)
 }
 
 // token asks the route's broker for a token, timing the wait.

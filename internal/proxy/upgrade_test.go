@@ -32,7 +32,7 @@ import (
 // the broker would, without the broker's cache: once the current
 // generation is invalidated, the next Token mints anew.
 type simTokens struct {
-	ad    upstream.Adapter
+	ad    *upstream.Adapter
 	creds secrets.Credentials
 
 	mu    sync.Mutex
@@ -51,7 +51,7 @@ func (s *simTokens) Token(ctx context.Context) (broker.Token, error) {
 		return broker.Token{}, err
 	}
 	s.mints++
-	tok.Gen, tok.Creds = uint64(s.mints), s.creds
+	tok.Gen, tok.Header = uint64(s.mints), s.ad.Header(tok.AccessToken, s.creds)
 	s.cur = tok
 	return tok, nil
 }
@@ -117,7 +117,7 @@ func newUpgradeEnv(t *testing.T) *upgradeEnv {
 	e.tokens = &simTokens{ad: ad, creds: secrets.NewCredentials(creds, "1")}
 	up1 := ForUpgrades(tr)
 	t.Cleanup(up1.CloseIdleConnections)
-	route := &Route{Name: "hgem", Base: base, Adapter: ad, Tokens: e.tokens, Transport: tr, UpgradeTransport: up1,
+	route := &Route{Name: "hgem", Base: base, KeyHeaders: ad.KeyHeaders(), Tokens: e.tokens, Transport: tr, UpgradeTransport: up1,
 		Timeout: 10 * time.Second, ReplayMaxBytes: 1 << 20}
 	core, logs := observer.New(zap.InfoLevel)
 	e.logs = logs

@@ -13,14 +13,6 @@ import (
 	"strings"
 )
 
-// RequiredKeys are the credential keys each upstream type needs (CONTRACT.md §2).
-var RequiredKeys = map[string][]string{
-	"prominsight": {"client_id", "client_secret"},
-	"inspera":     {"client_id", "api_key"},
-	"hgem":        {"api_key", "client_id", "client_secret"},
-	"prodoscore":  {"client_id", "username", "password"},
-}
-
 // Credentials is one credentials object. Every value is secret, client_id and
 // username included, so the type prints and marshals as key names only: a
 // stray %v, zap.Any or json.Marshal cannot leak a value.
@@ -89,12 +81,13 @@ func Fingerprint(values map[string]string) string {
 	return "sha256:" + hex.EncodeToString(h.Sum(nil)[:8])
 }
 
-// Check reports the first problem that makes c unusable for an upstream of
-// type typ: a missing or empty key, or a value holding CR, LF or NUL (which
-// would let a secret split an HTTP header). Errors name the key, never the value.
-func Check(typ string, c Credentials) error {
+// Check reports the first problem that makes c unusable for an upstream
+// whose vendor needs keys (vendor.Description.RequiredKeys, CONTRACT.md §2):
+// a missing or empty key, or a value holding CR, LF or NUL (which would let
+// a secret split an HTTP header). Errors name the key, never the value.
+func Check(keys []string, c Credentials) error {
 	var missing []string
-	for _, k := range RequiredKeys[typ] {
+	for _, k := range keys {
 		if c.values[k] == "" {
 			missing = append(missing, k)
 		}

@@ -39,15 +39,15 @@ func Open(ref string, vault *Vault) (Source, error) {
 	}
 }
 
-// Load reads src once and checks that the credentials hold every key an
-// upstream of type typ needs (Check). Errors name ref and the key, never a
-// value.
-func Load(ctx context.Context, src Source, typ, ref string) (Credentials, error) {
+// Load reads src once and checks that the credentials hold every key of
+// keys, the ones the upstream's vendor needs (Check). Errors name ref and
+// the key, never a value.
+func Load(ctx context.Context, src Source, keys []string, ref string) (Credentials, error) {
 	c, err := src.Read(ctx)
 	if err != nil {
 		return Credentials{}, err
 	}
-	if err := Check(typ, c); err != nil {
+	if err := Check(keys, c); err != nil {
 		return Credentials{}, fmt.Errorf("%s: %w", ref, err)
 	}
 	return c, nil

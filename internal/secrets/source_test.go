@@ -12,6 +12,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/tokenproxy/tokenproxy/internal/vendor"
 )
 
 const canaryValue = "CANARY-value-7f3a"
@@ -44,7 +46,7 @@ func TestCheck(t *testing.T) {
 		{map[string]string{"api_key": "k", "client_id": "i\x00", "client_secret": "s"}, "key client_id holds"},
 	}
 	for _, c := range cases {
-		err := Check("hgem", NewCredentials(c.values, ""))
+		err := Check(keysOf("hgem"), NewCredentials(c.values, ""))
 		if (err == nil) != (c.want == "") || (err != nil && (!strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), canaryValue))) {
 			t.Errorf("%v: got %v, want %q", c.values, err, c.want)
 		}
@@ -143,7 +145,7 @@ func good(version string) func() (Credentials, error) {
 func TestWatch(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		src := &scripted{next: good("1")}
-		w := NewWatch(src, "prominsight", "file:/c.json", time.Minute)
+		w := NewWatch(src, keysOf("prominsight"), "file:/c.json", time.Minute)
 		var mu sync.Mutex
 		var changes, errs []string
 		w.OnChange = func(c Credentials) { mu.Lock(); changes = append(changes, c.Version()); mu.Unlock() }
@@ -193,4 +195,10 @@ func TestWatch(t *testing.T) {
 		cancel()
 		<-done
 	})
+}
+
+// keysOf are the credential keys of a built-in vendor.
+func keysOf(typ string) []string {
+	d, _ := vendor.Builtin(typ)
+	return d.RequiredKeys()
 }

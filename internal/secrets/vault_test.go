@@ -29,6 +29,7 @@ import (
 	"github.com/tokenproxy/tokenproxy/internal/config"
 	"github.com/tokenproxy/tokenproxy/internal/testlog"
 	"github.com/tokenproxy/tokenproxy/internal/vaulttest"
+	"github.com/tokenproxy/tokenproxy/internal/vendor"
 )
 
 // Every test here talks to a real Vault dev server on 127.0.0.1.
@@ -378,7 +379,7 @@ func TestVaultRotationAndBadVersionsThroughWatch(t *testing.T) {
 	h := runVault(t, srv, vaultSetupAppRole(t, root, map[string]any{"token_ttl": "1h"}))
 
 	ref := "vault:secret/tokenproxy/hgem"
-	w := NewWatch(h.v.Secret("secret/tokenproxy/hgem"), "hgem", ref, 200*time.Millisecond)
+	w := NewWatch(h.v.Secret("secret/tokenproxy/hgem"), keysOf("hgem"), ref, 200*time.Millisecond)
 	changes, errs := make(chan Credentials, 10), make(chan error, 100)
 	w.OnChange = func(c Credentials) { changes <- c }
 	w.OnError = func(err error) {
@@ -491,8 +492,8 @@ func TestVaultLeaksNothing(t *testing.T) {
 	h.read(context.Background(), "secret/tokenproxy/hgem")
 	vaultPutKV2(t, root, "tokenproxy/hgem", map[string]any{"api_key": "CANARY-crlf\r\n", "client_id": "CANARY-i", "client_secret": "CANARY-s"})
 	c := h.readOK(t, "secret/tokenproxy/hgem")
-	h.noteErr(Check("hgem", c))
-	h.noteErr(Check("prodoscore", c))
+	h.noteErr(Check(keysOf("hgem"), c))
+	h.noteErr(Check(keysOf("prodoscore"), c))
 	if err := root.Auth().Token().RevokeOrphan(h.v.client.Token()); err != nil {
 		t.Fatal(err)
 	}
@@ -525,9 +526,9 @@ func TestVaultSetupScriptAndPolicy(t *testing.T) {
 	setup()
 	a := config.VaultAuth{Method: "approle", Mount: "approle", RoleIDFile: filepath.Join(out, "role_id"), SecretIDFile: filepath.Join(out, "secret_id")}
 	h := runVault(t, srv, a)
-	for typ := range RequiredKeys {
+	for _, typ := range vendor.Builtins {
 		c := h.readOK(t, "secret/tokenproxy/"+typ)
-		if err := Check(typ, c); err != nil {
+		if err := Check(keysOf(typ), c); err != nil {
 			t.Errorf("%s: %v", typ, err)
 		}
 	}
@@ -549,8 +550,8 @@ func TestVaultSetupScriptAndPolicy(t *testing.T) {
 			t.Fatalf("%s: %v", name, err)
 		}
 		c, err := src.Read(context.Background())
-		if err != nil || Check(u.Type, c) != nil {
-			t.Errorf("%s (%s): %v %v", name, u.Credentials, err, Check(u.Type, c))
+		if err != nil || Check(u.RequiredKeys(), c) != nil {
+			t.Errorf("%s (%s): %v %v", name, u.Credentials, err, Check(u.RequiredKeys(), c))
 		}
 	}
 }

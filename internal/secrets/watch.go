@@ -11,7 +11,7 @@ import (
 // credentials goes to OnError and never replaces the last good version.
 type Watch struct {
 	Source   Source
-	Type     string        // upstream type whose keys the credentials must hold
+	Keys     []string      // the keys the credentials must hold (config.Upstream.RequiredKeys)
 	Ref      string        // the reference, for error messages
 	Interval time.Duration // poll interval once a good version is in hand
 
@@ -31,8 +31,8 @@ const (
 )
 
 // NewWatch returns a Watch of src; set the callbacks before Run.
-func NewWatch(src Source, typ, ref string, interval time.Duration) *Watch {
-	return &Watch{Source: src, Type: typ, Ref: ref, Interval: interval, kick: make(chan struct{}, 1)}
+func NewWatch(src Source, keys []string, ref string, interval time.Duration) *Watch {
+	return &Watch{Source: src, Keys: keys, Ref: ref, Interval: interval, kick: make(chan struct{}, 1)}
 }
 
 // Kick asks for a read now (after the vendor refused the credentials).
@@ -93,7 +93,7 @@ func (w *Watch) Run(ctx context.Context) {
 func (w *Watch) read(ctx context.Context) (Credentials, error) {
 	ctx, cancel := context.WithTimeout(ctx, readTTL)
 	defer cancel()
-	c, err := Load(ctx, w.Source, w.Type, w.Ref)
+	c, err := Load(ctx, w.Source, w.Keys, w.Ref)
 	if w.OnRead != nil {
 		w.OnRead(w.Source.Kind(), err)
 	}

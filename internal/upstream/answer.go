@@ -13,64 +13,27 @@ import (
 	"time"
 
 	"github.com/tokenproxy/tokenproxy/internal/broker"
+	"github.com/tokenproxy/tokenproxy/internal/vendor"
 )
 
-// Answer says where a vendor's token answers keep what the broker needs,
-// as dot-separated paths into the JSON body ("data.accessToken"); an empty
-// path is a field the vendor does not send. It is plain data, one value per
-// vendor below, so that a vendor described in a config file can bring its own.
+// readAnswer turns a token endpoint's answer (resp's status and headers,
+// and its body read whole) into a token, or into the *broker.FetchError
+// saying why there is none, looking where a says (vendor.Answer).
 //
-// Read reads every vendor's answers alike (shared/VENDORS.md, "Token answers
+// Every vendor's answers are read alike (shared/VENDORS.md, "Token answers
 // as they really come"): as JSON whatever the Content-Type says, after an
 // optional UTF-8 byte-order mark (RFC 8259 §8.1); a lifetime is any JSON
 // number or numeric string, in whole seconds rounded down; the token type is
 // matched without regard to case.
-type Answer struct {
-	// Success, when set, is a boolean that must be true for the answer to
-	// hold a token (PROMinsight's envelope); false makes it a refusal.
-	Success     string `yaml:"success"`
-	AccessToken string `yaml:"access_token"`
-	// TokenType, when the answer has one, must be Bearer (RFC 6750), in any case.
-	TokenType        string `yaml:"token_type"`
-	ExpiresIn        string `yaml:"expires_in"` // seconds
-	RefreshToken     string `yaml:"refresh_token"`
-	RefreshExpiresIn string `yaml:"refresh_expires_in"` // seconds
-	// ErrorCode and ErrorDescription are a refusal's reason: each a string,
-	// or an object holding an "error" or "message" string (Inspera's
-	// OAuth2Exception).
-	ErrorCode        string `yaml:"error_code"`
-	ErrorDescription string `yaml:"error_description"`
-}
-
-// The vendors' answers, as shared/VENDORS.md describes them.
-var (
-	// {"success": true, "data": {"accessToken", "tokenType", "expiresIn"}};
-	// refusals {"success": false, "error": "Invalid credentials"}.
-	prominsightAnswer = Answer{Success: "success", AccessToken: "data.accessToken", TokenType: "data.tokenType",
-		ExpiresIn: "data.expiresIn", ErrorCode: "error", ErrorDescription: "message"}
-	// {"access_token", "expires_in"} without a token type; refusals
-	// {"error": <text or OAuth2Exception>, "description": "..."}.
-	insperaAnswer = Answer{AccessToken: "access_token", ExpiresIn: "expires_in",
-		ErrorCode: "error", ErrorDescription: "description"}
-	// RFC 6749 §5.1 and §5.2.
-	hgemAnswer = Answer{AccessToken: "access_token", TokenType: "token_type", ExpiresIn: "expires_in",
-		ErrorCode: "error", ErrorDescription: "error_description"}
-	// Keycloak: RFC 6749 with refresh tokens and their own lifetime.
-	prodoscoreAnswer = Answer{AccessToken: "access_token", TokenType: "token_type", ExpiresIn: "expires_in",
-		RefreshToken: "refresh_token", RefreshExpiresIn: "refresh_expires_in",
-		ErrorCode: "error", ErrorDescription: "error_description"}
-)
-
-// Read turns a token endpoint's answer (resp's status and headers, and its
-// body read whole) into a token, or into the *broker.FetchError saying why
-// there is none. A refusal (a non-2xx status, a false Success, or an error
-// code in a 2xx answer, as some servers send them) carries the status, the
-// vendor's error code and description, and Retry-After; a 2xx answer
-// without a usable token is Malformed.
-func (a Answer) Read(resp *http.Response, body []byte) (broker.Token, error) {
+//
+// A refusal (a non-2xx status, a false Success, or an error code in a 2xx
+// answer, as some servers send them) carries the status, the vendor's error
+// code and description, and Retry-After; a 2xx answer without a usable
+// token is Malformed.
+func readAnswer(a vendor.Answer, resp *http.Response, body []byte) (broker.Token, error) {
 	body = bytes.TrimPrefix(body, []byte("\uFEFF"))
 	if resp.StatusCode/100 != 2 {
-		return broker.Token{}, a.refusal(resp, body)
+		return broker.Token{}, refusal(a, resp, body)
 	}
 	if a.Success != "" {
 		raw, found := field(body, a.Success)
@@ -79,12 +42,12 @@ func (a Answer) Read(resp *http.Response, body []byte) (broker.Token, error) {
 			return broker.Token{}, malformed(resp, "answer is not the JSON envelope")
 		}
 		if !ok {
-			fe := a.refusal(resp, body)
+			fe := refusal(a, resp, body)
 			fe.Code = cmp.Or(fe.Code, "success false")
 			return broker.Token{}, fe
 		}
 	}
-	if fe := a.refusal(resp, body); fe.Code != "" {
+	if fe := refusal(a, resp, body); fe.Code != "" {
 		return broker.Token{}, fe
 	}
 	var (
@@ -108,7 +71,7 @@ func (a Answer) Read(resp *http.Response, body []byte) (broker.Token, error) {
 }
 
 // refusal reads a refusal's reason from wherever the vendor puts it.
-func (a Answer) refusal(resp *http.Response, body []byte) *broker.FetchError {
+func refusal(a vendor.Answer, resp *http.Response, body []byte) *broker.FetchError {
 	fe := &broker.FetchError{Status: resp.StatusCode, RetryAfter: retryAfter(resp.Header, time.Now())}
 	if raw, ok := field(body, a.ErrorCode); ok {
 		fe.Code = text(raw)

@@ -12,12 +12,13 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/tokenproxy/tokenproxy/internal/broker"
+	"github.com/tokenproxy/tokenproxy/internal/vendor"
 	"github.com/tokenproxy/tokenproxy/internal/vendorsim"
 )
 
 // Token answers as vendors really send them (shared/VENDORS.md, "Token
 // answers as they really come"), one kind of bend at a time, from the
-// simulators and straight into Answer.Read.
+// simulators and straight into readAnswer.
 
 // labels are the Content-Types token answers come labelled with.
 var labels = []string{"", "text/plain", "text/html", vendorsim.NoContentType, "application/json; charset=utf-8"}
@@ -101,7 +102,7 @@ func TestReadForms(t *testing.T) {
 	const bom = "\uFEFF"
 	tests := []struct {
 		name    string
-		answer  Answer
+		answer  vendor.Answer
 		status  int
 		body    string
 		want    broker.Token
@@ -159,7 +160,7 @@ func TestReadForms(t *testing.T) {
 				if label != "" {
 					h.Set("Content-Type", label)
 				}
-				tok, err := tt.answer.Read(resp(tt.status, h), []byte(tt.body))
+				tok, err := readAnswer(tt.answer, resp(tt.status, h), []byte(tt.body))
 				if tt.wantErr != nil {
 					fe := fetchError(t, err)
 					if diff := cmp.Diff(*tt.wantErr, *fe); diff != "" {
@@ -350,13 +351,13 @@ func TestReadIgnoresLabel(t *testing.T) {
 		`access_token=a&expires_in=3600`,
 		``,
 	}
-	for _, a := range []Answer{prominsightAnswer, insperaAnswer, hgemAnswer, prodoscoreAnswer} {
+	for _, a := range []vendor.Answer{prominsightAnswer, insperaAnswer, hgemAnswer, prodoscoreAnswer} {
 		for _, body := range bodies {
 			for _, status := range []int{200, 400} {
-				tok0, err0 := a.Read(resp(status, nil), []byte(body))
+				tok0, err0 := readAnswer(a, resp(status, nil), []byte(body))
 				for _, label := range labels[1:] {
 					h := http.Header{"Content-Type": {label}}
-					tok, err := a.Read(resp(status, h), []byte("\uFEFF"+body))
+					tok, err := readAnswer(a, resp(status, h), []byte("\uFEFF"+body))
 					if diff := cmp.Diff(outcome(tok0, err0), outcome(tok, err)); diff != "" {
 						t.Errorf("%+v %d %q labelled %q: (-unlabelled +labelled)\n%s", a, status, body, label, diff)
 					}

@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/tokenproxy/tokenproxy/internal/broker"
+	"github.com/tokenproxy/tokenproxy/internal/vendor"
 )
 
 // The token reader reads whatever a vendor (or whatever sits in front of it)
@@ -76,7 +77,7 @@ func FuzzParseProminsight(f *testing.F) {
 	f.Add(204, []byte(``))
 	f.Add(-1, []byte(`null`))
 	f.Fuzz(func(t *testing.T, status int, body []byte) {
-		tok, err := prominsightAnswer.Read(fuzzResponse(status, ""), body)
+		tok, err := readAnswer(prominsightAnswer, fuzzResponse(status, ""), body)
 		checkParsed(t, status, tok, err)
 	})
 }
@@ -98,7 +99,7 @@ func FuzzParseInspera(f *testing.F) {
 	f.Add(200, []byte(`{"access_token": "half a token`))
 	f.Add(307, []byte(``))
 	f.Fuzz(func(t *testing.T, status int, body []byte) {
-		tok, err := insperaAnswer.Read(fuzzResponse(status, "7"), body)
+		tok, err := readAnswer(insperaAnswer, fuzzResponse(status, "7"), body)
 		checkParsed(t, status, tok, err)
 	})
 }
@@ -129,17 +130,17 @@ func FuzzReadAnswer(f *testing.F) {
 	} {
 		f.Add(s.vendor, s.status, s.label, []byte(s.body))
 	}
-	answers := []Answer{prominsightAnswer, insperaAnswer, hgemAnswer, prodoscoreAnswer}
+	answers := []vendor.Answer{prominsightAnswer, insperaAnswer, hgemAnswer, prodoscoreAnswer}
 	f.Fuzz(func(t *testing.T, vendor uint8, status int, label string, body []byte) {
 		a := answers[int(vendor)%len(answers)]
 		r := fuzzResponse(status, "")
 		r.Header.Set("Content-Type", label)
-		tok, err := a.Read(r, body)
+		tok, err := readAnswer(a, r, body)
 		checkParsed(t, status, tok, err)
 		if bytes.HasPrefix(body, []byte("\uFEFF")) {
 			return
 		}
-		tok2, err2 := a.Read(fuzzResponse(status, ""), append([]byte("\uFEFF"), body...))
+		tok2, err2 := readAnswer(a, fuzzResponse(status, ""), append([]byte("\uFEFF"), body...))
 		if diff := cmp.Diff(outcome(tok, err), outcome(tok2, err2)); diff != "" {
 			t.Fatalf("labelled %q vs unlabelled with a BOM: (-first +second)\n%s", label, diff)
 		}

@@ -30,6 +30,7 @@ import (
 	"github.com/tokenproxy/tokenproxy/internal/broker"
 	"github.com/tokenproxy/tokenproxy/internal/config"
 	"github.com/tokenproxy/tokenproxy/internal/secrets"
+	"github.com/tokenproxy/tokenproxy/internal/vendor"
 	"github.com/tokenproxy/tokenproxy/internal/vendorsim"
 )
 
@@ -104,23 +105,37 @@ func startSim(t *testing.T, kind string) (*vendorsim.Server, *httptest.Server) {
 	return sim, srv
 }
 
-// adapterFor builds kind's adapter by hand, so that these tests do not depend on New.
-func adapterFor(kind, tokenURL, scope string, c *http.Client) Adapter {
-	switch kind {
-	case vendorsim.Prominsight:
-		return &Prominsight{TokenURL: tokenURL, Scope: scope, Client: c}
-	case vendorsim.Inspera:
-		return &Inspera{TokenURL: tokenURL, Client: c}
-	case vendorsim.HGEM:
-		return &HGEM{TokenURL: tokenURL, Scope: scope, Client: c}
-	case vendorsim.Prodoscore:
-		return &Prodoscore{TokenURL: tokenURL, Client: c}
+// adapterFor builds kind's adapter, for the built-in vendor description of
+// that type.
+func adapterFor(kind, tokenURL, scope string, c *http.Client) *Adapter {
+	a, err := New(config.Upstream{Type: kind, TokenURL: tokenURL, Scope: scope}, c)
+	if err != nil {
+		panic(err)
 	}
-	panic("unknown kind " + kind)
+	return a
+}
+
+// The vendors' answers, as their built-in descriptions give them.
+var (
+	prominsightAnswer = builtinAnswer(vendorsim.Prominsight)
+	insperaAnswer     = builtinAnswer(vendorsim.Inspera)
+	hgemAnswer        = builtinAnswer(vendorsim.HGEM)
+	prodoscoreAnswer  = builtinAnswer(vendorsim.Prodoscore)
+)
+
+func builtinAnswer(kind string) vendor.Answer {
+	d, _ := vendor.Builtin(kind)
+	return d.Answer
+}
+
+// setHeaders sets the headers tok carries, built as the broker builds them
+// when it installs a token.
+func setHeaders(a *Adapter, h http.Header, tok broker.Token, creds secrets.Credentials) {
+	a.Header(tok.AccessToken, creds).SetOn(h)
 }
 
 // simAdapter returns kind's adapter pointed at the simulator behind srv.
-func simAdapter(kind, scope string, sim *vendorsim.Server, srv *httptest.Server) Adapter {
+func simAdapter(kind, scope string, sim *vendorsim.Server, srv *httptest.Server) *Adapter {
 	return adapterFor(kind, srv.URL+sim.TokenPath(), scope, TokenClient(srv.Client().Transport, 5*time.Second))
 }
 
@@ -479,7 +494,7 @@ func TestFetchHangingEndpointHonoursDeadline(t *testing.T) {
 func TestTokenClientTimeout(t *testing.T) {
 	sim, srv := startSim(t, vendorsim.Inspera)
 	sim.SetTokenFault(&vendorsim.Fault{Hang: true})
-	a := &Inspera{TokenURL: srv.URL + sim.TokenPath(), Client: TokenClient(srv.Client().Transport, 100*time.Millisecond)}
+	a := adapterFor(vendorsim.Inspera, srv.URL+sim.TokenPath(), "", TokenClient(srv.Client().Transport, 100*time.Millisecond))
 
 	_, err := a.Fetch(context.Background(), credsOf(goodCreds(vendorsim.Inspera)), "")
 	var ne net.Error
@@ -583,7 +598,7 @@ func TestProdoscoreRefresh(t *testing.T) {
 
 	// start returns a simulator and an adapter holding a refresh token that
 	// has already been rotated once.
-	start := func(t *testing.T) (*vendorsim.Server, Adapter, broker.Token) {
+	start := func(t *testing.T) (*vendorsim.Server, *Adapter, broker.Token) {
 		sim, srv := startSim(t, vendorsim.Prodoscore)
 		sim.SetRefreshLifetime(refreshLife)
 		a := simAdapter(vendorsim.Prodoscore, "", sim, srv)
@@ -629,24 +644,24 @@ func TestProdoscoreRefresh(t *testing.T) {
 
 	fallbacks := []struct {
 		name  string
-		spoil func(t *testing.T, sim *vendorsim.Server, a Adapter, tok broker.Token) string // returns the refresh token to use
+		spoil func(t *testing.T, sim *vendorsim.Server, a *Adapter, tok broker.Token) string // returns the refresh token to use
 	}{
-		{"used", func(t *testing.T, sim *vendorsim.Server, a Adapter, tok broker.Token) string {
+		{"used", func(t *testing.T, sim *vendorsim.Server, a *Adapter, tok broker.Token) string {
 			if _, err := a.Fetch(context.Background(), credsOf(c), tok.RefreshToken); err != nil {
 				t.Fatalf("first refresh: %v", err)
 			}
 			return tok.RefreshToken
 		}},
-		{"revoked", func(_ *testing.T, sim *vendorsim.Server, _ Adapter, tok broker.Token) string {
+		{"revoked", func(_ *testing.T, sim *vendorsim.Server, _ *Adapter, tok broker.Token) string {
 			sim.Revoke(tok.RefreshToken)
 			return tok.RefreshToken
 		}},
-		{"expired", func(_ *testing.T, sim *vendorsim.Server, _ Adapter, tok broker.Token) string {
+		{"expired", func(_ *testing.T, sim *vendorsim.Server, _ *Adapter, tok broker.Token) string {
 			later := time.Now().Add(refreshLife + time.Minute)
 			sim.SetClock(func() time.Time { return later })
 			return tok.RefreshToken
 		}},
-		{"unknown", func(*testing.T, *vendorsim.Server, Adapter, broker.Token) string { return "never-issued" }},
+		{"unknown", func(*testing.T, *vendorsim.Server, *Adapter, broker.Token) string { return "never-issued" }},
 	}
 	for _, tt := range fallbacks {
 		t.Run("falls back when "+tt.name, func(t *testing.T) {
@@ -748,7 +763,7 @@ func TestInject(t *testing.T) {
 	for _, kind := range kinds {
 		t.Run(kind, func(t *testing.T) {
 			c := goodCreds(kind)
-			tok := broker.Token{AccessToken: "tok-123", Creds: credsOf(c)}
+			tok := broker.Token{AccessToken: "tok-123"}
 			a := adapterFor(kind, "https://127.0.0.1/token", "", nil)
 			h := http.Header{}
 			h.Add("Authorization", "Basic Y2FsbGVyOnB3")
@@ -756,7 +771,7 @@ func TestInject(t *testing.T) {
 			h.Set("Hgem-Api-Key", "caller-key")
 			h.Set("X-Keep", "yes")
 
-			a.Inject(h, tok)
+			setHeaders(a, h, tok, credsOf(c))
 
 			singleHeader(t, h, "Authorization", "Bearer tok-123")
 			singleHeader(t, h, "X-Keep", "yes")
@@ -796,8 +811,7 @@ func TestInjectedTokenCallsTheAPI(t *testing.T) {
 				}
 				req.Header.Set("Authorization", "Bearer stale")
 				if inject {
-					tok.Creds = c
-					a.Inject(req.Header, tok)
+					setHeaders(a, req.Header, tok, c)
 				}
 				resp, err := srv.Client().Do(req)
 				if err != nil {
@@ -1057,7 +1071,7 @@ func TestFetchOverTransport(t *testing.T) {
 	}
 	t.Cleanup(tr.CloseIdleConnections)
 
-	a := &HGEM{TokenURL: srv.URL() + sim.TokenPath(), Client: TokenClient(tr, 5*time.Second)}
+	a := adapterFor(vendorsim.HGEM, srv.URL()+sim.TokenPath(), "", TokenClient(tr, 5*time.Second))
 	tok, err := a.Fetch(context.Background(), credsOf(goodCreds(vendorsim.HGEM)), "")
 	if err != nil || tok.AccessToken == "" {
 		t.Fatalf("Fetch = %v, %v", tok, err)
@@ -1067,13 +1081,18 @@ func TestFetchOverTransport(t *testing.T) {
 func TestNew(t *testing.T) {
 	client := TokenClient(&http.Transport{}, time.Second)
 	tests := []struct {
-		u    config.Upstream
-		want Adapter
+		u         config.Upstream
+		scope     string
+		keys      []string
+		refreshes bool
 	}{
-		{config.Upstream{Type: "prominsight", TokenURL: "https://p/t", Scope: "s"}, &Prominsight{TokenURL: "https://p/t", Scope: "s", Client: client}},
-		{config.Upstream{Type: "inspera", TokenURL: "https://i/t", Scope: "ignored"}, &Inspera{TokenURL: "https://i/t", Client: client}},
-		{config.Upstream{Type: "hgem", TokenURL: "https://h/t", Scope: "hgem-results-api"}, &HGEM{TokenURL: "https://h/t", Scope: "hgem-results-api", Client: client}},
-		{config.Upstream{Type: "prodoscore", TokenURL: "https://k/t"}, &Prodoscore{TokenURL: "https://k/t", Client: client}},
+		{config.Upstream{Type: "prominsight", TokenURL: "https://p/t", Scope: "s"}, "s", nil, false},
+		{config.Upstream{Type: "prominsight", TokenURL: "https://p/t"}, "session.read", nil, false},
+		{config.Upstream{Type: "inspera", TokenURL: "https://i/t"}, "", []string{"Code"}, false},
+		{config.Upstream{Type: "hgem", TokenURL: "https://h/t", Scope: " hgem-results-api  visits/standard.read "}, "hgem-results-api visits/standard.read", []string{"Hgem-Api-Key"}, false},
+		{config.Upstream{Type: "prodoscore", TokenURL: "https://k/t"}, "", nil, true},
+		{config.Upstream{Type: "oauth2", TokenURL: "https://o/t"}, "", nil, true},
+		{config.Upstream{Type: "static", Static: &vendor.Static{Headers: map[string]string{"X-Api-Key": "{credential k}"}}}, "", []string{"X-Api-Key"}, false},
 	}
 	for _, tt := range tests {
 		got, err := New(tt.u, client)
@@ -1081,19 +1100,19 @@ func TestNew(t *testing.T) {
 			t.Errorf("New(%s): %v", tt.u.Type, err)
 			continue
 		}
-		sameClient := cmp.Comparer(func(a, b *http.Client) bool { return a == b })
-		if diff := cmp.Diff(tt.want, got, sameClient); diff != "" {
-			t.Errorf("New(%s) (-want +got):\n%s", tt.u.Type, diff)
+		if got.tokenURL != tt.u.TokenURL || got.client != client || got.scope != tt.scope ||
+			!slices.Equal(got.KeyHeaders(), tt.keys) || (got.refresh != nil) != tt.refreshes {
+			t.Errorf("New(%s) = %+v", tt.u.Type, got)
 		}
 	}
-	for _, typ := range []string{"", "okta", "Inspera", "hgem "} {
-		a, err := New(config.Upstream{Type: typ}, client)
+	for _, u := range []config.Upstream{{Type: ""}, {Type: "okta"}, {Type: "Inspera"}, {Type: "hgem "}, {Type: "custom"}, {Type: "static"}} {
+		a, err := New(u, client)
 		if err == nil || a != nil {
-			t.Errorf("New(%q) = %v, %v, want an error", typ, a, err)
+			t.Errorf("New(%q) = %v, %v, want an error", u.Type, a, err)
 			continue
 		}
-		if !strings.Contains(err.Error(), fmt.Sprintf("%q", typ)) {
-			t.Errorf("New(%q): error %q does not name the type", typ, err)
+		if !strings.Contains(err.Error(), fmt.Sprintf("%q", u.Type)) {
+			t.Errorf("New(%q): error %q does not name the type", u.Type, err)
 		}
 	}
 }
@@ -1147,7 +1166,7 @@ func TestParseInspera(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tok, err := insperaAnswer.Read(resp(tt.status, tt.header), []byte(tt.body))
+			tok, err := readAnswer(insperaAnswer, resp(tt.status, tt.header), []byte(tt.body))
 			checkParse(t, tok, err, tt.want, tt.wantErr)
 		})
 	}
@@ -1182,7 +1201,7 @@ func TestParseProminsight(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tok, err := prominsightAnswer.Read(resp(tt.status, nil), []byte(tt.body))
+			tok, err := readAnswer(prominsightAnswer, resp(tt.status, nil), []byte(tt.body))
 			checkParse(t, tok, err, tt.want, tt.wantErr)
 		})
 	}
@@ -1207,7 +1226,7 @@ func checkParse(t *testing.T, tok broker.Token, err error, want broker.Token, wa
 
 func TestVendorErrorHTTPDate(t *testing.T) {
 	when := time.Now().Add(90 * time.Second).UTC().Format(http.TimeFormat)
-	_, err := insperaAnswer.Read(resp(503, http.Header{"Retry-After": {when}}), nil)
+	_, err := readAnswer(insperaAnswer, resp(503, http.Header{"Retry-After": {when}}), nil)
 	fe := fetchError(t, err)
 	if fe.RetryAfter <= 0 || fe.RetryAfter > 90*time.Second {
 		t.Errorf("RetryAfter = %v, want (0, 90s]", fe.RetryAfter)
@@ -1254,7 +1273,7 @@ func TestReadRFC6749(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tok, err := prodoscoreAnswer.Read(resp(tt.status, tt.header), []byte(tt.body))
+			tok, err := readAnswer(prodoscoreAnswer, resp(tt.status, tt.header), []byte(tt.body))
 			if tt.wantErr != nil {
 				fe := fetchError(t, err)
 				if diff := cmp.Diff(*tt.wantErr, *fe); diff != "" {
@@ -1277,7 +1296,8 @@ func TestReadRFC6749(t *testing.T) {
 	t.Run("transport failure", func(t *testing.T) {
 		cause := errors.New("connection reset")
 		client := &http.Client{Transport: failing{cause}}
-		_, err := ask(context.Background(), client, "https://auth.example/token?client_id="+canary, formType, nil, nil, prodoscoreAnswer)
+		a := &Adapter{tokenURL: "https://auth.example/token?client_id=" + canary, client: client, answer: prodoscoreAnswer}
+		_, err := a.ask(context.Background(), &request{method: http.MethodPost, body: vendor.BodyForm}, vendor.Values{})
 		fe := fetchError(t, err)
 		if fe.Status != 0 || !errors.Is(err, cause) {
 			t.Errorf("FetchError = %+v, want Status 0 wrapping the cause", *fe)
@@ -1316,7 +1336,7 @@ func TestNegativeLifetimeFromEndpoint(t *testing.T) {
 // HGEM's adapter wraps the client's transport; a client that leaves it nil
 // means http.DefaultTransport, as for every other http.Client user.
 func TestHGEMNilTransport(t *testing.T) {
-	a := &HGEM{TokenURL: "http://127.0.0.1:1/connect/token", Client: &http.Client{Timeout: time.Second}}
+	a := adapterFor(vendorsim.HGEM, "http://127.0.0.1:1/connect/token", "", &http.Client{Timeout: time.Second})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel() // no request needs to leave: only the path to the transport is under test
 	_, err := a.Fetch(ctx, credsOf(goodCreds(vendorsim.HGEM)), "")

@@ -15,7 +15,7 @@ var hgemVisits = []map[string]any{
 }
 
 func (s *Server) setupHGEM() {
-	s.tokenPath = "/connect/token"
+	s.tokenPath = s.desc.Token.URL
 	s.prefix = "hgem_"
 	s.token = s.hgemToken
 	s.api.HandleFunc("GET /api/visits", func(w http.ResponseWriter, r *http.Request) {
@@ -27,21 +27,25 @@ func (s *Server) setupHGEM() {
 // hgemToken is an OAuth 2 client-credentials endpoint that also wants the API key header.
 func (s *Server) hgemToken(w http.ResponseWriter, r *http.Request) {
 	c := s.credentials()
-	if keys := r.Header.Values("hgem-api-key"); len(keys) != 1 || !match(keys[0], c["api_key"]) {
-		s.writeError(w, http.StatusUnauthorized, "invalid_client", "missing or invalid API key")
-		return
+	for _, e := range expect(s.desc.Token, "headers", c) {
+		if !headerOnce(r.Header, e.name, e.want) {
+			s.writeError(w, http.StatusUnauthorized, "invalid_client", "missing or invalid API key")
+			return
+		}
 	}
 	form, bad := readForm(w, r)
 	if bad != "" {
 		s.writeError(w, http.StatusBadRequest, "invalid_request", bad)
 		return
 	}
-	if !match(form.Get("client_id"), c["client_id"]) || !match(form.Get("client_secret"), c["client_secret"]) {
-		s.writeError(w, http.StatusUnauthorized, "invalid_client", "invalid client credentials")
-		return
+	for _, e := range credentialsIn(expect(s.desc.Token, "fields", c)) {
+		if !match(form.Get(e.name), e.want) {
+			s.writeError(w, http.StatusUnauthorized, "invalid_client", "invalid client credentials")
+			return
+		}
 	}
 	switch form.Get("grant_type") {
-	case "client_credentials":
+	case constant(s.desc.Token, "fields", "grant_type"):
 	case "":
 		s.writeError(w, http.StatusBadRequest, "invalid_request", "grant_type is missing")
 		return

@@ -5,7 +5,7 @@ import (
 )
 
 func (s *Server) setupInspera() {
-	s.tokenPath = "/api/authenticate/token/"
+	s.tokenPath = s.desc.Token.URL
 	s.prefix = "ins_"
 	s.token = s.insperaToken
 	s.api.HandleFunc("GET /api/v1/test/{id}", s.insperaTest)
@@ -28,13 +28,17 @@ func (s *Server) insperaToken(w http.ResponseWriter, r *http.Request) {
 	}
 	q := r.URL.Query()
 	c := s.credentials()
-	if q.Get("grant_type") != "authorization_code" || !match(q.Get("client_id"), c["client_id"]) {
-		invalid()
-		return
+	for _, e := range expect(s.desc.Token, "query", c) {
+		if !match(q.Get(e.name), e.want) {
+			invalid()
+			return
+		}
 	}
-	if codes := r.Header.Values("code"); len(codes) != 1 || !match(codes[0], c["api_key"]) {
-		s.writeError(w, http.StatusUnauthorized, "invalid_grant", "")
-		return
+	for _, e := range expect(s.desc.Token, "headers", c) {
+		if !headerOnce(r.Header, e.name, e.want) {
+			s.writeError(w, http.StatusUnauthorized, "invalid_grant", "")
+			return
+		}
 	}
 	tok, ttl, _, _ := s.issue(c["client_id"], false)
 	writeToken(w, map[string]any{"access_token": tok, "expires_in": s.tokenForm().seconds(ttl)})

@@ -3,6 +3,8 @@ package vendorsim
 import (
 	"net/http"
 	"time"
+
+	"github.com/tokenproxy/tokenproxy/internal/vendor"
 )
 
 var (
@@ -49,13 +51,15 @@ func (s *Server) prodoscoreToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	switch grant {
-	case "password":
-		if !match(form.Get("username"), c["username"]) || !match(form.Get("password"), c["password"]) {
-			s.writeError(w, http.StatusUnauthorized, "invalid_grant", "Invalid user credentials")
-			return
+	case constant(s.desc.Token, "fields", "grant_type"): // password
+		for _, e := range credentialsIn(expect(s.desc.Token, "fields", c)) {
+			if !match(form.Get(e.name), e.want) {
+				s.writeError(w, http.StatusUnauthorized, "invalid_grant", "Invalid user credentials")
+				return
+			}
 		}
-	case "refresh_token":
-		rt := form.Get("refresh_token")
+	case constant(s.desc.Refresh, "fields", "grant_type"): // refresh_token
+		rt := form.Get(refreshField(s.desc.Refresh))
 		if rt == "" {
 			s.writeError(w, http.StatusBadRequest, "invalid_request", "Missing parameter: refresh_token")
 			return
@@ -87,4 +91,14 @@ func (s *Server) useRefresh(token, clientID string) bool {
 	g, ok := s.refresh[token]
 	delete(s.refresh, token)
 	return ok && g.clientID == clientID && s.now().Before(g.expires)
+}
+
+// refreshField is the form field of req that carries {refresh_token}.
+func refreshField(req *vendor.Request) string {
+	for _, name := range sortedNames(req.Fields) {
+		if t, err := vendor.ParseTemplate(req.Fields[name]); err == nil && t.Has("refresh_token") {
+			return name
+		}
+	}
+	return ""
 }

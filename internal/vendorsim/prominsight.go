@@ -7,15 +7,15 @@ import (
 )
 
 func (s *Server) setupProminsight() {
-	s.tokenPath = "/api/v1/auth/token"
+	s.tokenPath = s.desc.Token.URL
 	s.prefix = "pi_"
 	s.token = s.prominsightToken
 	s.api.HandleFunc("POST /api/v1/tests/sessions", s.prominsightSessions)
 	s.api.HandleFunc("GET /api/v1/tests/sessions/{id}", s.prominsightSession)
 }
 
-// prominsightToken exchanges a JSON {client_id, client_secret, scope} for a token wrapped in
-// PROMinsight's {"success", "data"} envelope with camelCase keys.
+// prominsightToken exchanges a JSON {client_id, client_secret, scope} (the description's
+// fields) for a token wrapped in PROMinsight's {"success", "data"} envelope with camelCase keys.
 func (s *Server) prominsightToken(w http.ResponseWriter, r *http.Request) {
 	if !hasMediaType(r, "application/json") {
 		s.writeError(w, http.StatusBadRequest, "", "Content-Type must be application/json")
@@ -26,31 +26,34 @@ func (s *Server) prominsightToken(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, http.StatusBadRequest, "", "Request body too large")
 		return
 	}
-	// Pointers tell a missing field from an empty one; a wrong type fails to decode.
-	var req struct {
-		ClientID     *string `json:"client_id"`
-		ClientSecret *string `json:"client_secret"`
-		Scope        *string `json:"scope"`
-	}
+	// The fields the description names, each a string: a field of another
+	// type fails to decode as a whole, before any is found missing.
+	var req map[string]any
 	if err := json.Unmarshal(body, &req); err != nil {
 		s.writeError(w, http.StatusBadRequest, "", "Invalid JSON body")
 		return
 	}
-	for _, f := range []struct {
-		name string
-		v    *string
-	}{{"client_id", req.ClientID}, {"client_secret", req.ClientSecret}, {"scope", req.Scope}} {
-		if f.v == nil || *f.v == "" {
-			s.writeError(w, http.StatusBadRequest, "", f.name+" is required")
+	names := sortedNames(s.desc.Token.Fields)
+	for _, name := range names {
+		if _, ok := req[name].(string); !ok && req[name] != nil {
+			s.writeError(w, http.StatusBadRequest, "", "Invalid JSON body")
+			return
+		}
+	}
+	for _, name := range names {
+		if v, _ := req[name].(string); v == "" {
+			s.writeError(w, http.StatusBadRequest, "", name+" is required")
 			return
 		}
 	}
 	c := s.credentials()
-	if !match(*req.ClientID, c["client_id"]) || !match(*req.ClientSecret, c["client_secret"]) {
-		s.writeError(w, http.StatusUnauthorized, "", "Invalid credentials")
-		return
+	for _, e := range credentialsIn(expect(s.desc.Token, "fields", c)) {
+		if v, _ := req[e.name].(string); !match(v, e.want) {
+			s.writeError(w, http.StatusUnauthorized, "", "Invalid credentials")
+			return
+		}
 	}
-	tok, ttl, _, _ := s.issue(*req.ClientID, false)
+	tok, ttl, _, _ := s.issue(c["client_id"], false)
 	shape := s.tokenForm()
 	writeToken(w, map[string]any{
 		"success": true,

@@ -9,7 +9,6 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
-	"strings"
 	"time"
 )
 
@@ -113,22 +112,11 @@ func (s *Server) record(r *http.Request, isToken bool) func(status int) {
 func (s *Server) checkAuth(r *http.Request) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.kind == HGEM {
-		keys := r.Header.Values("hgem-api-key")
-		if len(keys) != 1 || !match(keys[0], s.creds["api_key"]) {
-			return "Missing or invalid API key"
-		}
+	why, tok := apiAuth(s.desc, r.Header, s.creds)
+	if why != "" {
+		return why
 	}
-	auth := r.Header.Values("Authorization")
-	if len(auth) != 1 {
-		// Two Authorization headers means the proxy appended instead of replacing.
-		return "Missing bearer token"
-	}
-	scheme, tok, _ := strings.Cut(auth[0], " ")
-	if !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(tok) == "" {
-		return "Missing bearer token"
-	}
-	exp, ok := s.access[strings.TrimSpace(tok)]
+	exp, ok := s.access[tok]
 	switch {
 	case !ok:
 		return "Invalid token"

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/tokenproxy/tokenproxy/internal/vendor"
 )
 
 // The simulated vendors, spelled as the config's `type`.
@@ -25,14 +27,6 @@ const (
 	HGEM        = "hgem"
 	Prodoscore  = "prodoscore"
 )
-
-// credentialKeys lists the keys each vendor needs (CONTRACT.md §2).
-var credentialKeys = map[string][]string{
-	Prominsight: {"client_id", "client_secret"},
-	Inspera:     {"client_id", "api_key"},
-	HGEM:        {"api_key", "client_id", "client_secret"},
-	Prodoscore:  {"client_id", "username", "password"},
-}
 
 const (
 	maxTokenBody    = 64 << 10 // token requests are a few hundred bytes; anything bigger is refused
@@ -60,6 +54,7 @@ type TokenRequest struct {
 // Server simulates one vendor. It is an http.Handler, safe for concurrent use.
 type Server struct {
 	kind      string
+	desc      *vendor.Description // what its requests must carry
 	tokenPath string
 	prefix    string // makes issued tokens easy to spot in logs
 	token     http.HandlerFunc
@@ -99,17 +94,18 @@ type refreshGrant struct {
 // New returns a simulator of one vendor that accepts the given credentials.
 // It fails on an unknown kind or a missing or empty credential key.
 func New(kind string, creds map[string]string) (*Server, error) {
-	keys, ok := credentialKeys[kind]
+	desc, ok := vendor.Builtin(kind)
 	if !ok {
 		return nil, fmt.Errorf("vendorsim: unknown kind %q", kind)
 	}
-	for _, k := range keys {
+	for _, k := range desc.RequiredKeys() {
 		if creds[k] == "" {
 			return nil, fmt.Errorf("vendorsim: %s credentials: missing key %q", kind, k)
 		}
 	}
 	s := &Server{
 		kind:            kind,
+		desc:            desc,
 		api:             http.NewServeMux(),
 		closed:          make(chan struct{}),
 		creds:           maps.Clone(creds),
@@ -204,13 +200,25 @@ func (s *Server) TokenRequests() []TokenRequest {
 	return out
 }
 
+// grantIn is where the vendor's description puts grant_type: "query",
+// "fields" (a form body), or "" for a vendor without one (PROMinsight).
+func (s *Server) grantIn() string {
+	switch {
+	case constant(s.desc.Token, "query", "grant_type") != "":
+		return "query"
+	case constant(s.desc.Token, "fields", "grant_type") != "" && s.desc.Token.BodyOf() == vendor.BodyForm:
+		return "fields"
+	}
+	return ""
+}
+
 // grantOf reads grant_type from where the vendor expects it.
 func (s *Server) grantOf(r Request) string {
-	switch s.kind {
-	case Inspera:
+	switch s.grantIn() {
+	case "query":
 		q, _ := url.ParseQuery(r.RawQuery)
 		return q.Get("grant_type")
-	case HGEM, Prodoscore:
+	case "fields":
 		f, _ := url.ParseQuery(string(r.Body))
 		return f.Get("grant_type")
 	}
@@ -220,10 +228,10 @@ func (s *Server) grantOf(r Request) string {
 // grantOfRequest reads grant_type from a token request as it arrives, as grantOf does from
 // its record, and leaves the body to be read again.
 func (s *Server) grantOfRequest(r *http.Request) string {
-	switch s.kind {
-	case Inspera:
+	switch s.grantIn() {
+	case "query":
 		return r.URL.Query().Get("grant_type")
-	case HGEM, Prodoscore:
+	case "fields":
 		head, _ := io.ReadAll(io.LimitReader(r.Body, maxTokenBody))
 		r.Body = struct {
 			io.Reader
