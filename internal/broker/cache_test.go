@@ -326,8 +326,11 @@ func TestBackoffSchedules(t *testing.T) {
 		// 1s doubling to 60s with jitter in [d/2, d]: roughly 10 to 25 attempts.
 		{"network", &FetchError{Err: errors.New("connection reset")}, CodeUnavailable, 9, 30},
 		{"server error", &FetchError{Status: 503}, CodeTokenEndpoint, 9, 30},
-		// A refusal is remembered: 30s doubling to 5 minutes.
-		{"refused", &FetchError{Status: 401, Code: "invalid_client"}, CodeTokenEndpoint, 2, 6},
+		// A refusal is remembered: 30s doubling to 5 minutes, each wait in
+		// [d/2, d]. At the shortest (15, 30, 60, 120, 150, 150s) the seventh
+		// fetch comes at 525s, so 7 is the most ten minutes can hold (it
+		// happened, about once in a few hundred runs).
+		{"refused", &FetchError{Status: 401, Code: "invalid_client"}, CodeTokenEndpoint, 2, 7},
 		// Inspera's one-token-per-user conflict: 5s doubling to 2 minutes.
 		{"conflict", &FetchError{Status: 409, Code: "Multiple tokens for user"}, CodeUnavailable, 5, 14},
 		// Retry-After is honoured over the shorter backoff.
