@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 	"time"
 
 	"github.com/tokenproxy/tokenproxy/internal/broker"
@@ -79,7 +80,29 @@ func refusal(a vendor.Answer, resp *http.Response, body []byte) *broker.FetchErr
 	if raw, ok := field(body, a.ErrorDescription); ok {
 		fe.Description = text(raw)
 	}
+	if fe.Code == "" && fe.Description == "" && !json.Valid(body) {
+		// A refusal in plain words ("invalid_client", "Forbidden by WAF")
+		// still says why (CONTRACT.md §4: the vendor's message, when it
+		// gives one). A page of markup says nothing a person could use.
+		fe.Description = plainReason(body)
+	}
 	return fe
+}
+
+// plainReason is the first line of a text answer, tidied and bounded, or ""
+// for markup or an empty body.
+func plainReason(body []byte) string {
+	line, _, _ := strings.Cut(strings.TrimSpace(string(body)), "\n")
+	line = strings.Join(strings.Fields(line), " ")
+	if line == "" || strings.HasPrefix(line, "<") {
+		return ""
+	}
+	return clip(strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || r == utf8.RuneError {
+			return -1
+		}
+		return r
+	}, line))
 }
 
 func malformed(resp *http.Response, why string) *broker.FetchError {

@@ -1197,7 +1197,7 @@ func TestParseProminsight(t *testing.T) {
 		{name: "no token", status: 200, body: `{"success": true, "data": {"expiresIn": 3600}}`,
 			wantErr: &broker.FetchError{Status: 200, Malformed: true, Description: "no data.accessToken"}},
 		{name: "non-JSON error", status: 503, body: `Service Unavailable`,
-			wantErr: &broker.FetchError{Status: 503}},
+			wantErr: &broker.FetchError{Status: 503, Description: "Service Unavailable"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
