@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -350,6 +351,25 @@ func dev(c *command, args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&opt.TokenLifetime, "token-lifetime", time.Hour, "`D`, the lifetime of the simulators' tokens (try 30s to watch refreshes)")
 	if done, code := c.parse(fs, args, stdout, stderr); done {
 		return code
+	}
+	// The flags are the config here: their mistakes are usage errors,
+	// named by flag (exit 2), before any simulator starts.
+	bad := false
+	flagOf := map[string]string{"listen": "--listen", "admin_listen": "--admin-listen"}
+	for _, p := range config.ListenerProblems(opt.Listen, opt.AdminListen) {
+		fmt.Fprintf(stderr, "tokenproxy dev: %s: %s\n", flagOf[p.Path], strings.ReplaceAll(p.Msg, "admin_listen", "--admin-listen"))
+		bad = true
+	}
+	if !slices.Contains(config.LogLevels, opt.LogLevel) {
+		fmt.Fprintf(stderr, "tokenproxy dev: --log-level: %q is not one of %s\n", opt.LogLevel, strings.Join(config.LogLevels, ", "))
+		bad = true
+	}
+	if opt.TokenLifetime <= 0 {
+		fmt.Fprintf(stderr, "tokenproxy dev: --token-lifetime: %s is not a lifetime; give a positive duration such as 30s\n", opt.TokenLifetime)
+		bad = true
+	}
+	if bad {
+		return exitUsage
 	}
 	env, err := devserver.Start(opt)
 	if err != nil {

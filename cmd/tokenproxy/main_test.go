@@ -209,3 +209,24 @@ func TestVersionFallsBackToBuildInfo(t *testing.T) {
 		}
 	}
 }
+
+// dev's flags are its config: their mistakes are usage errors named by the
+// flag, found before any simulator starts (exit 2).
+func TestDevFlagMistakes(t *testing.T) {
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--listen", "nonsense"}, `tokenproxy dev: --listen: "nonsense" is not host:port` + "\n"},
+		{[]string{"--listen", "localhost:39903", "--admin-listen", "127.0.0.1:39903"},
+			`tokenproxy dev: --listen: "localhost:39903" and --admin-listen "127.0.0.1:39903" are the same address; the data and admin planes need one each` + "\n"},
+		{[]string{"--log-level", "loud"}, `tokenproxy dev: --log-level: "loud" is not one of debug, info, warn, error` + "\n"},
+		{[]string{"--token-lifetime", "-1s"}, "tokenproxy dev: --token-lifetime: -1s is not a lifetime; give a positive duration such as 30s\n"},
+	}
+	for _, c := range cases {
+		code, stdout, stderr := tokenproxy(t, append([]string{"dev"}, c.args...)...)
+		if code != 2 || stdout != "" || stderr != c.want {
+			t.Errorf("dev %v: exit %d, stdout %q, stderr %q; want 2 and %q", c.args, code, stdout, stderr, c.want)
+		}
+	}
+}

@@ -31,16 +31,23 @@ var (
 	prefixRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 )
 
+// ListenerProblems checks the data and admin listen addresses (keys listen
+// and admin_listen): each a host:port, and not the same address.
+func ListenerProblems(listen, admin string) Problems {
+	var ps Problems
+	okListen := checkListen(&ps, "listen", listen)
+	okAdmin := checkListen(&ps, "admin_listen", admin)
+	if okListen && okAdmin && sameListener(listen, admin) {
+		ps = append(ps, Problem{Path: "listen", Also: []string{"admin_listen"},
+			Msg: fmt.Sprintf("%q and admin_listen %q are the same address; the data and admin planes need one each", listen, admin)})
+	}
+	return ps
+}
+
 // Validate checks a decoded, defaulted config and returns every problem.
 // It reads nothing from disk or the network.
 func (c *Config) Validate() Problems {
-	var ps Problems
-	okListen := checkListen(&ps, "listen", c.Listen)
-	okAdmin := checkListen(&ps, "admin_listen", c.AdminListen)
-	if okListen && okAdmin && sameListener(c.Listen, c.AdminListen) {
-		ps = append(ps, Problem{Path: "listen", Also: []string{"admin_listen"},
-			Msg: fmt.Sprintf("%q and admin_listen %q are the same address; the data and admin planes need one each", c.Listen, c.AdminListen)})
-	}
+	ps := ListenerProblems(c.Listen, c.AdminListen)
 	checkOneOf(&ps, "log_level", c.LogLevel, LogLevels)
 	if c.ReadHeaderTimeout.Duration <= 0 {
 		ps.add("read_header_timeout", "must be positive")
