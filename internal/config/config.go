@@ -515,8 +515,14 @@ func (c *Config) applyDefaults() {
 		}
 	}
 	for name, u := range c.Upstreams {
-		if d, ok := u.Vendor(); ok && u.TokenURL == "" {
-			u.TokenURL = d.TokenURL(u.BaseURL)
+		if d, ok := u.Vendor(); ok {
+			if u.TokenURL == "" {
+				u.TokenURL = d.TokenURL(u.BaseURL)
+			}
+			if u.Scope == "" {
+				// Shown as in force (/config), and sent as it is.
+				u.Scope = d.Scope.Default
+			}
 		}
 		if u.Timeout.Duration == 0 {
 			u.Timeout.Duration = DefaultTimeout
