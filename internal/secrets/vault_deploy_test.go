@@ -328,3 +328,74 @@ func checkMode(t *testing.T, path string, want os.FileMode) {
 		t.Errorf("%s has mode %v, want %v", path, fi.Mode().Perm(), want)
 	}
 }
+
+// The commands README.md and deploy/vault/README.md give for writing
+// credentials, run as written against a real Vault with the files as echo and
+// editors leave them, ending in a newline: what they store, tokenproxy
+// accepts. The way they replaced, key=@file, stores the newline, and
+// tokenproxy's refusal says so.
+func TestVaultDeployDocumentedCredentialWrites(t *testing.T) {
+	srv, _ := startVault(t)
+	var cmds []string
+	for _, doc := range []string{"../../README.md", "../../deploy/vault/README.md"} {
+		cmds = append(cmds, docKVWrites(t, doc)...)
+	}
+	if len(cmds) < 2 {
+		t.Fatalf("the docs show %d vault kv put/patch commands in sh blocks, want the first write and the rotation: %q", len(cmds), cmds)
+	}
+	dir := t.TempDir()
+	vaultWriteFile(t, filepath.Join(dir, "hgem.json"), `{"api_key": "CANARY-doc-api-key", "client_id": "CANARY-doc-client-id", "client_secret": "CANARY-doc-old"}`+"\n")
+	vaultWriteFile(t, filepath.Join(dir, "new-client-secret.txt"), "CANARY-doc-new\n")
+	bin := t.TempDir()
+	if err := os.Symlink(vaulttest.Binary(), filepath.Join(bin, "vault")); err != nil {
+		t.Fatal(err)
+	}
+	run := func(c string) {
+		t.Helper()
+		cmd := exec.Command("sh", "-c", c)
+		cmd.Dir = dir
+		cmd.Env = setupEnv(t, srv, "PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+		if b, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v\n%s", c, err, b)
+		}
+	}
+	for _, c := range cmds {
+		run(c)
+	}
+	h := runVault(t, srv, vaultTokenAuth(t, srv.RootToken()))
+	c := h.readOK(t, "secret/tokenproxy/hgem")
+	if err := Check("hgem", c); err != nil {
+		t.Errorf("after %q: %v", cmds, err)
+	}
+	if c.Get("client_secret") != "CANARY-doc-new" || c.Get("api_key") != "CANARY-doc-api-key" {
+		t.Errorf("after %q: the secret holds other values than written", cmds)
+	}
+
+	run("vault kv patch secret/tokenproxy/hgem client_secret=@new-client-secret.txt")
+	c = h.readOK(t, "secret/tokenproxy/hgem")
+	if err := Check("hgem", c); err == nil || !strings.Contains(err.Error(), "key client_secret holds a CR, LF or NUL character: it ends with a line break") {
+		t.Errorf("client_secret=@file: %v, want the trailing line break named", err)
+	}
+}
+
+// docKVWrites are the `vault kv put` and `vault kv patch` lines of the sh
+// blocks in a Markdown file.
+func docKVWrites(t *testing.T, path string) []string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cmds []string
+	inSh := false
+	for _, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		switch {
+		case strings.HasPrefix(line, "```"):
+			inSh = !inSh && line == "```sh"
+		case inSh && (strings.Contains(line, "vault kv put ") || strings.Contains(line, "vault kv patch ")):
+			cmds = append(cmds, line)
+		}
+	}
+	return cmds
+}
