@@ -869,7 +869,10 @@ func TestInvariantChecksCatchBreakage(t *testing.T) {
 		{name: "a second replica without sharing", want: "replicas 2: upstreams [inspera] allow one live token per user",
 			breaks: func(d *appsv1.Deployment) { n := int32(2); d.Spec.Replicas = &n }},
 		{name: "replicas unset (1) is fine, a rolling update is not", want: `strategy "RollingUpdate"`,
-			breaks: func(d *appsv1.Deployment) { d.Spec.Replicas = nil; d.Spec.Strategy = appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType} }},
+			breaks: func(d *appsv1.Deployment) {
+				d.Spec.Replicas = nil
+				d.Spec.Strategy = appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType}
+			}},
 		{name: "the default strategy (RollingUpdate)", want: `strategy ""`,
 			breaks: func(d *appsv1.Deployment) { d.Spec.Strategy = appsv1.DeploymentStrategy{} }},
 		{name: "shared: false in a fleet", want: "upstreams [inspera] allow one live token per user",
@@ -892,7 +895,9 @@ func TestInvariantChecksCatchBreakage(t *testing.T) {
 		{name: "no NetworkPolicy", want: "no NetworkPolicy selects the pod",
 			ex: func(ex *example) { ex.policies = nil }},
 		{name: "a NetworkPolicy for other pods", want: "no NetworkPolicy selects the pod",
-			ex: func(ex *example) { ex.policies[0].Spec.PodSelector.MatchLabels = map[string]string{"app.kubernetes.io/name": "other"} }},
+			ex: func(ex *example) {
+				ex.policies[0].Spec.PodSelector.MatchLabels = map[string]string{"app.kubernetes.io/name": "other"}
+			}},
 		{name: "an egress-only NetworkPolicy", want: "no NetworkPolicy selects the pod",
 			ex: func(ex *example) {
 				ex.policies[0].Spec.PolicyTypes = []networkingv1.PolicyType{networkingv1.PolicyTypeEgress}
