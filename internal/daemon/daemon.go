@@ -72,9 +72,9 @@ type Daemon struct {
 	ups       map[string]*running
 	vault     *secrets.Vault
 	vaultStop func()
-	loadedAt  time.Time // when cfg was read
-	reloadAt  time.Time // the last reload tried; zero before any
-	reloadErr string    // why it was rejected; "" when it was not
+	loadedAt  time.Time        // when cfg was read
+	reloadAt  time.Time        // the last reload tried; zero before any
+	reloadErr string           // why it was rejected; "" when it was not
 	tracing   tracing.Provider // nil unless the config has a tracing section
 }
 
