@@ -18,8 +18,10 @@ import (
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
@@ -84,6 +86,8 @@ func decodeStrict(b []byte) (any, error) {
 		obj = &corev1.Service{}
 	case "apps/v1 Deployment":
 		obj = &appsv1.Deployment{}
+	case "networking.k8s.io/v1 NetworkPolicy":
+		obj = &networkingv1.NetworkPolicy{}
 	case "monitoring.coreos.com/v1 PodMonitor":
 		obj = &monitoringv1.PodMonitor{}
 	case "monitoring.coreos.com/v1 PrometheusRule":
@@ -126,10 +130,12 @@ func TestEveryKustomizationRenders(t *testing.T) {
 
 // example is one rendered tokenproxy Deployment with its config.
 type example struct {
-	dir    string
-	native bool // tokenproxy is a native sidecar (an init container with restartPolicy Always)
-	dep    *appsv1.Deployment
-	config string // the tokenproxy config file the pod mounts
+	dir      string
+	native   bool // tokenproxy is a native sidecar (an init container with restartPolicy Always)
+	dep      *appsv1.Deployment
+	config   string                        // the tokenproxy config file the pod mounts
+	policies []*networkingv1.NetworkPolicy // every NetworkPolicy rendered with it
+	services []*corev1.Service
 }
 
 // examples are the Deployments of every kustomization under kubernetes/.
@@ -156,9 +162,11 @@ func examples(t *testing.T) []*example {
 		} else if a := sas[0].AutomountServiceAccountToken; a == nil || *a {
 			t.Errorf("%s: ServiceAccount %s: automountServiceAccountToken must be false", dir, sas[0].Name)
 		}
-		for _, svc := range all[*corev1.Service](objs) {
+		ex.services = all[*corev1.Service](objs)
+		for _, svc := range ex.services {
 			checkService(t, ex, svc)
 		}
+		ex.policies = all[*networkingv1.NetworkPolicy](objs)
 		out = append(out, ex)
 	}
 	if len(out) != 3 {
@@ -226,6 +234,9 @@ func TestExampleDeployments(t *testing.T) {
 				if cfg.Sharing == nil {
 					t.Error("fleet: the config has no sharing section")
 				}
+				if s := ex.dep.Spec.Strategy; s.Type == appsv1.RecreateDeploymentStrategyType {
+					t.Error("fleet: strategy Recreate; the fleet shares its tokens, so it can roll without a gap")
+				}
 			} else if cfg.Sharing != nil {
 				t.Error("only the fleet overlay turns sharing on")
 			}
@@ -267,7 +278,29 @@ type tpConfig struct {
 			} `json:"auth"`
 		} `json:"vault"`
 	} `json:"secrets"`
-	Sharing map[string]any `json:"sharing"`
+	Sharing   map[string]any `json:"sharing"`
+	Upstreams map[string]struct {
+		Type   string `json:"type"`
+		Shared *bool  `json:"shared"`
+	} `json:"upstreams"`
+}
+
+// oneLiveTokenPerUser are the upstream types whose vendor refuses a second
+// live token for the same user (VENDORS.md: Inspera's 409 "Multiple tokens
+// for user").
+var oneLiveTokenPerUser = []string{"inspera"}
+
+// unshared names the upstreams of a type in oneLiveTokenPerUser whose token
+// each tokenproxy holds alone: no sharing section, or shared: false (CONTRACT.md §7).
+func (c *tpConfig) unshared() []string {
+	var names []string
+	for name, u := range c.Upstreams {
+		if slices.Contains(oneLiveTokenPerUser, u.Type) && (c.Sharing == nil || (u.Shared != nil && !*u.Shared)) {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	return names
 }
 
 func parseConfig(s string) (*tpConfig, error) {
@@ -480,9 +513,21 @@ func (ex *example) problems() []string {
 			add("%s on port %s, but admin_listen is %s", name, p.HTTPGet.Port.String(), cfg.AdminListen)
 		}
 	}
+	waitsForTokens := func(p string) bool { return p == "/readyz" || strings.HasPrefix(p, "/readyz?") }
 	probe("startupProbe", tp.StartupProbe, func(p string) bool {
-		return p == "/readyz" || strings.HasPrefix(p, "/readyz?upstream=")
-	}, "/readyz (every upstream holds a token before the app starts) or /readyz?upstream=<name>")
+		return waitsForTokens(p) || p == "/readyz/process"
+	}, "/readyz/process, /readyz or /readyz?upstream=<name>")
+	if p := tp.StartupProbe; p != nil && p.HTTPGet != nil && waitsForTokens(p.HTTPGet.Path) {
+		// A startup probe's failure restarts the container: waiting for a
+		// vendor ends in restarts that ask every vendor again.
+		switch {
+		case !ex.native:
+			add("startupProbe on %s: a classic sidecar's startup probe does not hold the app back, so waiting for tokens only gets tokenproxy restarted during a vendor's outage; probe /readyz/process", p.HTTPGet.Path)
+		case ex.dep.Spec.Strategy.Type == appsv1.RecreateDeploymentStrategyType:
+			add("startupProbe on %s with strategy Recreate: nothing else serves while the new pod starts, so one vendor's outage would keep the app down, and the kubelet would restart tokenproxy every %ds; probe /readyz/process",
+				p.HTTPGet.Path, p.FailureThreshold*max(p.PeriodSeconds, 1))
+		}
+	}
 	probe("readinessProbe", tp.ReadinessProbe, func(p string) bool { return p == "/readyz/process" },
 		"/readyz/process (one vendor's outage must not take the pod out of its Service)")
 	probe("livenessProbe", tp.LivenessProbe, func(p string) bool { return p == "/healthz" }, "/healthz")
@@ -494,9 +539,23 @@ func (ex *example) problems() []string {
 	}
 	if g, err := goMemLimit(tp, limit); err != nil {
 		add("%v", err)
-	} else if limit.IsZero() || g > limit.Value() {
-		add("GOMEMLIMIT %d bytes is above the memory limit %s", g, limit)
+	} else if err := memHeadroom(g, limit.Value()); err != nil {
+		add("%v (limits.memory %s)", err, limit)
 	}
+
+	// How many tokenproxies run at once, each with its own tokens.
+	if names := cfg.unshared(); len(names) > 0 {
+		if r := ex.dep.Spec.Replicas; r == nil || *r != 1 {
+			add("replicas %v: upstreams %v allow one live token per user and are not shared, so a second replica never gets its token; one replica, or sharing (overlays/fleet)", ptrString(r), names)
+		}
+		if st := ex.dep.Spec.Strategy.Type; st != appsv1.RecreateDeploymentStrategyType {
+			add("strategy %q: a rolling update starts the new pod while the old one holds the token of upstreams %v, which allow one live token per user, so it waits forever; Recreate, or sharing (overlays/fleet)", st, names)
+		}
+	}
+
+	// Who reaches the pod: the admin port only from where Prometheus runs,
+	// the app's ports as before.
+	ps = append(ps, ex.networkProblems(aport)...)
 
 	// Grace: the drain and the in-flight requests fit in it.
 	grace := time.Duration(30) * time.Second
@@ -507,6 +566,136 @@ func (ex *example) problems() []string {
 		add("terminationGracePeriodSeconds %s is less than drain_delay + shutdown_timeout (%s)", grace, need)
 	}
 	return ps
+}
+
+func ptrTo[T any](v T) *T { return &v }
+
+func ptrString(p *int32) string {
+	if p == nil {
+		return "unset (1)"
+	}
+	return strconv.Itoa(int(*p))
+}
+
+// memHeadroom checks GOMEMLIMIT against the memory limit, both in bytes: at
+// most 95% of it, as the Go GC guide advises leaving 5-10% for memory the
+// runtime does not count ("A Guide to the Go Garbage Collector", Memory
+// limit), and at least 80%, or the limit is memory the process never uses.
+func memHeadroom(goMemLimit, limit int64) error {
+	if limit <= 0 {
+		return fmt.Errorf("GOMEMLIMIT %d bytes, but no memory limit", goMemLimit)
+	}
+	r := float64(goMemLimit) / float64(limit)
+	switch {
+	case r > 0.95:
+		return fmt.Errorf("GOMEMLIMIT %d bytes is %.0f%% of the memory limit: leave the runtime headroom, about 90%%", goMemLimit, 100*r)
+	case r < 0.80:
+		return fmt.Errorf("GOMEMLIMIT %d bytes is only %.0f%% of the memory limit: about 90%%", goMemLimit, 100*r)
+	}
+	return nil
+}
+
+// networkProblems checks the NetworkPolicies that select the example's pod:
+// at least one isolates it for ingress; tokenproxy's admin port is reachable
+// only from selected peers (not from every pod or address), and from some;
+// and the ports of the app's Services stay reachable.
+func (ex *example) networkProblems(adminPort string) []string {
+	var ps []string
+	add := func(format string, args ...any) { ps = append(ps, ex.dir+": "+fmt.Sprintf(format, args...)) }
+	pod := ex.dep.Spec.Template
+	var rules []networkingv1.NetworkPolicyIngressRule
+	selected := false
+	for _, np := range ex.policies {
+		sel, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector)
+		if err != nil {
+			add("NetworkPolicy %s: %v", np.Name, err)
+			continue
+		}
+		ingress := len(np.Spec.PolicyTypes) == 0 || slices.Contains(np.Spec.PolicyTypes, networkingv1.PolicyTypeIngress)
+		if sel.Matches(labels.Set(pod.Labels)) && ingress {
+			selected = true
+			rules = append(rules, np.Spec.Ingress...)
+		}
+	}
+	if !selected {
+		return append(ps, ex.dir+": no NetworkPolicy selects the pod for ingress: tokenproxy's admin port is open to the whole cluster")
+	}
+	// admits reports whether a rule lets port (a number, or a name of a
+	// container port in the pod) through.
+	containers := append(slices.Clone(pod.Spec.InitContainers), pod.Spec.Containers...)
+	admits := func(r networkingv1.NetworkPolicyIngressRule, port string) bool {
+		if len(r.Ports) == 0 {
+			return true
+		}
+		for _, p := range r.Ports {
+			if p.Port == nil {
+				return true
+			}
+			if p.Port.Type == intstr.String {
+				for _, c := range containers {
+					if portOf(&c, *p.Port) == port {
+						return true
+					}
+				}
+				continue
+			}
+			end := p.Port.IntVal
+			if p.EndPort != nil {
+				end = *p.EndPort
+			}
+			if n, err := strconv.Atoi(port); err == nil && int32(n) >= p.Port.IntVal && int32(n) <= end {
+				return true
+			}
+		}
+		return false
+	}
+	// open reports why a rule's peers are anyone: no from, an address
+	// block, or a selector that selects everything.
+	open := func(r networkingv1.NetworkPolicyIngressRule) string {
+		if len(r.From) == 0 {
+			return "no from: every address"
+		}
+		for _, peer := range r.From {
+			switch {
+			case peer.IPBlock != nil:
+				return "ipBlock " + peer.IPBlock.CIDR
+			case (peer.NamespaceSelector == nil || isEmpty(peer.NamespaceSelector)) && (peer.PodSelector == nil || isEmpty(peer.PodSelector)):
+				return "a peer that selects every pod"
+			}
+		}
+		return ""
+	}
+	reached := false
+	for _, r := range rules {
+		if !admits(r, adminPort) {
+			continue
+		}
+		reached = true
+		if why := open(r); why != "" {
+			add("a NetworkPolicy lets anyone reach tokenproxy's admin port %s (%s): only Prometheus's namespace should", adminPort, why)
+		}
+	}
+	if !reached {
+		add("no NetworkPolicy rule lets Prometheus reach tokenproxy's admin port %s (deploy/monitoring scrapes it)", adminPort)
+	}
+	for _, svc := range ex.services {
+		for _, sp := range svc.Spec.Ports {
+			port := sp.TargetPort.String()
+			for _, c := range pod.Spec.Containers {
+				if got := portOf(&c, sp.TargetPort); !strings.HasPrefix(got, "(") {
+					port = got
+				}
+			}
+			if !slices.ContainsFunc(rules, func(r networkingv1.NetworkPolicyIngressRule) bool { return admits(r, port) }) {
+				add("no NetworkPolicy rule lets callers reach Service %s's port %s (container port %s)", svc.Name, sp.Name, port)
+			}
+		}
+	}
+	return ps
+}
+
+func isEmpty(s *metav1.LabelSelector) bool {
+	return len(s.MatchLabels) == 0 && len(s.MatchExpressions) == 0
 }
 
 // portOf resolves a probe's port, by name or number, to a number.
@@ -599,10 +788,22 @@ func TestInvariantChecksCatchBreakage(t *testing.T) {
 	sidecar := func(d *appsv1.Deployment) *corev1.Container { return &d.Spec.Template.Spec.InitContainers[0] }
 	app := func(d *appsv1.Deployment) *corev1.Container { return &d.Spec.Template.Spec.Containers[0] }
 	ptr := func(b bool) *bool { return &b }
+	adminRule := func(ex *example) *networkingv1.NetworkPolicyIngressRule {
+		for i, r := range ex.policies[0].Spec.Ingress {
+			for _, p := range r.Ports {
+				if p.Port != nil && p.Port.IntVal == 9901 {
+					return &ex.policies[0].Spec.Ingress[i]
+				}
+			}
+		}
+		t.Fatal("the base's NetworkPolicy has no rule for port 9901")
+		return nil
+	}
 	cases := []struct {
 		name   string
 		breaks func(d *appsv1.Deployment)
 		config func(string) string
+		ex     func(ex *example)
 		want   string
 	}{
 		{name: "service-account token automounted", want: "automountServiceAccountToken",
@@ -651,10 +852,90 @@ func TestInvariantChecksCatchBreakage(t *testing.T) {
 			breaks: func(d *appsv1.Deployment) { app(d).Env[0].Value = "http://127.0.0.1:8081/hgem" }},
 		{name: "GOMEMLIMIT in MiB read as bytes", want: "divisor",
 			breaks: func(d *appsv1.Deployment) {
-				sidecar(d).Env[0].ValueFrom.ResourceFieldRef.Divisor = resource.MustParse("1Mi")
+				sidecar(d).Env[0] = corev1.EnvVar{Name: "GOMEMLIMIT", ValueFrom: &corev1.EnvVarSource{
+					ResourceFieldRef: &corev1.ResourceFieldSelector{Resource: "limits.memory", Divisor: resource.MustParse("1Mi")}}}
 			}},
-		{name: "GOMEMLIMIT above the limit", want: "above the memory limit",
+		{name: "GOMEMLIMIT the whole limit", want: "100% of the memory limit: leave the runtime headroom",
+			breaks: func(d *appsv1.Deployment) {
+				sidecar(d).Env[0] = corev1.EnvVar{Name: "GOMEMLIMIT", ValueFrom: &corev1.EnvVarSource{
+					ResourceFieldRef: &corev1.ResourceFieldSelector{Resource: "limits.memory"}}}
+			}},
+		{name: "GOMEMLIMIT above the limit", want: "156% of the memory limit",
 			breaks: func(d *appsv1.Deployment) { sidecar(d).Env[0] = corev1.EnvVar{Name: "GOMEMLIMIT", Value: "200MiB"} }},
+		{name: "GOMEMLIMIT 96% of the limit", want: "96% of the memory limit",
+			breaks: func(d *appsv1.Deployment) { sidecar(d).Env[0] = corev1.EnvVar{Name: "GOMEMLIMIT", Value: "123MiB"} }},
+		{name: "GOMEMLIMIT far below the limit", want: "only 50%",
+			breaks: func(d *appsv1.Deployment) { sidecar(d).Env[0] = corev1.EnvVar{Name: "GOMEMLIMIT", Value: "64MiB"} }},
+		{name: "a second replica without sharing", want: "replicas 2: upstreams [inspera] allow one live token per user",
+			breaks: func(d *appsv1.Deployment) { n := int32(2); d.Spec.Replicas = &n }},
+		{name: "replicas unset (1) is fine, a rolling update is not", want: `strategy "RollingUpdate"`,
+			breaks: func(d *appsv1.Deployment) {
+				d.Spec.Replicas = nil
+				d.Spec.Strategy = appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType}
+			}},
+		{name: "the default strategy (RollingUpdate)", want: `strategy ""`,
+			breaks: func(d *appsv1.Deployment) { d.Spec.Strategy = appsv1.DeploymentStrategy{} }},
+		{name: "shared: false in a fleet", want: "upstreams [inspera] allow one live token per user",
+			config: func(c string) string {
+				return "sharing:\n  vault: {path: secret/tokenproxy/shared}\n" + strings.Replace(c, "credentials: vault:secret/tokenproxy/inspera", "shared: false\n    credentials: vault:secret/tokenproxy/inspera", 1)
+			},
+			breaks: func(d *appsv1.Deployment) { n := int32(3); d.Spec.Replicas = &n }},
+		{name: "Recreate and a startup probe that waits for tokens", want: "startupProbe on /readyz with strategy Recreate",
+			breaks: func(d *appsv1.Deployment) { sidecar(d).StartupProbe.HTTPGet.Path = "/readyz" }},
+		{name: "Recreate and a startup probe that waits for one vendor", want: "with strategy Recreate",
+			breaks: func(d *appsv1.Deployment) { sidecar(d).StartupProbe.HTTPGet.Path = "/readyz?upstream=inspera" }},
+		{name: "a classic sidecar whose startup probe waits for tokens", want: "a classic sidecar's startup probe does not hold the app back",
+			breaks: func(d *appsv1.Deployment) {
+				d.Spec.Strategy = appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType}
+				sidecar(d).StartupProbe.HTTPGet.Path = "/readyz"
+			},
+			ex: func(ex *example) { ex.native = false }},
+		{name: "startup probe on liveness", want: "startupProbe on /healthz",
+			breaks: func(d *appsv1.Deployment) { sidecar(d).StartupProbe.HTTPGet.Path = "/healthz" }},
+		{name: "no NetworkPolicy", want: "no NetworkPolicy selects the pod",
+			ex: func(ex *example) { ex.policies = nil }},
+		{name: "a NetworkPolicy for other pods", want: "no NetworkPolicy selects the pod",
+			ex: func(ex *example) {
+				ex.policies[0].Spec.PodSelector.MatchLabels = map[string]string{"app.kubernetes.io/name": "other"}
+			}},
+		{name: "an egress-only NetworkPolicy", want: "no NetworkPolicy selects the pod",
+			ex: func(ex *example) {
+				ex.policies[0].Spec.PolicyTypes = []networkingv1.PolicyType{networkingv1.PolicyTypeEgress}
+			}},
+		{name: "admin port from every address", want: "reach tokenproxy's admin port 9901 (no from: every address)",
+			ex: func(ex *example) { adminRule(ex).From = nil }},
+		{name: "admin port from every namespace", want: "(a peer that selects every pod)",
+			ex: func(ex *example) {
+				adminRule(ex).From = []networkingv1.NetworkPolicyPeer{{NamespaceSelector: &metav1.LabelSelector{}}}
+			}},
+		{name: "admin port from an address block", want: "(ipBlock 0.0.0.0/0)",
+			ex: func(ex *example) {
+				adminRule(ex).From = append(adminRule(ex).From, networkingv1.NetworkPolicyPeer{IPBlock: &networkingv1.IPBlock{CIDR: "0.0.0.0/0"}})
+			}},
+		{name: "every port from everywhere", want: "(no from: every address)",
+			ex: func(ex *example) {
+				ex.policies[0].Spec.Ingress = append(ex.policies[0].Spec.Ingress, networkingv1.NetworkPolicyIngressRule{})
+			}},
+		{name: "a port range holding the admin port, from everywhere", want: "(no from: every address)",
+			ex: func(ex *example) {
+				from, end := intstr.FromInt32(9000), int32(9999)
+				ex.policies[0].Spec.Ingress = append(ex.policies[0].Spec.Ingress, networkingv1.NetworkPolicyIngressRule{
+					Ports: []networkingv1.NetworkPolicyPort{{Port: &from, EndPort: &end}}})
+			}},
+		{name: "admin port by name, from everywhere", want: "(no from: every address)",
+			ex: func(ex *example) {
+				name := intstr.FromString("tp-admin")
+				ex.policies[0].Spec.Ingress = append(ex.policies[0].Spec.Ingress, networkingv1.NetworkPolicyIngressRule{
+					Ports: []networkingv1.NetworkPolicyPort{{Port: &name}}})
+			}},
+		{name: "Prometheus shut out", want: "no NetworkPolicy rule lets Prometheus reach tokenproxy's admin port 9901",
+			ex: func(ex *example) { adminRule(ex).Ports[0].Port = ptrTo(intstr.FromInt32(9902)) }},
+		{name: "the app shut out", want: "no NetworkPolicy rule lets callers reach Service reports's port http",
+			ex: func(ex *example) {
+				ex.policies[0].Spec.Ingress = slices.DeleteFunc(ex.policies[0].Spec.Ingress, func(r networkingv1.NetworkPolicyIngressRule) bool {
+					return len(r.From) == 0
+				})
+			}},
 		{name: "no memory limit", want: "memory limit",
 			breaks: func(d *appsv1.Deployment) { delete(sidecar(d).Resources.Limits, corev1.ResourceMemory) }},
 		{name: "grace too short", want: "terminationGracePeriodSeconds 10s",
@@ -663,12 +944,18 @@ func TestInvariantChecksCatchBreakage(t *testing.T) {
 			breaks: func(d *appsv1.Deployment) { sidecar(d).Args[2] = "/etc/config.yaml" }},
 	}
 	for _, c := range cases {
-		ex := &example{dir: "broken", native: true, dep: base.dep.DeepCopy(), config: base.config}
+		ex := &example{dir: "broken", native: true, dep: base.dep.DeepCopy(), config: base.config, services: base.services}
+		for _, np := range base.policies {
+			ex.policies = append(ex.policies, np.DeepCopy())
+		}
 		if c.breaks != nil {
 			c.breaks(ex.dep)
 		}
 		if c.config != nil {
 			ex.config = c.config(ex.config)
+		}
+		if c.ex != nil {
+			c.ex(ex)
 		}
 		ps := ex.problems()
 		if !slices.ContainsFunc(ps, func(p string) bool { return strings.Contains(p, c.want) }) {

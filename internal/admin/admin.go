@@ -3,14 +3,17 @@
 // token", or only the named ones, or only the process), per-upstream status
 // as JSON or a page for a person, Prometheus metrics, the config in force,
 // the log level, and Go's profiler when the config asks for it. Every GET
-// also answers HEAD. Nothing it serves holds a secret.
+// also answers HEAD. Nothing it serves holds a secret, and only a caller on
+// a loopback address may change anything.
 package admin
 
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -62,9 +65,11 @@ type Server struct {
 	LogLevel http.Handler // GET shows the level, PUT changes it (zap.AtomicLevel)
 }
 
-// Handler routes the admin endpoints.
+// Handler routes the admin endpoints. Only GET and HEAD are served to any
+// caller; every other method only to one on a loopback address
+// (writesFromLoopbackOnly).
 func (s *Server) Handler() http.Handler {
-	return headAsGet(s.router())
+	return headAsGet(writesFromLoopbackOnly(s.router()))
 }
 
 // router is every route; the index (/) lists the GET ones, and a test
@@ -113,6 +118,48 @@ func headAsGet(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// writesFromLoopbackOnly refuses, with 403 host_not_allowed in the shape of
+// CONTRACT.md §4, every request but GET and HEAD whose connection does not
+// come from a loopback address: PUT /loglevel, and whatever changes state
+// later. admin_listen is often 0.0.0.0, so that the kubelet's probes and
+// Prometheus reach it, and then anyone who can reach the port could change
+// what the process does. Reading stays open to them; changing is for a
+// person on the host, or coming through `kubectl port-forward`, which
+// connects from the pod's own loopback. The peer is the TCP connection's
+// address, never a header (X-Forwarded-For) a caller could write.
+func writesFromLoopbackOnly(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet || r.Method == http.MethodHead || fromLoopback(r) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		host, _, err := net.SplitHostPort(r.RemoteAddr)
+		if err != nil {
+			host = r.RemoteAddr
+		}
+		writeError(w, http.StatusForbidden, "host_not_allowed", fmt.Sprintf(
+			"%s %s is accepted only from a loopback address, and this request came from %s: send it on the host, or through kubectl port-forward",
+			r.Method, r.URL.Path, host))
+	})
+}
+
+// fromLoopback reports whether r's connection comes from 127.0.0.0/8 or ::1
+// (an IPv4-mapped IPv6 address counts as its IPv4 address).
+func fromLoopback(r *http.Request) bool {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	return err == nil && ap.Addr().Unmap().IsLoopback()
+}
+
+// writeError answers as tokenproxy answers what it refuses (CONTRACT.md
+// §4): the code in a Tokenproxy-Error header and the JSON body.
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	w.Header().Set("Tokenproxy-Error", code)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(map[string]string{"error": code, "message": msg, "upstream": ""})
 }
 
 // pprofOn serves the profiler only while the config in force says

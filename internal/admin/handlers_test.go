@@ -3,6 +3,7 @@ package admin
 import (
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -314,6 +315,78 @@ func TestLogLevel(t *testing.T) {
 	}
 	if r := f.do(t, "POST", "/loglevel", strings.NewReader("level=error")); r.status != http.StatusMethodNotAllowed {
 		t.Fatalf("POST /loglevel: %d", r.status)
+	}
+}
+
+// TestWritesFromLoopbackOnly: with admin_listen on every address, anyone who
+// reaches the port reads, but only a caller on a loopback address changes
+// anything; the others get 403 in the shape of CONTRACT.md §4, on every
+// route and method but GET and HEAD, and nothing changes.
+func TestWritesFromLoopbackOnly(t *testing.T) {
+	f := newFixture(t, loadConfig(t, t.TempDir(), hgemOnly+"admin_pprof: true\n"))
+	h := f.s.Handler()
+	serve := func(method, target, from string, header ...string) *httptest.ResponseRecorder {
+		r := httptest.NewRequest(method, target, strings.NewReader(`{"level":"error"}`))
+		r.Header.Set("Content-Type", "application/json")
+		for i := 0; i+1 < len(header); i += 2 {
+			r.Header.Set(header[i], header[i+1])
+		}
+		r.RemoteAddr = from
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w
+	}
+	for _, from := range []string{"10.1.2.3:40000", "[2001:db8::7]:40000", "192.168.0.1:1", "[::ffff:10.0.0.1]:5", "0.0.0.0:1", "not-an-address"} {
+		w := serve(http.MethodPut, "/loglevel", from, "X-Forwarded-For", "127.0.0.1", "X-Real-Ip", "127.0.0.1")
+		var body map[string]string
+		if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil || w.Code != http.StatusForbidden ||
+			w.Header().Get("Tokenproxy-Error") != "host_not_allowed" || !strings.HasPrefix(w.Header().Get("Content-Type"), "application/json") ||
+			body["error"] != "host_not_allowed" || body["upstream"] != "" || !strings.Contains(body["message"], "PUT /loglevel is accepted only from a loopback address") {
+			t.Errorf("PUT /loglevel from %s: %d %v %q (%v), want 403 host_not_allowed naming the rule", from, w.Code, w.Header(), w.Body, err)
+		}
+		if host, _, err := net.SplitHostPort(from); err == nil && !strings.Contains(body["message"], "came from "+host+":") {
+			t.Errorf("PUT /loglevel from %s: the message does not name the caller: %q", from, body["message"])
+		}
+		if f.level.Level() != zapcore.InfoLevel {
+			t.Fatalf("PUT /loglevel from %s changed the level to %s", from, f.level.Level())
+		}
+	}
+	// Every route's other methods, and methods no route has.
+	var writes [][2]string
+	chi.Walk(f.s.router(), func(method, route string, _ http.Handler, _ ...func(http.Handler) http.Handler) error {
+		if method != http.MethodGet && method != http.MethodHead {
+			writes = append(writes, [2]string{method, route})
+		}
+		return nil
+	})
+	if len(writes) < 2 {
+		t.Fatalf("the routes that are not GET: %v, want at least PUT /loglevel and POST /debug/pprof/symbol", writes)
+	}
+	writes = append(writes, [2]string{"POST", "/status"}, [2]string{"DELETE", "/loglevel"}, [2]string{"PATCH", "/"}, [2]string{"OPTIONS", "/metrics"})
+	for _, mr := range writes {
+		if w := serve(mr[0], mr[1], "10.1.2.3:40000"); w.Code != http.StatusForbidden || w.Header().Get("Tokenproxy-Error") != "host_not_allowed" {
+			t.Errorf("%s %s from 10.1.2.3: %d, want 403", mr[0], mr[1], w.Code)
+		}
+	}
+	// Reading stays open.
+	for _, path := range []string{"/loglevel", "/status", "/readyz/process", "/metrics", "/config", "/debug/pprof/cmdline"} {
+		for _, method := range []string{http.MethodGet, http.MethodHead} {
+			if w := serve(method, path, "10.1.2.3:40000"); w.Code != http.StatusOK {
+				t.Errorf("%s %s from 10.1.2.3: %d, want 200", method, path, w.Code)
+			}
+		}
+	}
+	// From the host, and through kubectl port-forward (the pod's loopback).
+	for i, from := range []string{"127.0.0.1:40000", "127.9.8.7:1", "[::1]:40000", "[::ffff:127.0.0.1]:40000"} {
+		want := []zapcore.Level{zapcore.DebugLevel, zapcore.WarnLevel, zapcore.ErrorLevel, zapcore.InfoLevel}[i]
+		r := httptest.NewRequest(http.MethodPut, "/loglevel", strings.NewReader(`{"level":"`+want.String()+`"}`))
+		r.Header.Set("Content-Type", "application/json")
+		r.RemoteAddr = from
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != http.StatusOK || f.level.Level() != want {
+			t.Errorf("PUT /loglevel %s from %s: %d %s; level %s", want, from, w.Code, w.Body, f.level.Level())
+		}
 	}
 }
 

@@ -25,7 +25,7 @@ var endpoints = []endpoint{
 	{Methods: "GET", Path: "/metrics", What: "Prometheus metrics; OpenMetrics when the scraper asks for it"},
 	{Methods: "GET", Path: "/config", What: "the config in force after defaults: references and settings, never a value; JSON, or YAML with Accept: application/yaml",
 		needs: func(s *Server) bool { return s.Config != nil }},
-	{Methods: "GET, PUT", Path: "/loglevel", What: `the log level; PUT {"level":"debug"} changes it until a restart or a new log_level in the config`,
+	{Methods: "GET, PUT", Path: "/loglevel", What: `the log level; PUT {"level":"debug"}, from a loopback address only, changes it until a restart or a new log_level in the config`,
 		needs: func(s *Server) bool { return s.LogLevel != nil }},
 	{Methods: "GET", Path: "/debug/pprof/", What: "Go's profiler (admin_pprof: true in the config)",
 		needs: func(s *Server) bool { return s.pprof() }},

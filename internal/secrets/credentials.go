@@ -96,9 +96,16 @@ func Check(keys []string, c Credentials) error {
 		return fmt.Errorf("missing key %s", strings.Join(missing, ", "))
 	}
 	for _, k := range c.Keys() {
-		if strings.ContainsAny(c.values[k], "\r\n\x00") {
-			return fmt.Errorf("key %s holds a CR, LF or NUL character", k)
+		v := c.values[k]
+		if !strings.ContainsAny(v, "\r\n\x00") {
+			continue
 		}
+		if !strings.ContainsAny(strings.TrimRight(v, "\r\n"), "\r\n\x00") {
+			// The usual cause: a file written with echo or an editor, stored
+			// as it is (vault kv put key=@file, a YAML block scalar).
+			return fmt.Errorf("key %s holds a CR, LF or NUL character: it ends with a line break, as a file written by echo or an editor does; store the value without it (printf '%%s', or tr -d '\\r\\n')", k)
+		}
+		return fmt.Errorf("key %s holds a CR, LF or NUL character", k)
 	}
 	return nil
 }

@@ -44,12 +44,21 @@ func TestCheck(t *testing.T) {
 		{map[string]string{"api_key": "", "client_id": "i", "client_secret": "s"}, "missing key api_key"},
 		{map[string]string{"api_key": canaryValue + "\r\nX: y", "client_id": "i", "client_secret": "s"}, "key api_key holds a CR, LF or NUL"},
 		{map[string]string{"api_key": "k", "client_id": "i\x00", "client_secret": "s"}, "key client_id holds"},
+		// A file's last newline, as vault kv put key=@file stores it: the
+		// error says so, and how to store the value without it.
+		{map[string]string{"api_key": "k", "client_id": "i", "client_secret": canaryValue + "\n"}, "key client_secret holds a CR, LF or NUL character: it ends with a line break"},
+		{map[string]string{"api_key": "k", "client_id": "i", "client_secret": canaryValue + "\r\n"}, "tr -d '\\r\\n'"},
+		// A line break inside is not that.
+		{map[string]string{"api_key": "k", "client_id": "i", "client_secret": canaryValue + "\nX\n"}, "key client_secret holds a CR, LF or NUL character"},
 	}
 	for _, c := range cases {
 		err := Check(keysOf("hgem"), NewCredentials(c.values, ""))
 		if (err == nil) != (c.want == "") || (err != nil && (!strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), canaryValue))) {
 			t.Errorf("%v: got %v, want %q", c.values, err, c.want)
 		}
+	}
+	if err := Check("hgem", NewCredentials(map[string]string{"api_key": "k\nX: y\n", "client_id": "i", "client_secret": "s"}, "")); err == nil || strings.Contains(err.Error(), "ends with") {
+		t.Errorf("a line break inside a value: %v, want it not blamed on the end", err)
 	}
 }
 
