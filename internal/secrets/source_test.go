@@ -57,7 +57,7 @@ func TestCheck(t *testing.T) {
 			t.Errorf("%v: got %v, want %q", c.values, err, c.want)
 		}
 	}
-	if err := Check("hgem", NewCredentials(map[string]string{"api_key": "k\nX: y\n", "client_id": "i", "client_secret": "s"}, "")); err == nil || strings.Contains(err.Error(), "ends with") {
+	if err := Check(keysOf("hgem"), NewCredentials(map[string]string{"api_key": "k\nX: y\n", "client_id": "i", "client_secret": "s"}, "")); err == nil || strings.Contains(err.Error(), "ends with") {
 		t.Errorf("a line break inside a value: %v, want it not blamed on the end", err)
 	}
 }

@@ -364,7 +364,7 @@ func TestVaultDeployDocumentedCredentialWrites(t *testing.T) {
 	}
 	h := runVault(t, srv, vaultTokenAuth(t, srv.RootToken()))
 	c := h.readOK(t, "secret/tokenproxy/hgem")
-	if err := Check("hgem", c); err != nil {
+	if err := Check(keysOf("hgem"), c); err != nil {
 		t.Errorf("after %q: %v", cmds, err)
 	}
 	if c.Get("client_secret") != "CANARY-doc-new" || c.Get("api_key") != "CANARY-doc-api-key" {
@@ -373,7 +373,7 @@ func TestVaultDeployDocumentedCredentialWrites(t *testing.T) {
 
 	run("vault kv patch secret/tokenproxy/hgem client_secret=@new-client-secret.txt")
 	c = h.readOK(t, "secret/tokenproxy/hgem")
-	if err := Check("hgem", c); err == nil || !strings.Contains(err.Error(), "key client_secret holds a CR, LF or NUL character: it ends with a line break") {
+	if err := Check(keysOf("hgem"), c); err == nil || !strings.Contains(err.Error(), "key client_secret holds a CR, LF or NUL character: it ends with a line break") {
 		t.Errorf("client_secret=@file: %v, want the trailing line break named", err)
 	}
 }

@@ -10,8 +10,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"unicode/utf8"
 	"time"
+	"unicode/utf8"
 
 	"github.com/tokenproxy/tokenproxy/internal/broker"
 	"github.com/tokenproxy/tokenproxy/internal/vendor"
