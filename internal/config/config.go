@@ -26,15 +26,15 @@ type Config struct {
 	// lines are the key paths' line numbers in the file read, for Locate.
 	lines map[string]int `yaml:"-"`
 
-	Listen          string              `yaml:"listen"`
-	AdminListen     string              `yaml:"admin_listen"`
-	LogLevel        string              `yaml:"log_level"`
-	ShutdownTimeout Duration            `yaml:"shutdown_timeout"`
-	DrainDelay      Duration            `yaml:"drain_delay"`
-	Secrets         Secrets             `yaml:"secrets"`
-	Upstreams       map[string]Upstream `yaml:"upstreams"`
-	Sharing         *Sharing            `yaml:"sharing"`
-	Tracing         *Tracing            `yaml:"tracing"`
+	Listen          string    `yaml:"listen"`
+	AdminListen     string    `yaml:"admin_listen"`
+	LogLevel        string    `yaml:"log_level"`
+	ShutdownTimeout Duration  `yaml:"shutdown_timeout"`
+	DrainDelay      Duration  `yaml:"drain_delay"`
+	Secrets         Secrets   `yaml:"secrets"`
+	Upstreams       Upstreams `yaml:"upstreams"`
+	Sharing         *Sharing  `yaml:"sharing"`
+	Tracing         *Tracing  `yaml:"tracing"`
 
 	// ReadHeaderTimeout bounds how long a client may take to send its
 	// request headers, on either listener (slow-header clients).
@@ -157,7 +157,7 @@ type Tracing struct {
 	Endpoint string `yaml:"endpoint"`
 	// SampleRatio is the share of traces started here that are recorded,
 	// 0 to 1 (default 1); a caller's traceparent decides for its own trace.
-	SampleRatio *float64 `yaml:"sample_ratio"`
+	SampleRatio float64 `yaml:"sample_ratio"`
 	// ServiceName is the service.name resource attribute (default tokenproxy).
 	ServiceName string `yaml:"service_name"`
 }
@@ -174,33 +174,15 @@ func (c *Config) IsShared(name string) bool {
 	return ok && c.Sharing != nil && u.Type != vendor.TypeStatic && (u.Shared == nil || *u.Shared)
 }
 
-// Defaults, applied before validation.
-const (
-	DefaultListen          = "127.0.0.1:8080"
-	DefaultAdminListen     = "127.0.0.1:9901"
-	DefaultLogLevel        = "info"
-	DefaultShutdownTimeout = 20 * time.Second
-	DefaultPollInterval    = 60 * time.Second
-	DefaultTimeout         = 30 * time.Second
-	DefaultTokenTimeout    = 10 * time.Second
-	DefaultRefreshFraction = 0.75
-	DefaultReplayMaxBytes  = 1 << 20
-	DefaultMaxConnections  = 64
-	DefaultReauthMin       = 10 * time.Second
-	DefaultLease           = 30 * time.Second
-	DefaultSampleRatio     = 1.0
-	DefaultServiceName     = "tokenproxy"
-
-	DefaultReadHeaderTimeout = 10 * time.Second
-)
-
 // Duration is a time.Duration written as "30s" in YAML.
 type Duration struct{ time.Duration }
 
-// UnmarshalYAML parses a Go duration string. A malformed one is left at
-// zero: checkNode has already reported it with its key path.
+// UnmarshalYAML parses a Go duration string. A malformed one leaves the
+// default in place: the schema has already reported it with its key path.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
-	d.Duration, _ = time.ParseDuration(n.Value)
+	if v, err := time.ParseDuration(n.Value); err == nil {
+		d.Duration = v
+	}
 	return nil
 }
 
@@ -271,15 +253,16 @@ func parse(name, dir string, b []byte) (*Config, Problems) {
 	s := &schema{file: name, ps: ps, lines: map[string]int{}}
 	s.check("", root.Content[0], typeOfConfig)
 	ps = s.ps
-	cfg := &Config{}
-	// Decoding skips unknown keys and leaves mistyped values at zero; both
-	// are already in ps, and the rest is still worth validating.
+	cfg := Defaults()
+	// Decoding skips unknown keys and leaves mistyped values at their
+	// defaults; both are already in ps, and the rest is still worth
+	// validating.
 	var te *yaml.TypeError
-	if err := root.Content[0].Decode(cfg); err != nil && !errors.As(err, &te) {
+	if err := root.Content[0].Decode(&cfg); err != nil && !errors.As(err, &te) {
 		return nil, append(ps, Problem{Path: name, Msg: err.Error()})
 	}
 	cfg.ResolvePaths(dir)
-	cfg.applyDefaults()
+	cfg.derive()
 	cfg.lines = s.lines
 	reported := map[string]bool{}
 	for _, p := range ps {
@@ -292,7 +275,7 @@ func parse(name, dir string, b []byte) (*Config, Problems) {
 			ps = append(ps, cfg.Locate(p))
 		}
 	}
-	return cfg, ps
+	return &cfg, ps
 }
 
 // Locate adds to p the lines of the keys it is about, when the config was
@@ -463,89 +446,6 @@ func (c *Config) ResolvePaths(dir string) {
 	}
 }
 
-func (c *Config) applyDefaults() {
-	if c.Listen == "" {
-		c.Listen = DefaultListen
-	}
-	if c.AdminListen == "" {
-		c.AdminListen = DefaultAdminListen
-	}
-	if c.LogLevel == "" {
-		c.LogLevel = DefaultLogLevel
-	}
-	if c.ShutdownTimeout.Duration == 0 {
-		c.ShutdownTimeout.Duration = DefaultShutdownTimeout
-	}
-	if c.ReadHeaderTimeout.Duration == 0 {
-		c.ReadHeaderTimeout.Duration = DefaultReadHeaderTimeout
-	}
-	if c.Secrets.PollInterval.Duration == 0 {
-		c.Secrets.PollInterval.Duration = DefaultPollInterval
-	}
-	if v := c.Secrets.Vault; v != nil {
-		if v.Address == "" {
-			v.Address = os.Getenv("VAULT_ADDR")
-		}
-		if v.PollInterval.Duration == 0 {
-			v.PollInterval.Duration = DefaultPollInterval
-		}
-		a := &v.Auth
-		if a.Mount == "" {
-			a.Mount = a.Method
-		}
-		if a.Method == "kubernetes" && a.JWTFile == "" {
-			a.JWTFile = "/var/run/secrets/kubernetes.io/serviceaccount/token"
-		}
-	}
-	if s := c.Sharing; s != nil {
-		if s.Lease.Duration == 0 {
-			s.Lease.Duration = DefaultLease
-		}
-		if s.OnStoreUnavailable == "" {
-			s.OnStoreUnavailable = "local"
-		}
-	}
-	if tr := c.Tracing; tr != nil {
-		if tr.SampleRatio == nil {
-			r := DefaultSampleRatio
-			tr.SampleRatio = &r
-		}
-		if tr.ServiceName == "" {
-			tr.ServiceName = DefaultServiceName
-		}
-	}
-	for name, u := range c.Upstreams {
-		if d, ok := u.Vendor(); ok {
-			if u.TokenURL == "" {
-				u.TokenURL = d.TokenURL(u.BaseURL)
-			}
-			if u.Scope == "" {
-				// Shown as in force (/config), and sent as it is.
-				u.Scope = d.Scope.Default
-			}
-		}
-		if u.Timeout.Duration == 0 {
-			u.Timeout.Duration = DefaultTimeout
-		}
-		if u.TokenTimeout.Duration == 0 {
-			u.TokenTimeout.Duration = DefaultTokenTimeout
-		}
-		if u.RefreshFraction == 0 {
-			u.RefreshFraction = DefaultRefreshFraction
-		}
-		if u.ReplayMaxBytes == 0 {
-			u.ReplayMaxBytes = DefaultReplayMaxBytes
-		}
-		if u.MaxConnections == 0 {
-			u.MaxConnections = DefaultMaxConnections
-		}
-		if u.ReauthMinInterval.Duration == 0 {
-			u.ReauthMinInterval.Duration = DefaultReauthMin
-		}
-		c.Upstreams[name] = u
-	}
-}
-
 // DefaultTokenURL is the token endpoint a built-in type uses when
 // token_url is not set, built on the whole base URL, path included
 // (vendor.Description.TokenURL). Prodoscore has none: its token endpoint
@@ -564,7 +464,7 @@ func DefaultTokenURL(typ, baseURL string) string {
 // named by file path, never read into the config.
 func (c *Config) Redacted() *Config {
 	out := *c
-	out.Upstreams = make(map[string]Upstream, len(c.Upstreams))
+	out.Upstreams = make(Upstreams, len(c.Upstreams))
 	for name, u := range c.Upstreams {
 		u.BaseURL, u.TokenURL = RedactURL(u.BaseURL), RedactURL(u.TokenURL)
 		if u.Shared != nil {

@@ -10,16 +10,16 @@ func TestTracingDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tr := cfg.Tracing; *tr.SampleRatio != 1 || tr.ServiceName != "tokenproxy" {
-		t.Errorf("defaults: sample_ratio %v, service_name %q", *tr.SampleRatio, tr.ServiceName)
+	if tr := cfg.Tracing; tr.SampleRatio != 1 || tr.ServiceName != "tokenproxy" {
+		t.Errorf("defaults: sample_ratio %v, service_name %q", tr.SampleRatio, tr.ServiceName)
 	}
 	// An explicit 0 is kept: follow callers' traces, start none.
 	cfg, err = Parse([]byte(minimal + "tracing: {endpoint: \"https://c:4318/v1/traces\", sample_ratio: 0, service_name: edge}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tr := cfg.Tracing; *tr.SampleRatio != 0 || tr.ServiceName != "edge" {
-		t.Errorf("explicit: sample_ratio %v, service_name %q", *tr.SampleRatio, tr.ServiceName)
+	if tr := cfg.Tracing; tr.SampleRatio != 0 || tr.ServiceName != "edge" {
+		t.Errorf("explicit: sample_ratio %v, service_name %q", tr.SampleRatio, tr.ServiceName)
 	}
 	if off, _ := Parse([]byte(minimal)); off.Tracing != nil {
 		t.Error("tracing is on without a tracing section")

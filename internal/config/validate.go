@@ -49,8 +49,16 @@ func ListenerProblems(listen, admin string) Problems {
 func (c *Config) Validate() Problems {
 	ps := ListenerProblems(c.Listen, c.AdminListen)
 	checkOneOf(&ps, "log_level", c.LogLevel, LogLevels)
+	// A zero timeout or interval is refused rather than given a meaning:
+	// net/http reads 0 as "no limit", a poll every 0s would never stop.
+	if c.ShutdownTimeout.Duration <= 0 {
+		ps.add("shutdown_timeout", "must be positive")
+	}
 	if c.ReadHeaderTimeout.Duration <= 0 {
 		ps.add("read_header_timeout", "must be positive")
+	}
+	if c.Secrets.PollInterval.Duration <= 0 {
+		ps.add("secrets.poll_interval", "must be positive")
 	}
 	if len(c.Upstreams) == 0 {
 		ps.add("upstreams", "at least one upstream is required")
@@ -152,15 +160,23 @@ func (t *Tracing) validate(ps *Problems) {
 	case u.RawQuery != "" || u.Fragment != "" || strings.ContainsAny(t.Endpoint, "?#"):
 		ps.add("tracing.endpoint", "must not have a query or fragment")
 	}
-	if r := *t.SampleRatio; r < 0 || r > 1 || r != r {
+	if r := t.SampleRatio; r < 0 || r > 1 || r != r {
 		ps.add("tracing.sample_ratio", "must be between 0 and 1")
+	}
+	if t.ServiceName == "" {
+		ps.add("tracing.service_name", "must not be empty (leave the key out for %s)", DefaultServiceName)
 	}
 }
 
 func (v *Vault) validate(ps *Problems) {
-	if v.Address == "" {
+	u, err := url.Parse(v.Address)
+	switch {
+	case v.Address == "" && os.Getenv("VAULT_ADDR") != "":
+		// Written empty: the default, $VAULT_ADDR, was decoded over.
+		ps.add("secrets.vault.address", "must not be empty (leave the key out to use $VAULT_ADDR)")
+	case v.Address == "":
 		*ps = append(*ps, Problem{Path: "secrets.vault.address", Msg: "required (or set $VAULT_ADDR)", Env: "VAULT_ADDR"})
-	} else if u, err := url.Parse(v.Address); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+	case err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "":
 		ps.add("secrets.vault.address", "%q is not an http(s) URL", v.Address)
 	}
 	a := v.Auth

@@ -116,7 +116,7 @@ func (d *Daemon) start() error {
 		d.tracing = tp
 		d.proxy.SetTracer(tp)
 		d.log.Info("tracing on", zap.String("endpoint", tracing.EndpointURL(cfg.Tracing.Endpoint)),
-			zap.Float64("sample_ratio", *cfg.Tracing.SampleRatio))
+			zap.Float64("sample_ratio", cfg.Tracing.SampleRatio))
 	}
 	checkSharing(cfg, vault, d.log)
 	for _, name := range cfg.UpstreamNames() {
