@@ -24,7 +24,7 @@ func BenchmarkToken(b *testing.B) {
 	})
 	b.Run("path=cache-warm", func(b *testing.B) {
 		f := &fakeFetcher{fn: lifetime(time.Hour, 0)}
-		c := New("bench", f, Options{})
+		c := New("bench", f, tuned(Options{}))
 		defer c.Close()
 		c.SetCredentials(testCreds)
 		if _, err := c.Token(context.Background()); err != nil {

@@ -17,24 +17,28 @@ import (
 	"github.com/tokenproxy/tokenproxy/internal/secrets"
 )
 
-// Options tune a Cache. Zero values take the defaults below.
+// Options tune a Cache. The settings an operator can change come from the
+// config (internal/config holds their defaults) and must be given;
+// New panics without them. What is not a setting (the backoffs, the
+// lifetime assumed without expires_in) is the broker's own.
 type Options struct {
 	// RefreshFraction of a token's lifetime after which it is refreshed in
-	// the background (with up to 10% jitter earlier).
+	// the background (with up to 10% jitter earlier): refresh_fraction,
+	// in (0, 1).
 	RefreshFraction float64
-	// FetchTimeout bounds one token request, whoever waits for it.
+	// FetchTimeout bounds one token request, whoever waits for it:
+	// token_timeout, positive.
 	FetchTimeout time.Duration
-	// DefaultLifetime is assumed when the vendor gives no expires_in.
-	DefaultLifetime time.Duration
 	// Backoff after failures, by kind: transient (network, timeout, 5xx,
 	// malformed, 429 without Retry-After), conflict (409) and refused
 	// (credentials or grant refused). Each doubles per failure up to Max.
+	// Not settings: zero takes the broker's own (DefaultTransient, ...).
 	Transient, Conflict, Refused Backoff
 
 	// ReauthMinInterval bounds 401-driven re-mints: at most one per
 	// interval; a 401 inside it on a token minted by or after the last
-	// re-mint is not a reason to drop the token (CONTRACT.md §3). Zero: no
-	// bound.
+	// re-mint is not a reason to drop the token (CONTRACT.md §3):
+	// reauth_min_interval. Zero: no bound.
 	ReauthMinInterval time.Duration
 	// Sharing, when set, gets tokens through the fleet's store before the
 	// vendor (CONTRACT.md §7).
@@ -55,15 +59,16 @@ type Options struct {
 // Backoff is an exponential backoff with jitter.
 type Backoff struct{ Base, Max time.Duration }
 
-// Default tuning.
+// The backoffs after failures, by kind (Options).
 var (
-	DefaultRefreshFraction = 0.75
-	DefaultFetchTimeout    = 10 * time.Second
-	DefaultLifetime        = 5 * time.Minute
-	DefaultTransient       = Backoff{Base: time.Second, Max: time.Minute}
-	DefaultConflict        = Backoff{Base: 5 * time.Second, Max: 2 * time.Minute}
-	DefaultRefused         = Backoff{Base: 30 * time.Second, Max: 5 * time.Minute}
+	DefaultTransient = Backoff{Base: time.Second, Max: time.Minute}
+	DefaultConflict  = Backoff{Base: 5 * time.Second, Max: 2 * time.Minute}
+	DefaultRefused   = Backoff{Base: 30 * time.Second, Max: 5 * time.Minute}
 )
+
+// assumedLifetime is a token's lifetime when the vendor's answer gives
+// none (expires_in is RECOMMENDED, not required: RFC 6749 §5.1).
+const assumedLifetime = 5 * time.Minute
 
 // maxMargin caps the safety margin before expiry within which a token is no
 // longer handed out, so that it cannot expire on its way to the upstream.
@@ -127,15 +132,14 @@ type flight struct {
 
 // New returns a Cache for upstream name and starts its background refresher.
 // It fetches once credentials arrive through SetCredentials. Close stops it.
+// It panics when opt.RefreshFraction is not in (0, 1) or opt.FetchTimeout
+// is not positive: the config's Validate refuses both.
 func New(name string, f Fetcher, opt Options) *Cache {
-	if opt.RefreshFraction == 0 {
-		opt.RefreshFraction = DefaultRefreshFraction
+	if !(opt.RefreshFraction > 0 && opt.RefreshFraction < 1) {
+		panic(fmt.Sprintf("broker.New(%s): RefreshFraction %v is not in (0, 1)", name, opt.RefreshFraction))
 	}
-	if opt.FetchTimeout == 0 {
-		opt.FetchTimeout = DefaultFetchTimeout
-	}
-	if opt.DefaultLifetime == 0 {
-		opt.DefaultLifetime = DefaultLifetime
+	if opt.FetchTimeout <= 0 {
+		panic(fmt.Sprintf("broker.New(%s): FetchTimeout %s is not positive", name, opt.FetchTimeout))
 	}
 	if opt.Transient == (Backoff{}) {
 		opt.Transient = DefaultTransient
@@ -152,7 +156,7 @@ func New(name string, f Fetcher, opt Options) *Cache {
 	c := &Cache{name: name, fetcher: f, opt: opt, wake: make(chan struct{}, 1), loaded: make(chan struct{})}
 	if opt.Sharing != nil {
 		c.fleet = &fleet{Sharing: *opt.Sharing, name: name, fetcher: f, timeout: opt.FetchTimeout,
-			fraction: opt.RefreshFraction, defLife: opt.DefaultLifetime, reauth: opt.ReauthMinInterval,
+			fraction: opt.RefreshFraction, reauth: opt.ReauthMinInterval,
 			log: opt.Log.Named("sharing")}
 	}
 	var shared []string
@@ -500,7 +504,7 @@ func (c *Cache) installLocked(tok *Token, creds secrets.Credentials, sent, now t
 	if tok.Expiry.IsZero() {
 		life := tok.ExpiresIn
 		if life <= 0 {
-			life = c.opt.DefaultLifetime
+			life = assumedLifetime
 		}
 		tok.Obtained = now
 		tok.Expiry = sent.Add(life)

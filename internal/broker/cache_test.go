@@ -13,6 +13,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/tokenproxy/tokenproxy/internal/config"
 	"github.com/tokenproxy/tokenproxy/internal/secrets"
 )
 
@@ -62,8 +63,21 @@ func lifetime(life, delay time.Duration) func(context.Context, int) (Token, erro
 	}
 }
 
+// tuned is opt with the settings the tests were written for, the config's
+// defaults, where opt leaves them out: New takes them explicitly.
+func tuned(opt Options) Options {
+	u := config.DefaultUpstream()
+	if opt.RefreshFraction == 0 {
+		opt.RefreshFraction = u.RefreshFraction
+	}
+	if opt.FetchTimeout == 0 {
+		opt.FetchTimeout = u.TokenTimeout.Duration
+	}
+	return opt
+}
+
 func newCache(t *testing.T, f Fetcher, opt Options) *Cache {
-	c := New("test", f, opt)
+	c := New("test", f, tuned(opt))
 	t.Cleanup(c.Close)
 	c.SetCredentials(testCreds)
 	return c
@@ -213,7 +227,7 @@ func TestNeverHandsOutExpiredToken(t *testing.T) {
 func TestCancelledCallerDoesNotCancelFetch(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := &fakeFetcher{fn: lifetime(time.Hour, 5*time.Second)}
-		c := New("test", f, Options{})
+		c := New("test", f, tuned(Options{}))
 		defer c.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
@@ -449,7 +463,7 @@ func TestErrorsNeverCarryCredentials(t *testing.T) {
 func TestNoCredentials(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := &fakeFetcher{fn: lifetime(time.Hour, 0)}
-		c := New("test", f, Options{})
+		c := New("test", f, tuned(Options{}))
 		defer c.Close()
 		c.SetCredentialsError(errors.New("file:/x: missing key client_secret"))
 		_, err := c.Token(context.Background())
@@ -472,7 +486,7 @@ func TestNoCredentials(t *testing.T) {
 func TestWaitsForFirstCredentials(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := &fakeFetcher{fn: lifetime(time.Hour, 100*time.Millisecond)}
-		c := New("test", f, Options{FetchTimeout: 5 * time.Second})
+		c := New("test", f, tuned(Options{FetchTimeout: 5 * time.Second}))
 		defer c.Close()
 		go func() {
 			time.Sleep(2 * time.Second)
@@ -487,7 +501,7 @@ func TestWaitsForFirstCredentials(t *testing.T) {
 			t.Fatalf("waited %s, want 2.1s (credentials, then the fetch)", waited)
 		}
 
-		never := New("never", f, Options{FetchTimeout: 5 * time.Second})
+		never := New("never", f, tuned(Options{FetchTimeout: 5 * time.Second}))
 		defer never.Close()
 		start = time.Now()
 		_, err = never.Token(context.Background())
@@ -592,7 +606,7 @@ func TestNextAttemptAt(t *testing.T) {
 			}
 			return Token{AccessToken: fmt.Sprintf("tok-%d", n), ExpiresIn: 100 * time.Second}, nil
 		}}
-		c := New("test", f, Options{})
+		c := New("test", f, tuned(Options{}))
 		t.Cleanup(c.Close)
 		synctest.Wait()
 		if s := c.State(); !s.NextAttemptAt.IsZero() {
@@ -618,4 +632,23 @@ func TestNextAttemptAt(t *testing.T) {
 			t.Fatalf("next attempt in %s after one refusal, want the backoff of %s with jitter", d, DefaultRefused.Base)
 		}
 	})
+}
+
+// The settings an operator can change are the config's to give: New has no
+// defaults of its own for them, and refuses to run without them.
+func TestNewNeedsTheSettings(t *testing.T) {
+	for name, opt := range map[string]Options{
+		"no refresh fraction": {FetchTimeout: time.Second},
+		"fraction of one":     {RefreshFraction: 1, FetchTimeout: time.Second},
+		"no fetch timeout":    {RefreshFraction: 0.75},
+	} {
+		t.Run(name, func(t *testing.T) {
+			defer func() {
+				if recover() == nil {
+					t.Error("New accepted options without the setting")
+				}
+			}()
+			New("test", &fakeFetcher{fn: lifetime(time.Hour, 0)}, opt).Close()
+		})
+	}
 }

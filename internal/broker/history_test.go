@@ -32,7 +32,7 @@ func TestEventsAndNextAttempt(t *testing.T) {
 			}
 			return Token{AccessToken: fmt.Sprintf("tok-%d", n), ExpiresIn: 100 * time.Second}, nil
 		}}
-		c := New("test", f, Options{})
+		c := New("test", f, tuned(Options{}))
 		t.Cleanup(c.Close)
 		if s := c.State(); !s.NextAttemptAt.IsZero() {
 			t.Fatalf("without credentials, next attempt %s; want none", s.NextAttemptAt)

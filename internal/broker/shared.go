@@ -98,7 +98,6 @@ type fleet struct {
 	fetcher  Fetcher
 	timeout  time.Duration // FetchTimeout: bounds the wait for a lease, and one vendor call
 	fraction float64
-	defLife  time.Duration
 	reauth   time.Duration // ReauthMinInterval, fleet-wide
 	log      *zap.Logger
 
@@ -242,7 +241,7 @@ func (fl *fleet) mint(ctx context.Context, w want, rec, lease sharing.Record, le
 	now := time.Now()
 	life := tok.ExpiresIn
 	if life <= 0 {
-		life = fl.defLife
+		life = assumedLifetime
 	}
 	next := sharing.Record{
 		AccessToken:       tok.AccessToken,

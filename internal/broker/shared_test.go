@@ -118,7 +118,7 @@ func fleetOf(t *testing.T, n int, v *vendor, store sharing.Store, opt Options) [
 		if o.ReauthMinInterval == 0 {
 			o.ReauthMinInterval = 10 * time.Second
 		}
-		c := New("up", replica{v: v, id: id}, o)
+		c := New("up", replica{v: v, id: id}, tuned(o))
 		t.Cleanup(c.Close)
 		c.SetCredentials(credsV("1"))
 		cs = append(cs, c)
@@ -279,8 +279,8 @@ func TestSharedSlowWriterNeverOverwrites(t *testing.T) {
 		opt := Options{FetchTimeout: 10 * time.Second, Sharing: &Sharing{Lease: 4 * time.Second, Local: true}}
 		a := fleetOf(t, 1, slow, mem, opt)[0]
 		time.Sleep(time.Second)
-		b := New("up", replica{v: fast, id: "replica-b"}, Options{FetchTimeout: 10 * time.Second, ReauthMinInterval: 10 * time.Second,
-			Sharing: &Sharing{Store: mem, Lease: 4 * time.Second, Local: true, ID: "replica-b"}})
+		b := New("up", replica{v: fast, id: "replica-b"}, tuned(Options{FetchTimeout: 10 * time.Second, ReauthMinInterval: 10 * time.Second,
+			Sharing: &Sharing{Store: mem, Lease: 4 * time.Second, Local: true, ID: "replica-b"}}))
 		t.Cleanup(b.Close)
 		b.SetCredentials(credsV("1"))
 		tb, err := b.Token(context.Background())

@@ -59,9 +59,10 @@ func newCheckEnv(t *testing.T, kinds ...string) *checkEnv {
 		e.opt.ExtraRootsPEM = append(e.opt.ExtraRootsPEM, srv.CAPEM()...)
 		ref := "env:CHECK_" + strings.ToUpper(kind)
 		e.creds[ref] = creds
-		u := config.Upstream{Type: kind, BaseURL: srv.URL(), Credentials: ref,
-			TokenURL: config.DefaultTokenURL(kind, srv.URL()), MaxConnections: 4,
-			TokenTimeout: config.Duration{Duration: 5 * time.Second}}
+		u := config.DefaultUpstream()
+		u.Type, u.BaseURL, u.Credentials = kind, srv.URL(), ref
+		u.TokenURL, u.MaxConnections = config.DefaultTokenURL(kind, srv.URL()), 4
+		u.TokenTimeout = config.Duration{Duration: 5 * time.Second}
 		if kind == "prodoscore" {
 			u.TokenURL = srv.URL() + sim.TokenPath()
 		}

@@ -296,7 +296,7 @@ func TestProdoscoreRefusedRefreshNeverPresentedAgain(t *testing.T) {
 				t.Parallel()
 				sim, srv := startSim(t, vendorsim.Prodoscore)
 				cache := broker.New("prodoscore", simAdapter(vendorsim.Prodoscore, "", sim, srv),
-					broker.Options{Transient: fast, Refused: fast, Conflict: fast})
+					broker.Options{RefreshFraction: 0.75, FetchTimeout: 10 * time.Second, Transient: fast, Refused: fast, Conflict: fast})
 				t.Cleanup(cache.Close)
 				cache.SetCredentials(credsOf(c))
 				tok, err := cache.Token(context.Background())
