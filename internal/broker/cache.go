@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/tokenproxy/tokenproxy/internal/metrics"
+	"github.com/tokenproxy/tokenproxy/internal/retry"
 	"github.com/tokenproxy/tokenproxy/internal/secrets"
 )
 
@@ -56,8 +57,9 @@ type Options struct {
 	Log       *zap.Logger
 }
 
-// Backoff is an exponential backoff with jitter.
-type Backoff struct{ Base, Max time.Duration }
+// Backoff is an exponential backoff with jitter: waits in [d/2, d], d
+// doubling from Base to Max (retry.Backoff).
+type Backoff = retry.Backoff
 
 // The backoffs after failures, by kind (Options).
 var (
@@ -550,7 +552,7 @@ func (c *Cache) failLocked(err error, creds secrets.Credentials, now time.Time) 
 	reason, code, b := c.classify(err)
 	refused = reason == "refused"
 	c.fails++
-	wait := b.delay(c.fails)
+	wait := b.Wait(c.fails)
 	var fe *FetchError
 	if errors.As(err, &fe) && fe.RetryAfter > wait {
 		wait = min(fe.RetryAfter, 10*time.Minute)
@@ -639,14 +641,6 @@ func scrub(msg string, creds secrets.Credentials) string {
 		}
 	}
 	return msg
-}
-
-func (b Backoff) delay(fails int) time.Duration {
-	d := b.Base << min(fails-1, 20)
-	if d > b.Max || d <= 0 {
-		d = b.Max
-	}
-	return d/2 + rand.N(d/2+1)
 }
 
 // valid reports whether t may be handed out at now.

@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/tokenproxy/tokenproxy/internal/retry"
 	"github.com/tokenproxy/tokenproxy/internal/secrets"
 	"github.com/tokenproxy/tokenproxy/internal/sharing"
 )
@@ -50,11 +51,11 @@ const (
 	// keepPoll is how soon a replica that keeps its token while another
 	// one refreshes asks the store again.
 	keepPoll = time.Second
-	// Store failures while a valid token is held: retried from storeRetry,
-	// doubling up to maxStoreRetry.
-	storeRetry    = time.Second
-	maxStoreRetry = 30 * time.Second
 )
+
+// storeBackoff is how a replica that holds a valid token retries a store
+// that fails.
+var storeBackoff = retry.Backoff{Base: time.Second, Max: 30 * time.Second}
 
 // errReadAgain tells get's loop to read the store again.
 var errReadAgain = errors.New("read the store again")
@@ -315,8 +316,7 @@ func (fl *fleet) storeDown(ctx context.Context, w want, err error) (got, error) 
 	fl.storeFails++
 	now := time.Now()
 	if valid(w.held, now) {
-		wait := min(storeRetry<<min(fl.storeFails-1, 10), maxStoreRetry)
-		wait = wait/2 + rand.N(wait/2+1)
+		wait := storeBackoff.Wait(fl.storeFails)
 		fl.log.Warn("sharing store unavailable; keeping the token held", zap.Error(err), zap.Duration("retry_in", wait))
 		return got{next: now.Add(wait)}, nil
 	}

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"os"
@@ -23,18 +22,20 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tokenproxy/tokenproxy/internal/config"
+	"github.com/tokenproxy/tokenproxy/internal/retry"
 )
 
 const (
 	// vaultTimeout bounds every call to Vault, so an outage costs a read
 	// seconds, never a hang.
 	vaultTimeout = 10 * time.Second
-	// Failed logins back off from one second, doubling to two minutes, and
-	// no two logins come closer than a second, however short-lived the
+	// No two logins come closer than a second, however short-lived the
 	// tokens or however often reads find them refused.
-	vaultLoginBackoff    = time.Second
-	vaultMaxLoginBackoff = 2 * time.Minute
+	vaultLoginGap = time.Second
 )
+
+// vaultLoginBackoff is the wait after failed logins.
+var vaultLoginBackoff = retry.Backoff{Base: time.Second, Max: 2 * time.Minute}
 
 // Vault reads KV secrets (v1 or v2, detected per mount) and keeps its own
 // Vault token alive, the way Vault Agent's auto-auth does: Run logs in, an
@@ -186,7 +187,7 @@ func (v *Vault) Run(ctx context.Context) {
 	var last time.Time
 	wait := time.Duration(0)
 	for failures := 0; ; {
-		pause := max(wait, time.Until(last.Add(vaultLoginBackoff)))
+		pause := max(wait, time.Until(last.Add(vaultLoginGap)))
 		if pause > 0 && !vaultSleep(ctx, pause) {
 			return
 		}
@@ -202,8 +203,7 @@ func (v *Vault) Run(ctx context.Context) {
 			v.setNotReady(err)
 			v.triedOnce()
 			failures++
-			wait = min(vaultLoginBackoff<<min(failures-1, 8), vaultMaxLoginBackoff)
-			wait = wait/2 + rand.N(wait/2+1)
+			wait = vaultLoginBackoff.Wait(failures)
 			v.log.Warn("vault login failed", v.fields(zap.Error(err), zap.Duration("retry_in", wait))...)
 			continue
 		}

@@ -2,8 +2,9 @@ package secrets
 
 import (
 	"context"
-	"math/rand/v2"
 	"time"
+
+	"github.com/tokenproxy/tokenproxy/internal/retry"
 )
 
 // Watch re-reads one source every Interval, or at once when kicked, and hands
@@ -63,8 +64,7 @@ func (w *Watch) Run(ctx context.Context) {
 		}
 		wait := w.Interval
 		if failures > 0 {
-			wait = min(w.Interval, minRetry<<min(failures-1, 10))
-			wait = wait/2 + rand.N(wait/2+1)
+			wait = retry.Backoff{Base: minRetry, Max: w.Interval}.Wait(failures)
 		}
 		t := time.NewTimer(wait)
 		select {
