@@ -120,6 +120,9 @@ type vaultMount struct {
 	v2   bool
 }
 
+// name is the mount's path as the client's KVv1 and KVv2 take it: "secret".
+func (m vaultMount) name() string { return strings.TrimSuffix(m.path, "/") }
+
 // NewVault builds a Vault client from cfg (address, namespace, ca_file; auth
 // method and files). It does not contact Vault.
 func NewVault(cfg *config.Vault, log *zap.Logger) (*Vault, error) {
@@ -346,31 +349,28 @@ func (v *Vault) read(ctx context.Context, path string) (Credentials, error) {
 	if err := v.ready(ctx); err != nil {
 		return Credentials{}, fmt.Errorf("%w (reading %s)", err, where)
 	}
-	m, err := v.mount(ctx, path)
+	m, sub, err := v.find(ctx, path)
 	if err != nil {
-		v.sawError(err)
-		return Credentials{}, fmt.Errorf("%s: finding its KV mount: %w", where, vaultAPIError{err})
+		return Credentials{}, fmt.Errorf("%s: %w", where, err)
 	}
-	apiPath, version := path, ""
+	var kv interface {
+		Get(ctx context.Context, path string) (*api.KVSecret, error)
+	} = v.client.KVv1(m.name())
 	if m.v2 {
-		apiPath = m.path + "data/" + strings.TrimPrefix(path, m.path)
+		kv = v.client.KVv2(m.name())
 	}
-	s, err := v.client.Logical().ReadWithContext(ctx, apiPath)
-	if err != nil {
-		v.sawError(err)
-		v.forgetMount(m.path) // in case the mount changed
-		return Credentials{}, fmt.Errorf("%s: %w", where, vaultAPIError{err})
+	s, err := kv.Get(ctx, sub)
+	if err != nil && !errors.Is(err, api.ErrSecretNotFound) {
+		return Credentials{}, fmt.Errorf("%s: %w", where, v.Failed(path, err))
 	}
+	version := ""
 	var data map[string]any
 	if s != nil {
+		// KV v2's latest version deleted or destroyed: no data, metadata only.
 		data = s.Data
-	}
-	if m.v2 && data != nil {
-		meta, _ := data["metadata"].(map[string]any)
-		if n, ok := meta["version"].(json.Number); ok {
-			version = n.String()
+		if s.VersionMetadata != nil {
+			version = strconv.Itoa(s.VersionMetadata.Version)
 		}
-		data, _ = data["data"].(map[string]any)
 	}
 	if data == nil {
 		return Credentials{}, fmt.Errorf("%s: no secret there (or its latest version is deleted)", where)
@@ -424,16 +424,27 @@ func (v *Vault) KVv2(ctx context.Context, path string) (*api.KVv2, string, error
 	if err := v.ready(ctx); err != nil {
 		return nil, "", err
 	}
-	m, err := v.mount(ctx, path)
+	m, sub, err := v.find(ctx, path)
 	if err != nil {
-		v.sawError(err)
-		return nil, "", fmt.Errorf("finding its KV mount: %w", vaultAPIError{err})
+		return nil, "", err
 	}
 	if !m.v2 {
 		v.forgetMount(m.path) // so that `vault kv enable-versioning` takes effect
 		return nil, "", fmt.Errorf("mount %q is KV version 1, not KV version 2", m.path)
 	}
-	return v.client.KVv2(strings.TrimSuffix(m.path, "/")), strings.TrimPrefix(path, m.path), nil
+	return v.client.KVv2(m.name()), sub, nil
+}
+
+// find is the KV mount holding path, for reads and for the fleet's store
+// alike, and path relative to it. A failed lookup is "finding its KV
+// mount: HTTP 403: ...", and a 403 makes Run check the token.
+func (v *Vault) find(ctx context.Context, path string) (vaultMount, string, error) {
+	m, err := v.mount(ctx, path)
+	if err != nil {
+		v.sawError(err)
+		return vaultMount{}, "", fmt.Errorf("finding its KV mount: %w", vaultAPIError{err})
+	}
+	return m, strings.TrimPrefix(path, m.path), nil
 }
 
 // Failed takes the error of a call made through a KVv2 client for path: a
