@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"reflect"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -69,7 +68,7 @@ type Daemon struct {
 
 	mu        sync.Mutex
 	cfg       *config.Config
-	ups       map[string]*running
+	ups       map[string]*running // one per upstream of cfg
 	vault     *secrets.Vault
 	vaultStop func()
 	loadedAt  time.Time        // when cfg was read
@@ -337,88 +336,56 @@ func (d *Daemon) apply() error {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	old := d.cfg
-	if cfg.Listen != old.Listen || cfg.AdminListen != old.AdminListen {
-		d.log.Warn("listen and admin_listen changes take effect only at restart")
-	}
-	if !reflect.DeepEqual(cfg.Tracing, old.Tracing) {
-		d.log.Warn("tracing changes take effect only at restart")
+	p := planReload(d.cfg, cfg)
+	if len(p.AtRestart) > 0 {
+		d.log.Warn("changes to these settings take effect only at restart", zap.Strings("keys", p.AtRestart))
 	}
 	vault, stopVault := d.vault, func() {}
-	vaultChanged := !reflect.DeepEqual(cfg.Secrets.Vault, old.Secrets.Vault)
-	if vaultChanged {
+	if p.Vault {
 		if vault, stopVault, err = startVault(cfg.Secrets.Vault, d.log, d.metrics); err != nil {
 			return err
 		}
 	}
-	if vaultChanged || !reflect.DeepEqual(cfg.Sharing, old.Sharing) {
+	if p.CheckSharing {
 		checkSharing(cfg, vault, d.log)
 	}
 	next := map[string]*running{}
-	var started []*running
-	for _, name := range cfg.UpstreamNames() {
-		u := cfg.Upstreams[name]
-		if r := d.ups[name]; r != nil && keep(old, cfg, name) {
-			next[name] = r
-			r.watch.Kick() // a reload also re-reads credentials
-			continue
-		}
-		r, err := d.startUpstream(name, u, cfg, vault)
+	for _, name := range p.Keep {
+		next[name] = d.ups[name]
+		next[name].watch.Kick() // a reload also re-reads credentials
+	}
+	for _, name := range p.Start {
+		r, err := d.startUpstream(name, cfg.Upstreams[name], cfg, vault)
 		if err != nil {
-			for _, r := range started {
-				r.close()
+			for _, name := range p.Start {
+				if r := next[name]; r != nil {
+					r.close()
+				}
 			}
-			if vaultChanged {
-				stopVault()
-			}
+			stopVault()
 			return err
 		}
 		next[name] = r
-		started = append(started, r)
 	}
 	prev, prevStopVault := d.ups, d.vaultStop
 	d.ups, d.cfg, d.loadedAt = next, cfg, time.Now()
 	d.proxy.SetTable(d.table())
-	if cfg.LogLevel != old.LogLevel {
+	if p.LogLevel {
 		// Only a new log_level: a level set at /loglevel for an incident
 		// outlives a reload made for another reason.
 		d.level.SetLevel(level(cfg.LogLevel))
 	}
-	for name, r := range prev {
-		if next[name] != r {
-			r.close()
-			if _, kept := next[name]; !kept {
-				d.metrics.Forget(name)
-			}
+	for _, name := range p.Stop {
+		prev[name].close()
+		if _, kept := next[name]; !kept {
+			d.metrics.Forget(name)
 		}
 	}
-	if vaultChanged {
+	if p.Vault {
 		d.vault, d.vaultStop = vault, stopVault
 		prevStopVault()
 	}
 	return nil
-}
-
-// keep reports whether upstream name may keep its running cache, and so its
-// warm token, across a reload from old to cfg: nothing it is built from
-// changed (its settings, the Vault its credentials or shared token come
-// from, how often they are re-read, how it shares).
-func keep(old, cfg *config.Config, name string) bool {
-	u, ok := cfg.Upstreams[name]
-	was, had := old.Upstreams[name]
-	if !ok || !had || !reflect.DeepEqual(u, was) {
-		return false
-	}
-	kind, _, _ := config.ParseRef(u.Credentials)
-	vaultSame := reflect.DeepEqual(cfg.Secrets.Vault, old.Secrets.Vault)
-	switch {
-	case kind == "vault" && !vaultSame,
-		cfg.PollInterval(kind) != old.PollInterval(kind),
-		cfg.IsShared(name) != old.IsShared(name),
-		cfg.IsShared(name) && (!vaultSame || !reflect.DeepEqual(cfg.Sharing, old.Sharing)):
-		return false
-	}
-	return true
 }
 
 func (d *Daemon) config() *config.Config {

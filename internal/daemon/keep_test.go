@@ -1,6 +1,8 @@
 package daemon
 
 import (
+	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/tokenproxy/tokenproxy/internal/config"
@@ -81,6 +83,52 @@ upstreams:
 				if got := keep(old, cfg, name); got != want {
 					t.Errorf("keep(%s) = %v, want %v", name, got, want)
 				}
+			}
+		})
+	}
+}
+
+// The whole reload plan: which upstreams keep, start and stop, whether
+// Vault restarts and the sharing store is checked again, whether the log
+// level is set, and which changes wait for a restart.
+func TestReloadPlan(t *testing.T) {
+	const vault = "secrets:\n  vault: {address: \"https://v:8200\", auth: {method: kubernetes, role: r}}\n"
+	const ups = `upstreams:
+  a: {type: hgem, base_url: "https://a", credentials: "vault:secret/a"}
+  f: {type: hgem, base_url: "https://f", credentials: "file:/etc/f.json"}
+`
+	base := vault + ups
+	cases := []struct {
+		name     string
+		old, new string
+		want     plan
+	}{
+		{"same text", base, base, plan{Keep: []string{"a", "f"}}},
+		{"one upstream changed", base, vault + strings.Replace(ups, `"https://f"`, `"https://f2"`, 1),
+			plan{Keep: []string{"a"}, Start: []string{"f"}, Stop: []string{"f"}}},
+		{"one added, one gone", base, vault + `upstreams:
+  a: {type: hgem, base_url: "https://a", credentials: "vault:secret/a"}
+  n: {type: hgem, base_url: "https://n", credentials: "env:N"}
+`, plan{Keep: []string{"a"}, Start: []string{"n"}, Stop: []string{"f"}}},
+		{"vault changed: it restarts, its upstreams too", base, strings.Replace(base, "https://v:8200", "https://w:8200", 1),
+			plan{Keep: []string{"f"}, Start: []string{"a"}, Stop: []string{"a"}, Vault: true, CheckSharing: true}},
+		{"sharing turned on", base, vault + "sharing: {vault: {path: secret/shared}}\n" + ups,
+			plan{Start: []string{"a", "f"}, Stop: []string{"a", "f"}, CheckSharing: true}},
+		{"log level", base, "log_level: debug\n" + base, plan{Keep: []string{"a", "f"}, LogLevel: true}},
+		{"what waits for a restart", base, "listen: 127.0.0.1:1\nadmin_listen: 127.0.0.1:2\nread_header_timeout: 3s\n" +
+			"tracing: {endpoint: \"http://127.0.0.1:4318\"}\n" + base,
+			plan{Keep: []string{"a", "f"}, AtRestart: []string{"listen", "admin_listen", "read_header_timeout", "tracing"}}},
+		{"settings applied at once are no restart's", base, "drain_delay: 3s\nshutdown_timeout: 5s\nadmin_pprof: true\n" + base,
+			plan{Keep: []string{"a", "f"}}},
+		{"an explicit default is the same setting", base, vault + strings.Replace(ups, `"file:/etc/f.json"}`, `"file:/etc/f.json", timeout: 30s, max_connections: 64}`, 1),
+			plan{Keep: []string{"a", "f"}}},
+		{"an explicit zero is not", base, vault + strings.Replace(ups, `"file:/etc/f.json"}`, `"file:/etc/f.json", replay_max_bytes: 0}`, 1),
+			plan{Keep: []string{"a"}, Start: []string{"f"}, Stop: []string{"f"}}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := planReload(mustParse(t, tc.old), mustParse(t, tc.new)); !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("plan\n  %+v\nwant\n  %+v", got, tc.want)
 			}
 		})
 	}
