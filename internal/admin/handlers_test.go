@@ -421,3 +421,69 @@ func TestMetricsNegotiatesOpenMetrics(t *testing.T) {
 		t.Errorf("OpenMetrics scrape: Content-Type %q, body ends %q", ct, om.body[max(len(om.body)-20, 0):])
 	}
 }
+
+// TestHealthzAndOptionalSources: /healthz is liveness, so it stays 200
+// while draining, when readiness does not; a Server with only its required
+// sources serves what needs nothing more and leaves the rest unrouted; and
+// /config before a config is in force says so.
+func TestHealthzAndOptionalSources(t *testing.T) {
+	f := newFixture(t, loadConfig(t, t.TempDir(), hgemOnly))
+	f.s.Draining.Store(true)
+	var health map[string]string
+	if r := f.do(t, "GET", "/healthz", nil); r.status != 200 || json.Unmarshal([]byte(r.body), &health) != nil || health["status"] != "ok" {
+		t.Errorf("/healthz while draining: %d %s", r.status, r.body)
+	}
+	if r := f.do(t, "GET", "/readyz/process", nil); r.status != http.StatusServiceUnavailable {
+		t.Errorf("/readyz/process while draining: %d", r.status)
+	}
+	f.setConfig(ConfigInfo{})
+	if r := f.do(t, "GET", "/config", nil); r.status != http.StatusServiceUnavailable || !strings.Contains(r.body, "no config loaded yet") {
+		t.Errorf("/config without a config: %d %s", r.status, r.body)
+	}
+
+	bare := httptest.NewServer((&Server{Upstreams: twoUpstreams, Draining: &atomic.Bool{}, Gatherer: prometheus.NewRegistry()}).Handler())
+	t.Cleanup(bare.Close)
+	for path, want := range map[string]int{"/healthz": 200, "/readyz/process": 200, "/status": 200, "/metrics": 200, "/": 200,
+		"/config": 404, "/loglevel": 404, "/debug/pprof/": 404} {
+		resp, err := bare.Client().Get(bare.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("%s with the required sources only: %d %.200s, want %d", path, resp.StatusCode, b, want)
+		}
+		var doc struct {
+			Upstreams map[string]any
+			Vault     any
+			Config    any
+		}
+		if path == "/status" && (json.Unmarshal(b, &doc) != nil || doc.Upstreams["hgem"] == nil || doc.Vault != nil || doc.Config != nil) {
+			t.Errorf("/status without Vault or config: %s", b)
+		}
+	}
+}
+
+// TestConfigShowsExplicitZeros: the config in force is what was written,
+// an explicit zero included (STYLE.md 12), and its YAML loads back to it.
+func TestConfigShowsExplicitZeros(t *testing.T) {
+	dir := t.TempDir()
+	cfg := loadConfig(t, dir, hgemOnly+"    replay_max_bytes: 0\n    max_connections: 0\n    reauth_min_interval: 0s\n")
+	f := newFixture(t, cfg)
+	var doc map[string]any
+	if err := json.Unmarshal([]byte(f.do(t, "GET", "/config", nil).body), &doc); err != nil {
+		t.Fatal(err)
+	}
+	up := doc["upstreams"].(map[string]any)["hgem"].(map[string]any)
+	if up["replay_max_bytes"] != float64(0) || up["max_connections"] != float64(0) || up["reauth_min_interval"] != "0s" || up["timeout"] != "30s" {
+		t.Errorf("/config shows %v, want the zeros written and the defaults of the rest", up)
+	}
+	back, err := config.Parse([]byte(f.do(t, "GET", "/config", nil, "Accept", "application/yaml").body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(cfg, back, cmpopts.IgnoreUnexported(config.Config{})); diff != "" {
+		t.Errorf("/config's YAML loads otherwise (-in force +loaded):\n%s", diff)
+	}
+}
