@@ -21,22 +21,22 @@ import (
 // method's name) and, for kubernetes, jwt_file. An empty string there means
 // "the default", as it does in what /config and yaml.Marshal write.
 const (
-	DefaultListen            = "127.0.0.1:8080"
-	DefaultAdminListen       = "127.0.0.1:9901"
-	DefaultLogLevel          = "info"
-	DefaultShutdownTimeout   = 20 * time.Second
-	DefaultReadHeaderTimeout = 10 * time.Second
-	DefaultPollInterval      = 60 * time.Second
-	DefaultTimeout           = 30 * time.Second
-	DefaultTokenTimeout      = 10 * time.Second
-	DefaultRefreshFraction   = 0.75
-	DefaultReplayMaxBytes    = 1 << 20
-	DefaultMaxConnections    = 64
-	DefaultReauthMin         = 10 * time.Second
-	DefaultLease             = 30 * time.Second
-	DefaultOnStoreUnavail    = "local"
-	DefaultSampleRatio       = 1.0
-	DefaultServiceName       = "tokenproxy"
+	DefaultListen             = "127.0.0.1:8080"
+	DefaultAdminListen        = "127.0.0.1:9901"
+	DefaultLogLevel           = "info"
+	DefaultShutdownTimeout    = 20 * time.Second
+	DefaultReadHeaderTimeout  = 10 * time.Second
+	DefaultPollInterval       = 60 * time.Second
+	DefaultTimeout            = 30 * time.Second
+	DefaultTokenTimeout       = 10 * time.Second
+	DefaultRefreshFraction    = 0.75
+	DefaultReplayMaxBytes     = 1 << 20
+	DefaultMaxConnections     = 64
+	DefaultReauthMin          = 10 * time.Second
+	DefaultLease              = 30 * time.Second
+	DefaultOnStoreUnavailable = "local"
+	DefaultSampleRatio        = 1.0
+	DefaultServiceName        = "tokenproxy"
 
 	// DefaultJWTFile is where Kubernetes mounts the service account token
 	// (auth method kubernetes).
@@ -77,7 +77,7 @@ func defaultVault() Vault {
 }
 
 func defaultSharing() Sharing {
-	return Sharing{Lease: Duration{DefaultLease}, OnStoreUnavailable: DefaultOnStoreUnavail}
+	return Sharing{Lease: Duration{DefaultLease}, OnStoreUnavailable: DefaultOnStoreUnavailable}
 }
 
 func defaultTracing() Tracing {
