@@ -248,10 +248,26 @@ upstreams:
 		t.Errorf("status %v", st)
 	}
 
-	// Rotation: the new key is in use once the file is read again.
+	// Rotation: the API takes only the new key. A 401 goes back as the API
+	// sent it, without a replay (a static token is the credentials: another
+	// would be the same) and without counting a re-mint; the credentials
+	// are read again, and the new key is in use once the file has it.
 	api.mu.Lock()
 	api.key = key2
+	before := len(api.seen)
 	api.mu.Unlock()
+	if r := do(t, http.MethodPost, p.data+"/weather/v1/forecast", strings.NewReader("body")); r.StatusCode != http.StatusUnauthorized || r.Header.Get("Tokenproxy-Error") != "" {
+		t.Fatalf("with the old key: %d %q, want the API's own 401", r.StatusCode, r.Header.Get("Tokenproxy-Error"))
+	}
+	api.mu.Lock()
+	asked := len(api.seen) - before
+	api.mu.Unlock()
+	if asked != 1 {
+		t.Errorf("the API was asked %d times for one request answered 401, want 1 (no replay)", asked)
+	}
+	if n := metric(t, p, `tokenproxy_upstream_reauth_total{upstream="weather"}`); n != 0 {
+		t.Errorf("reauth counted %v for a static upstream", n)
+	}
 	e.writeJSON("weather.json", map[string]string{"api_key": key2})
 	waitFor(t, 20*time.Second, "the rotated key", func() bool {
 		return get(t, p.data+"/weather/v1/forecast").StatusCode == http.StatusOK

@@ -45,6 +45,12 @@ type Options struct {
 	// vendor (CONTRACT.md §7).
 	Sharing *Sharing
 
+	// Static says a token is made from the credentials alone, with no
+	// token endpoint (type static): a 401 is then not a reason to make
+	// another, which would be the same; the credentials are re-read
+	// (OnRefused) and the 401 goes back to the caller.
+	Static bool
+
 	// OnRefused is called (outside any lock) when the vendor refuses the
 	// credentials, so that the caller can re-read them at once.
 	OnRefused func()
@@ -251,6 +257,13 @@ func (c *Cache) Invalidate(gen uint64) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if gen == 0 || c.tok.Gen != gen {
+		return false
+	}
+	if c.opt.Static {
+		c.opt.Log.Info("static credentials refused by upstream; re-reading them", zap.Uint64("gen", gen))
+		if c.opt.OnRefused != nil {
+			go c.opt.OnRefused() // outside the lock; it only signals
+		}
 		return false
 	}
 	if now := time.Now(); c.reauthGen != 0 && gen >= c.reauthGen && now.Sub(c.lastReauth) < c.opt.ReauthMinInterval {

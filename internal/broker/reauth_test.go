@@ -76,3 +76,24 @@ func TestReauthOlderTokenReplaysWithNewer(t *testing.T) {
 		}
 	})
 }
+
+// A static upstream's token is its credentials: a 401 does not make another
+// (which would be the same) nor replay; the credentials are re-read.
+func TestStaticTokenIsNotRemintedOn401(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &fakeFetcher{fn: lifetime(24*time.Hour, 0)}
+		reread := make(chan struct{}, 1)
+		c := newCache(t, f, Options{Static: true, OnRefused: func() { reread <- struct{}{} }})
+		tok, err := c.Token(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Invalidate(tok.Gen) {
+			t.Fatal("a 401 dropped a static token")
+		}
+		<-reread
+		if again, _ := c.Token(context.Background()); again.Gen != tok.Gen || f.count() != 1 {
+			t.Fatalf("after a 401: token %v, %d fetches; want the same token and 1", again, f.count())
+		}
+	})
+}

@@ -78,6 +78,7 @@ func newCache(name string, u config.Upstream, ad *upstream.Adapter, sh *broker.S
 		FetchTimeout:      u.TokenTimeout.Duration,
 		ReauthMinInterval: u.ReauthMinInterval.Duration,
 		Sharing:           sh,
+		Static:            ad.Static(),
 		OnRefused:         onRefused,
 		Authorize:         ad.Header,
 		Metrics:           m,

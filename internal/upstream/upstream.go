@@ -185,6 +185,10 @@ func (a *Adapter) Header(accessToken string, creds secrets.Credentials) broker.H
 	return h
 }
 
+// Static reports whether tokens are made from the credentials alone, with
+// no token endpoint (type static).
+func (a *Adapter) Static() bool { return a.grant == nil }
+
 // KeyHeaders are the vendor's credential headers besides Authorization,
 // canonical and sorted; a caller's copies are removed before injection.
 func (a *Adapter) KeyHeaders() []string { return a.keys }
