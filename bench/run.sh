@@ -17,6 +17,10 @@
 # Usage: bench/run.sh [--check-only | --quick] [--no-request-log] [--out DIR] [--publish]
 set -euo pipefail
 
+# Everything runs inside main, which bash reads whole before it starts: an
+# edit to this file during a run does not change the run.
+main() {
+
 usage() {
 	cat <<'EOF'
 usage: bench/run.sh [--check-only | --quick] [--no-request-log] [--out DIR] [--publish]
@@ -30,6 +34,7 @@ usage: bench/run.sh [--check-only | --quick] [--no-request-log] [--out DIR] [--p
 Settings (environment): RUNS=3 DUR=6s SIZES="1k 64k" THREADS=2 CONNS=64 RATE=1000
 LAT_DUR=10s LAT_RUNS=3 BIG_MIB=100 TARGETS="direct tokenproxy nginx haproxy caddy"
 TOKENPROXY_BIN=<a built binary to measure instead of building this checkout>
+UPSTREAM_H1=1 offers HTTP/1.1 only (no h2) at the upstream, so every proxy speaks HTTP/1.1 to it.
 KEEP=1 keeps the scratch directory (configs, logs) for a look afterwards.
 EOF
 }
@@ -164,7 +169,7 @@ wait_up() {
 }
 
 step "starting the upstream and the proxies"
-start upstream "$tmp/upstream" -addr "$up" -ca "$tmp/ca.pem" -api-key "$api_key" -token "$static_token"
+start upstream "$tmp/upstream" -addr "$up" -ca "$tmp/ca.pem" -api-key "$api_key" -token "$static_token" ${UPSTREAM_H1:+-h1}
 wait_up upstream "https://$up/stats" --cacert "$tmp/ca.pem"
 
 if has tokenproxy; then
@@ -328,8 +333,8 @@ tree() {
 		for c in $(<"/proc/$p/task/$p/children"); do tree "$c"; done
 	fi
 }
-# rss_kib PID: resident KiB of PID's tree, with builtins only (this runs
-# every 50 ms beside the load).
+# rss_kib PID: resident KiB of PID's tree, read with builtins (this runs
+# beside the load).
 rss_kib() {
 	local sum=0 p k v _
 	for p in $(tree "$1"); do
@@ -349,14 +354,15 @@ cpu_ticks() {
 	echo "$sum"
 }
 hz=$(getconf CLK_TCK)
-# peak_rss PID FILE: the highest rss_kib, kept in FILE, until killed.
+# peak_rss PID FILE SECONDS: the highest rss_kib, sampled every SECONDS,
+# kept in FILE, until killed.
 peak_rss() {
 	local max=0 v
 	echo 0 >"$2"
 	while :; do
 		v=$(rss_kib "$1")
 		[ "$v" -le "$max" ] || { max=$v; echo "$max" >"$2"; }
-		sleep 0.05
+		sleep "$3"
 	done
 }
 secs() { local ns=$(($(date +%s%N) - $1)); printf '%d.%09d' $((ns / 1000000000)) $((ns % 1000000000)); }
@@ -376,7 +382,9 @@ for run in $(seq 1 "$RUNS"); do
 			[ "$t" = direct ] && args=(-H "Authorization: Bearer $static_token" -H "hgem-api-key: $api_key")
 			sampler='' c0=''
 			if p=$(proxy_pid "$t"); then
-				peak_rss "$p" "$tmp/peak" &
+				# Every 0.2 s: RSS under a steady load moves slowly, and
+				# the sampler's own forks take CPU from the run.
+				peak_rss "$p" "$tmp/peak" 0.2 &
 				sampler=$!
 				c0=$(cpu_ticks "$p")
 			fi
@@ -394,18 +402,23 @@ for run in $(seq 1 "$RUNS"); do
 done
 
 step "latency: vegeta, open loop at $RATE req/s for $LAT_DUR, 1 KiB bodies, $LAT_RUNS runs"
+# HTTP/1.1 with keep-alive, as wrk and a service's client talk to a sidecar;
+# direct too, so that it is the same client. At most CONNS connections: when
+# a stall on this shared machine holds answers back, an uncapped vegeta opens
+# connections by the hundred, and direct's TLS handshakes then feed the stall
+# (seen: direct's p90 at 1.2 s). A request that waits for a connection still
+# counts the wait.
+attack=(-http2=false -keepalive=true -max-connections="$CONNS")
 for run in $(seq 1 "$LAT_RUNS"); do
 	for t in "${targets[@]}"; do
 		args=()
 		[ "$t" = direct ] && args=(-root-certs "$tmp/ca.pem" -header "Authorization: Bearer $static_token" -header "hgem-api-key: $api_key")
 		# A second at the rate first, not measured: connections are set up
 		# and whatever the previous target left behind (GC, buffers) settles.
-		echo "GET ${url[$t]}/p/1k" | "$vegeta" attack -rate="$RATE" -duration=1s -http2=false -keepalive=true "${args[@]}" >/dev/null
+		echo "GET ${url[$t]}/p/1k" | "$vegeta" attack -rate="$RATE" -duration=1s "${attack[@]}" "${args[@]}" >/dev/null
 		c0='' t0=$(date +%s%N)
 		p=$(proxy_pid "$t") && c0=$(cpu_ticks "$p")
-		# HTTP/1.1 with keep-alive, as wrk and a service's client would talk
-		# to a sidecar; direct too, so that it is the same client.
-		echo "GET ${url[$t]}/p/1k" | "$vegeta" attack -rate="$RATE" -duration="$LAT_DUR" -http2=false -keepalive=true "${args[@]}" >"$out/raw/lat/${t}_$run.bin"
+		echo "GET ${url[$t]}/p/1k" | "$vegeta" attack -rate="$RATE" -duration="$LAT_DUR" "${attack[@]}" "${args[@]}" >"$out/raw/lat/${t}_$run.bin"
 		if [ -n "$c0" ]; then
 			sample cpu_s_lat "$t" 1k "$run" "$(awk -v t=$(($(cpu_ticks "$p") - c0)) -v hz="$hz" 'BEGIN{print t/hz}')"
 			sample wall_s_lat "$t" 1k "$run" "$(secs "$t0")"
@@ -425,7 +438,7 @@ if has tokenproxy; then
 	for dir in down up; do
 		before=$(rss_kib "$p")
 		echo "$before" >"$tmp/peak"
-		peak_rss "$p" "$tmp/peak" &
+		peak_rss "$p" "$tmp/peak" 0.05 &
 		sampler=$!
 		if [ "$dir" = down ]; then
 			got=$(curl -s -o /dev/null -w '%{http_code} %{size_download}' "${url[tokenproxy]}/big/$n")
@@ -449,7 +462,7 @@ sample missing_total upstream - - "$(($(stat_field missing) - missing0))"
 {
 	echo "date=$(date -u +%Y-%m-%dT%H:%MZ)"
 	echo "command=${cmdline% }"
-	echo "settings=RUNS=$RUNS DUR=$DUR SIZES=\"$SIZES\" THREADS=$THREADS CONNS=$CONNS RATE=$RATE LAT_DUR=$LAT_DUR LAT_RUNS=$LAT_RUNS BIG_MIB=$BIG_MIB TP_LOG=$TP_LOG"
+	echo "settings=RUNS=$RUNS DUR=$DUR SIZES=\"$SIZES\" THREADS=$THREADS CONNS=$CONNS RATE=$RATE LAT_DUR=$LAT_DUR LAT_RUNS=$LAT_RUNS BIG_MIB=$BIG_MIB TP_LOG=$TP_LOG${UPSTREAM_H1:+ UPSTREAM_H1=1}"
 	echo "cores=$(nproc)"
 	echo "cpu=$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)"
 	echo "kernel=$(uname -sr)"
@@ -474,6 +487,7 @@ sample missing_total upstream - - "$(($(stat_field missing) - missing0))"
 	echo "lat_runs=$LAT_RUNS"
 	echo "big_mib=$BIG_MIB"
 	echo "tp_log=$TP_LOG"
+	echo "upstream_h1=${UPSTREAM_H1:-}"
 } >"$out/machine.env"
 cp "$samples" "$out/samples.tsv"
 
@@ -488,3 +502,6 @@ if [ -n "$publish" ]; then
 	echo "wrote BENCHMARKS.md and docs/benchmarks-latency.png" >&2
 fi
 exit "$status"
+}
+
+main "$@"

@@ -41,7 +41,7 @@ import (
 )
 
 var (
-	binPath  = flag.String("tokenproxy", "", "the tokenproxy binary to measure (required)")
+	binPath  = flag.String("tokenproxy", "", "the tokenproxy binary to measure (default: this checkout's, built)")
 	logLevel = flag.String("loglevel", "info", "tokenproxy's log_level (info: the request log is on)")
 )
 
@@ -51,9 +51,6 @@ const (
 )
 
 func BenchmarkBinary(b *testing.B) {
-	if *binPath == "" {
-		b.Fatal("-tokenproxy: the path of the binary to measure is required")
-	}
 	env := start(b)
 	for _, size := range []string{"1k", "64k"} {
 		n, _ := upstream.ParseSize(size)
@@ -87,6 +84,61 @@ func BenchmarkBinary(b *testing.B) {
 	}
 }
 
+// TestHarness runs the benchmark's parts once, so that CI knows they work:
+// the binary (this checkout's, built here, unless -tokenproxy names one)
+// starts, answers through the route, and /metrics has the counters.
+func TestHarness(t *testing.T) {
+	e := start(t)
+	e.get(t, e.proxied+"/p/1k", false, 1024)
+	e.get(t, e.direct+"/p/1k", true, 1024)
+	s0 := e.sample(t)
+	for range 100 {
+		e.get(t, e.proxied+"/p/1k", false, 1024)
+	}
+	s1 := e.sample(t)
+	if s1.mallocs <= s0.mallocs || s1.bytes <= s0.bytes || s1.cpu < s0.cpu {
+		t.Errorf("counters did not move over 100 requests: %+v, then %+v", s0, s1)
+	}
+}
+
+// binary is -tokenproxy, or else this checkout's tokenproxy built once into
+// a temporary directory.
+func binary(tb testing.TB) string {
+	if *binPath != "" {
+		return *binPath
+	}
+	buildOnce.Do(func() {
+		builtDir, buildErr = os.MkdirTemp("", "tokenproxy-bench-binary")
+		if buildErr != nil {
+			return
+		}
+		built = filepath.Join(builtDir, "tokenproxy")
+		cmd := exec.Command("go", "build", "-o", built, "./cmd/tokenproxy")
+		cmd.Dir = filepath.Join("..", "..")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build ./cmd/tokenproxy: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		tb.Fatal(buildErr)
+	}
+	return built
+}
+
+var (
+	buildOnce       sync.Once
+	built, builtDir string
+	buildErr        error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if builtDir != "" {
+		os.RemoveAll(builtDir)
+	}
+	os.Exit(code)
+}
+
 type env struct {
 	direct, proxied, admin string
 	client                 *http.Client
@@ -95,7 +147,7 @@ type env struct {
 
 // start serves the upstream in this process and starts the binary with an
 // HGEM upstream pointing at it; it returns once the binary holds a token.
-func start(b *testing.B) *env {
+func start(b testing.TB) *env {
 	dir := b.TempDir()
 	cert, caPEM, err := upstream.Certificate()
 	if err != nil {
@@ -129,7 +181,7 @@ upstreams:
 `, listen, admin, *logLevel, ln.Addr(), caFile, credFile))
 
 	log := &tail{}
-	cmd := exec.Command(*binPath, "run", "--config", cfg)
+	cmd := exec.Command(binary(b), "run", "--config", cfg)
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
@@ -187,7 +239,7 @@ upstreams:
 
 // get fetches url and fails the benchmark unless the whole body came back
 // with a 200.
-func (e *env) get(b *testing.B, url string, withHeaders bool, want int64) {
+func (e *env) get(b testing.TB, url string, withHeaders bool, want int64) {
 	req, _ := http.NewRequest("GET", url, nil)
 	if withHeaders {
 		req.Header.Set("Authorization", "Bearer "+staticToken)
@@ -211,7 +263,7 @@ type sample struct {
 
 // sample reads the process's allocation counters from /metrics and its CPU
 // time from /proc.
-func (e *env) sample(b *testing.B) sample {
+func (e *env) sample(b testing.TB) sample {
 	resp, err := e.client.Get(e.admin + "/metrics")
 	if err != nil {
 		b.Fatal(err)
@@ -272,7 +324,7 @@ func cpuTime(pid int) (time.Duration, error) {
 	return time.Duration(utime+stime) * 10 * time.Millisecond, nil
 }
 
-func freePort(b *testing.B) string {
+func freePort(b testing.TB) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -281,7 +333,7 @@ func freePort(b *testing.B) string {
 	return ln.Addr().String()
 }
 
-func write(b *testing.B, path, text string) {
+func write(b testing.TB, path, text string) {
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 		b.Fatal(err)
 	}

@@ -194,11 +194,11 @@ func (r *results) markdown(pngLink string) string {
 		}
 		w(" %s | %s | %s |\n", cpu, rss, r.text("proto", t))
 	}
-	w("\nCPU per request is the user and system time of the proxy's processes (nginx: master and workers) during the runs, over the requests wrk counted; RSS is the highest resident size sampled every 50 ms during the runs, all sizes.\n\n")
+	w("\nCPU per request is the user and system time of the proxy's processes (nginx: master and workers) during the runs, over the requests wrk counted; RSS is the highest resident size sampled every 0.2 s during the runs, all sizes.\n\n")
 
 	// Latency.
-	w("### Latency at %s req/s, open loop\n\nvegeta, %s bodies over HTTP/1.1 keep-alive, each run %s; for each percentile the median of %s runs (lowest–highest), in milliseconds. Added: the path's median minus direct's.\n\n",
-		thousands(rate(r)), sizeLabel(r.Sizes[0]), e["lat_dur"], e["lat_runs"])
+	w("### Latency at %s req/s, open loop\n\nvegeta, %s bodies over HTTP/1.1 keep-alive, at most %s connections, each run %s after a second not counted; for each percentile the median of %s runs (lowest–highest), in milliseconds. Added: the path's median minus direct's.\n\n",
+		thousands(rate(r)), sizeLabel(r.Sizes[0]), e["conns"], e["lat_dur"], e["lat_runs"])
 	w("| path | p50 | p90 | p99 | max | added p50 | added p99 | CPU, cores per 1,000 req/s |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
 	d50, d99 := median(r.latency("direct", p50)), median(r.latency("direct", p99))
 	for _, t := range r.Targets {
