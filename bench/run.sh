@@ -424,11 +424,9 @@ for run in $(seq 1 "$LAT_RUNS"); do
 			sample wall_s_lat "$t" 1k "$run" "$(secs "$t0")"
 		fi
 		"$vegeta" report -type=json <"$out/raw/lat/${t}_$run.bin" >"$out/raw/lat/${t}_$run.json"
+		"$vegeta" report -type=hdrplot <"$out/raw/lat/${t}_$run.bin" >"$out/raw/lat/${t}_$run.hdr"
 		printf '%-10s run %d: %s\n' "$t" "$run" "$("$vegeta" report <"$out/raw/lat/${t}_$run.bin" | awk '/^Latencies/{print}')" >&2
 	done
-done
-for t in "${targets[@]}"; do
-	"$vegeta" report -type=hdrplot "$out"/raw/lat/"${t}"_*.bin >"$out/raw/lat/$t.hdr"
 done
 
 if has tokenproxy; then
@@ -467,8 +465,11 @@ sample missing_total upstream - - "$(($(stat_field missing) - missing0))"
 	echo "cpu=$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)"
 	echo "kernel=$(uname -sr)"
 	echo "go=$(go version | awk '{print $3}')"
-	echo "tokenproxy=$("$tmp/tokenproxy" version | head -n 1)"
-	echo "commit=$(cd "$root" && git describe --always --dirty 2>/dev/null || echo unknown)"
+	if [ -n "${TOKENPROXY_BIN:-}" ]; then
+		echo "binary=$TOKENPROXY_BIN: $("$tmp/tokenproxy" version | head -n 1)"
+	else
+		echo "binary=built from commit $(cd "$root" && git describe --always --dirty 2>/dev/null || echo unknown)"
+	fi
 	has nginx && echo "nginx=$(nginx -v 2>&1 | sed 's/.*nginx\///')"
 	has haproxy && echo "haproxy=$(haproxy -v | awk 'NR==1{sub(/-.*/, "", $3); print $3}')"
 	has caddy && echo "caddy=$(caddy version | awk '{print $1}')"

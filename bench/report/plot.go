@@ -38,11 +38,13 @@ var colours = map[string]color.Color{
 	"caddy":      color.RGBA{0xff, 0x7f, 0x0e, 0xff},
 }
 
-// plotLatency draws each target's latency by percentile (every open-loop
-// run together) on a log latency axis, and saves it as a PNG.
+// plotLatency draws each target's latency by percentile on a log latency
+// axis, one line per open-loop run in the target's colour (so that the
+// spread between runs shows: on a shared machine a stall lifts one run's
+// tail), and saves it as a PNG.
 func (r *results) plotLatency(path string) error {
 	p := plot.New()
-	p.Title.Text = fmt.Sprintf("Latency by percentile, open loop at %s req/s, %s bodies", thousands(rate(r)), sizeLabel(r.Sizes[0]))
+	p.Title.Text = fmt.Sprintf("Latency by percentile, open loop at %s req/s, %s bodies: one line per run", thousands(rate(r)), sizeLabel(r.Sizes[0]))
 	p.X.Label.Text = "percentile"
 	p.Y.Label.Text = "latency (ms)"
 	p.X.Tick.Marker = ninesTicks{}
@@ -52,33 +54,36 @@ func (r *results) plotLatency(path string) error {
 	p.Legend.Left = true
 	p.Add(plotter.NewGrid())
 	for i, t := range r.Targets {
-		pts := r.HDR[t]
-		var xy plotter.XYs
-		for _, pt := range pts {
-			// Past 99.99% a row is one of the last few requests (the max
-			// is in the table); a latency of 0 has no place on a log axis.
-			if pt.Percentile > 0.9999 || pt.Ms <= 0 {
+		for run, pts := range r.HDR[t] {
+			var xy plotter.XYs
+			for _, pt := range pts {
+				// Past 99.99% a row is one of the last few requests (the max
+				// is in the table); a latency of 0 has no place on a log axis.
+				if pt.Percentile > 0.9999 || pt.Ms <= 0 {
+					continue
+				}
+				xy = append(xy, plotter.XY{X: nines(pt.Percentile), Y: pt.Ms})
+			}
+			if len(xy) == 0 {
 				continue
 			}
-			xy = append(xy, plotter.XY{X: nines(pt.Percentile), Y: pt.Ms})
+			line, err := plotter.NewLine(xy)
+			if err != nil {
+				return fmt.Errorf("%s: %w", t, err)
+			}
+			line.Color = colours[t]
+			if line.Color == nil {
+				line.Color = color.Gray{uint8(40 * i)}
+			}
+			line.Width = vg.Points(1.2)
+			if t == "direct" {
+				line.Dashes = []vg.Length{vg.Points(4), vg.Points(3)}
+			}
+			p.Add(line)
+			if run == 0 {
+				p.Legend.Add(label(t, r.Env), line)
+			}
 		}
-		if len(xy) == 0 {
-			continue
-		}
-		line, err := plotter.NewLine(xy)
-		if err != nil {
-			return fmt.Errorf("%s: %w", t, err)
-		}
-		line.Color = colours[t]
-		if line.Color == nil {
-			line.Color = color.Gray{uint8(40 * i)}
-		}
-		line.Width = vg.Points(1.5)
-		if t == "direct" {
-			line.Dashes = []vg.Length{vg.Points(4), vg.Points(3)}
-		}
-		p.Add(line)
-		p.Legend.Add(label(t, r.Env), line)
 	}
 	p.Legend.ThumbnailWidth = vg.Points(20)
 	p.Legend.Padding = vg.Points(2)

@@ -145,7 +145,8 @@ type results struct {
 	Wrk map[string]map[string][]wrkRun
 	// Lat[target] holds the runs in run order.
 	Lat map[string][]vegetaRun
-	HDR map[string][]hdrPoint
+	// HDR[target] holds each run's latency by percentile, in run order.
+	HDR map[string][][]hdrPoint
 	// Targets in the order of the run's TARGETS.
 	Targets []string
 	Sizes   []string
@@ -157,7 +158,7 @@ var (
 )
 
 func load(dir string) (*results, error) {
-	res := &results{Wrk: map[string]map[string][]wrkRun{}, Lat: map[string][]vegetaRun{}, HDR: map[string][]hdrPoint{}}
+	res := &results{Wrk: map[string]map[string][]wrkRun{}, Lat: map[string][]vegetaRun{}, HDR: map[string][][]hdrPoint{}}
 	f, err := os.Open(filepath.Join(dir, "machine.env"))
 	if err != nil {
 		return nil, err
@@ -235,18 +236,18 @@ func load(dir string) (*results, error) {
 			res.Lat[t] = append(res.Lat[t], r.v)
 		}
 	}
-	for _, t := range res.Targets {
-		f, err := os.Open(filepath.Join(dir, "raw", "lat", t+".hdr"))
-		if os.IsNotExist(err) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		res.HDR[t], err = parseHDR(f.Name(), f)
-		f.Close()
-		if err != nil {
-			return nil, err
+	for t, runs := range res.Lat {
+		for i := range runs {
+			f, err := os.Open(filepath.Join(dir, "raw", "lat", fmt.Sprintf("%s_%d.hdr", t, i+1)))
+			if err != nil {
+				return nil, err
+			}
+			pts, err := parseHDR(f.Name(), f)
+			f.Close()
+			if err != nil {
+				return nil, err
+			}
+			res.HDR[t] = append(res.HDR[t], pts)
 		}
 	}
 	return res, nil

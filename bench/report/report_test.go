@@ -108,7 +108,7 @@ func fakeRun(t *testing.T, missing string) string {
 			}
 		}
 		os.WriteFile(filepath.Join(dir, "raw/lat", tg+"_1.json"), vj, 0o644)
-		os.WriteFile(filepath.Join(dir, "raw/lat", tg+".hdr"), hdr, 0o644)
+		os.WriteFile(filepath.Join(dir, "raw/lat", tg+"_1.hdr"), hdr, 0o644)
 	}
 	os.WriteFile(filepath.Join(dir, "machine.env"), []byte(strings.Join([]string{
 		"date=2026-11-30T11:00Z", "command=bench/run.sh", "cores=2", "cpu=AMD EPYC", "targets=" + strings.Join(targets, " "),
@@ -145,9 +145,9 @@ func TestRun(t *testing.T) {
 		"| tokenproxy (default config, request log on) | 38,156 (38,156–38,156) | 1.00 |",
 		"| 48 µs | 35.0 MiB | HTTP/2 |", // 1.9 s of CPU over 39,200 requests
 		"| idle, warm token | 20.0 MiB |",
-		"| CPU ≤ 0.05 core per 1,000 req/s | 4.945 | no |", // 0.5 core at 101.1 req/s
-		"| RSS idle ≤ 25 MiB | 20.0 MiB | yes |",
-		"![Latency by percentile at 1,000 req/s, every run of each path together](docs/latency.png)",
+		"| CPU ≤ 0.05 core per 1,000 req/s | 4.945 | 4.945 | no |", // 0.5 core at 101.1 req/s
+		"| RSS idle ≤ 25 MiB | 20.0 MiB | – | yes |",
+		"![Latency by percentile at 1,000 req/s, one line per run](docs/latency.png)",
 	} {
 		if !strings.Contains(string(text), want) {
 			t.Errorf("report.md lacks %q:\n%s", want, text)
@@ -181,6 +181,17 @@ func TestRunInvalid(t *testing.T) {
 	text, _ := os.ReadFile(md)
 	if !strings.Contains(string(text), "### Problems in this run") {
 		t.Errorf("report.md does not list the problem:\n%s", text)
+	}
+}
+
+func TestJudge(t *testing.T) {
+	for _, tc := range []struct {
+		median, best bool
+		want         string
+	}{{true, true, "yes"}, {false, false, "no"}, {true, false, "unclear"}, {false, true, "unclear"}} {
+		if got := judge(tc.median, tc.best); !strings.HasPrefix(got, tc.want) {
+			t.Errorf("judge(%v, %v) = %q, want %s", tc.median, tc.best, got, tc.want)
+		}
 	}
 }
 

@@ -158,8 +158,8 @@ func (r *results) markdown(pngLink string) string {
 	var b strings.Builder
 	e := r.Env
 	w := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
-	w("Measured %s on %s cores (%s), %s, %s, at commit `%s` (%s); load average %s at the start, %s at the end.\n\n",
-		e["date"], e["cores"], e["cpu"], e["kernel"], e["go"], e["commit"], e["tokenproxy"], e["loadavg_start"], e["loadavg"])
+	w("Measured %s on %s cores (%s), %s, %s; tokenproxy %s; load average %s at the start, %s at the end.\n\n",
+		e["date"], e["cores"], e["cpu"], e["kernel"], e["go"], e["binary"], e["loadavg_start"], e["loadavg"])
 	w("```sh\n%s\n# %s\n```\n\n", e["command"], e["settings"])
 	w("Peers: ")
 	var peers []string
@@ -216,7 +216,7 @@ func (r *results) markdown(pngLink string) string {
 			a50, a99, cpu)
 	}
 	if pngLink != "" {
-		w("\n![Latency by percentile at %s req/s, every run of each path together](%s)\n", thousands(rate(r)), pngLink)
+		w("\n![Latency by percentile at %s req/s, one line per run](%s)\n", thousands(rate(r)), pngLink)
 	}
 
 	// tokenproxy's memory.
@@ -226,13 +226,9 @@ func (r *results) markdown(pngLink string) string {
 		w("| under the %s-connection load (highest) | %s |\n", e["conns"], mib(maxOf(r.values("rss_load_kib", "tokenproxy", ""))))
 		w("| growth while %s MiB go down (GET) | %s |\n", e["big_mib"], mib(maxOf(r.values("big_down_growth_kib", "tokenproxy", ""))))
 		w("| growth while %s MiB go up (POST) | %s |\n", e["big_mib"], mib(maxOf(r.values("big_up_growth_kib", "tokenproxy", ""))))
-		w("\n### Against the goals of issue 12\n\n| goal | measured | met |\n|---|---|---|\n")
+		w("\n### Against the goals of issue 12\n\nOn the medians, and on the best runs (the highest throughput, the lowest latency and CPU: the runs a stall disturbed least). A goal is judged only where both agree.\n\n| goal | median | best run | met |\n|---|---|---|---|\n")
 		for _, g := range r.goals() {
-			met := "no"
-			if g.met {
-				met = "yes"
-			}
-			w("| %s | %s | %s |\n", g.goal, g.measured, met)
+			w("| %s | %s | %s | %s |\n", g.goal, g.median, g.best, g.met)
 		}
 	}
 	return b.String()
@@ -252,16 +248,30 @@ func maxOf(xs []float64) float64 {
 }
 
 type goal struct {
-	goal, measured string
-	met            bool
+	goal, median, best string
+	met                string
 }
 
-// goals compares tokenproxy with the goals of issue 12 (ratios of medians;
-// MB read as MiB).
+// judge says whether a goal is met by the medians and by the best runs
+// alike; when they disagree, a stall on the shared machine decides, and the
+// run cannot say.
+func judge(median, best bool) string {
+	switch {
+	case median && best:
+		return "yes"
+	case !median && !best:
+		return "no"
+	}
+	return "unclear: the median and the best run disagree"
+}
+
+// goals compares tokenproxy with the goals of issue 12, on the medians and
+// on the best runs (the least disturbed: the highest throughput, the lowest
+// latency and CPU). MB is read as MiB.
 func (r *results) goals() []goal {
 	var gs []goal
 	for _, s := range r.Sizes {
-		tp := median(r.rps("tokenproxy", s))
+		tp := r.rps("tokenproxy", s)
 		for _, peer := range []struct {
 			name string
 			want float64
@@ -269,26 +279,49 @@ func (r *results) goals() []goal {
 			if !slices.Contains(r.Targets, peer.name) {
 				continue
 			}
-			x := tp / median(r.rps(peer.name, s))
-			gs = append(gs, goal{fmt.Sprintf("throughput, %s: ≥ %g× %s", sizeLabel(s), peer.want, peer.name), fmt.Sprintf("%.2f×", x), x >= peer.want})
+			m := median(tp) / median(r.rps(peer.name, s))
+			b := maxOf(tp) / maxOf(r.rps(peer.name, s))
+			gs = append(gs, goal{fmt.Sprintf("throughput, %s: ≥ %g× %s", sizeLabel(s), peer.want, peer.name),
+				fmt.Sprintf("%.2f×", m), fmt.Sprintf("%.2f×", b), judge(m >= peer.want, b >= peer.want)})
 		}
 	}
 	if slices.Contains(r.Targets, "direct") {
-		a50 := median(r.latency("tokenproxy", p50)) - median(r.latency("direct", p50))
-		a99 := median(r.latency("tokenproxy", p99)) - median(r.latency("direct", p99))
-		gs = append(gs,
-			goal{"added p50 at 1,000 req/s ≤ 0.15 ms", signedMs(a50), a50 <= 0.15},
-			goal{"added p99 at 1,000 req/s ≤ 1 ms", signedMs(a99), a99 <= 1})
+		for _, pc := range []struct {
+			name string
+			pick func(vegetaRun) float64
+			want float64
+		}{{"p50", p50, 0.15}, {"p99", p99, 1}} {
+			tp, d := r.latency("tokenproxy", pc.pick), r.latency("direct", pc.pick)
+			m, b := median(tp)-median(d), minOf(tp)-minOf(d)
+			gs = append(gs, goal{fmt.Sprintf("added %s at %s req/s ≤ %g ms", pc.name, thousands(rate(r)), pc.want),
+				signedMs(m), signedMs(b), judge(m <= pc.want, b <= pc.want)})
+		}
 	}
-	cpu := median(r.coresPerKRPS("tokenproxy"))
-	gs = append(gs, goal{"CPU ≤ 0.05 core per 1,000 req/s", fmt.Sprintf("%.3f", cpu), cpu <= 0.05})
+	cpu := r.coresPerKRPS("tokenproxy")
+	gs = append(gs, goal{"CPU ≤ 0.05 core per 1,000 req/s", fmt.Sprintf("%.3f", median(cpu)), fmt.Sprintf("%.3f", minOf(cpu)),
+		judge(median(cpu) <= 0.05, minOf(cpu) <= 0.05)})
+	// One value each: the highest sample is what a memory limit meets.
 	idle, load := maxOf(r.values("rss_idle_kib", "tokenproxy", "")), maxOf(r.values("rss_load_kib", "tokenproxy", ""))
-	down, up := maxOf(r.values("big_down_growth_kib", "tokenproxy", "")), maxOf(r.values("big_up_growth_kib", "tokenproxy", ""))
-	gs = append(gs,
-		goal{"RSS idle ≤ 25 MiB", mib(idle), idle <= 25<<10},
-		goal{"RSS under load ≤ 40 MiB", mib(load), load <= 40<<10},
-		goal{fmt.Sprintf("growth with %s MiB either way < 10 MiB", r.Env["big_mib"]), mib(math.Max(down, up)), math.Max(down, up) < 10<<10})
+	growth := math.Max(maxOf(r.values("big_down_growth_kib", "tokenproxy", "")), maxOf(r.values("big_up_growth_kib", "tokenproxy", "")))
+	for _, g := range []struct {
+		goal string
+		kib  float64
+		ok   bool
+	}{
+		{"RSS idle ≤ 25 MiB", idle, idle <= 25<<10},
+		{"RSS under load ≤ 40 MiB", load, load <= 40<<10},
+		{fmt.Sprintf("growth with %s MiB either way < 10 MiB", r.Env["big_mib"]), growth, growth < 10<<10},
+	} {
+		gs = append(gs, goal{g.goal, mib(g.kib), "–", judge(g.ok, g.ok)})
+	}
 	return gs
+}
+
+func minOf(xs []float64) float64 {
+	if len(xs) == 0 {
+		return math.NaN()
+	}
+	return slices.Min(xs)
 }
 
 // problems lists what makes the run invalid: requests that reached the
