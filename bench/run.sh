@@ -111,8 +111,10 @@ step "building"
 (cd "$here" && go build -o "$tmp/upstream" ./upstream && go build -o "$tmp/report" ./report)
 if [ -n "${TOKENPROXY_BIN:-}" ]; then
 	cp "$TOKENPROXY_BIN" "$tmp/tokenproxy"
+	binary="$TOKENPROXY_BIN: $("$tmp/tokenproxy" version | head -n 1)"
 else
 	(cd "$root" && CGO_ENABLED=0 go build -o "$tmp/tokenproxy" ./cmd/tokenproxy)
+	binary="built from commit $(cd "$root" && git describe --always --dirty 2>/dev/null || echo unknown)"
 fi
 vegeta_version=v12.13.0
 vegeta=$cache/vegeta-$vegeta_version/vegeta
@@ -465,11 +467,7 @@ sample missing_total upstream - - "$(($(stat_field missing) - missing0))"
 	echo "cpu=$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)"
 	echo "kernel=$(uname -sr)"
 	echo "go=$(go version | awk '{print $3}')"
-	if [ -n "${TOKENPROXY_BIN:-}" ]; then
-		echo "binary=$TOKENPROXY_BIN: $("$tmp/tokenproxy" version | head -n 1)"
-	else
-		echo "binary=built from commit $(cd "$root" && git describe --always --dirty 2>/dev/null || echo unknown)"
-	fi
+	echo "binary=$binary"
 	has nginx && echo "nginx=$(nginx -v 2>&1 | sed 's/.*nginx\///')"
 	has haproxy && echo "haproxy=$(haproxy -v | awk 'NR==1{sub(/-.*/, "", $3); print $3}')"
 	has caddy && echo "caddy=$(caddy version | awk '{print $1}')"
