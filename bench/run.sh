@@ -15,6 +15,7 @@
 # bench/report) and the raw outputs to the output directory.
 #
 # Usage: bench/run.sh [--check-only | --quick] [--no-request-log] [--out DIR] [--publish]
+#        bench/run.sh --report DIR [--publish]
 set -euo pipefail
 
 # Everything runs inside main, which bash reads whole before it starts: an
@@ -24,12 +25,14 @@ main() {
 usage() {
 	cat <<'EOF'
 usage: bench/run.sh [--check-only | --quick] [--no-request-log] [--out DIR] [--publish]
+       bench/run.sh --report DIR [--publish]
 
   --check-only      start everything, check that every path injects both headers, exit
   --quick           one short run of everything (about a minute): tries the kit, not a measurement
   --no-request-log  tokenproxy at log_level warn (the request log is on, at info, by default)
   --out DIR         where results go (default bench/results/<UTC time>)
   --publish         also write the results into BENCHMARKS.md and docs/benchmarks-latency.png
+  --report DIR      measure nothing: write DIR's report (and publish it) again from its raw outputs
 
 Settings (environment): RUNS=3 DUR=6s SIZES="1k 64k" THREADS=2 CONNS=64 RATE=1000
 LAT_DUR=10s LAT_RUNS=3 BIG_MIB=100 TARGETS="direct tokenproxy nginx haproxy caddy"
@@ -41,7 +44,7 @@ EOF
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
-check_only='' publish='' out='' quick=''
+check_only='' publish='' out='' quick='' report_only=''
 cmdline="bench/run.sh $*"
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -54,6 +57,11 @@ while [ $# -gt 0 ]; do
 		shift
 		;;
 	--publish) publish=1 ;;
+	--report)
+		[ $# -ge 2 ] || { echo "bench/run.sh: --report needs a results directory" >&2; exit 2; }
+		report_only=$2
+		shift
+		;;
 	-h | --help) usage; exit 0 ;;
 	*) echo "bench/run.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
 	esac
@@ -91,11 +99,6 @@ need() {
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-tools=()
-[ -n "$check_only" ] || tools+=(wrk wrk)
-for t in nginx:nginx-light haproxy:haproxy caddy:caddy; do has "${t%%:*}" && tools+=("${t%%:*}" "${t#*:}"); done
-[ ${#tools[@]} -eq 0 ] || need "${tools[@]}"
-
 cache=${TOKENPROXY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tokenproxy}/bench
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/tokenproxy-bench.XXXXXX")
 pids=()
@@ -106,6 +109,32 @@ cleanup() {
 	if [ -n "${KEEP:-}" ]; then echo "scratch kept in $tmp" >&2; else rm -rf "$tmp"; fi
 }
 trap cleanup EXIT
+
+# report DIR: DIR's report.md and latency.png from its raw outputs, shown;
+# with --publish, also BENCHMARKS.md's results and the plot in docs/. Exits
+# 1 when the run was invalid (after writing the report, which says why).
+report() {
+	local status=0
+	"$tmp/report" -in "$1" -md "$1/report.md" -png "$1/latency.png" || status=$?
+	cat "$1/report.md"
+	echo "results in $1" >&2
+	if [ -n "$publish" ]; then
+		cp "$1/latency.png" "$root/docs/benchmarks-latency.png"
+		"$tmp/report" -in "$1" -md "$tmp/published.md" -png-link docs/benchmarks-latency.png -publish "$root/BENCHMARKS.md" || true
+		echo "wrote BENCHMARKS.md and docs/benchmarks-latency.png" >&2
+	fi
+	exit "$status"
+}
+
+if [ -n "$report_only" ]; then
+	(cd "$here" && go build -o "$tmp/report" ./report)
+	report "$(cd "$report_only" && pwd)"
+fi
+
+tools=()
+[ -n "$check_only" ] || tools+=(wrk wrk)
+for t in nginx:nginx-light haproxy:haproxy caddy:caddy; do has "${t%%:*}" && tools+=("${t%%:*}" "${t#*:}"); done
+[ ${#tools[@]} -eq 0 ] || need "${tools[@]}"
 
 step "building"
 (cd "$here" && go build -o "$tmp/upstream" ./upstream && go build -o "$tmp/report" ./report)
@@ -490,17 +519,7 @@ sample missing_total upstream - - "$(($(stat_field missing) - missing0))"
 } >"$out/machine.env"
 cp "$samples" "$out/samples.tsv"
 
-step "report"
-status=0
-"$tmp/report" -in "$out" -md "$out/report.md" -png "$out/latency.png" || status=$?
-cat "$out/report.md"
-echo "results in $out" >&2
-if [ -n "$publish" ]; then
-	cp "$out/latency.png" "$root/docs/benchmarks-latency.png"
-	"$tmp/report" -in "$out" -md "$tmp/published.md" -png-link docs/benchmarks-latency.png -publish "$root/BENCHMARKS.md"
-	echo "wrote BENCHMARKS.md and docs/benchmarks-latency.png" >&2
-fi
-exit "$status"
+report "$out"
 }
 
 main "$@"

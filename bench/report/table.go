@@ -76,7 +76,7 @@ func ratio(a, b float64) string {
 func label(t string, env map[string]string) string {
 	switch t {
 	case "direct":
-		return "direct to the upstream (the limit)"
+		return "direct to the upstream (the client speaks TLS)"
 	case "tokenproxy":
 		log := "request log on"
 		if env["tp_log"] != "info" {
@@ -293,8 +293,14 @@ func (r *results) goals() []goal {
 		}{{"p50", p50, 0.15}, {"p99", p99, 1}} {
 			tp, d := r.latency("tokenproxy", pc.pick), r.latency("direct", pc.pick)
 			m, b := median(tp)-median(d), minOf(tp)-minOf(d)
+			met := judge(m <= pc.want, b <= pc.want)
+			if m < 0 || b < 0 {
+				// A proxy is never faster than the call it makes: direct's
+				// runs were disturbed more than the proxy's.
+				met = "unclear: less than direct, so direct's runs were disturbed"
+			}
 			gs = append(gs, goal{fmt.Sprintf("added %s at %s req/s ≤ %g ms", pc.name, thousands(rate(r)), pc.want),
-				signedMs(m), signedMs(b), judge(m <= pc.want, b <= pc.want)})
+				signedMs(m), signedMs(b), met})
 		}
 	}
 	cpu := r.coresPerKRPS("tokenproxy")
