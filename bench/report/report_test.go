@@ -143,7 +143,7 @@ func TestRun(t *testing.T) {
 	text, _ := os.ReadFile(md)
 	for _, want := range []string{
 		"| tokenproxy (default config, request log on) | 38,156 (38,156–38,156) | 1.00 |",
-		"| 48 µs | 35.0 MiB | HTTP/2 |", // 1.9 s of CPU over 39,200 requests
+		"| 48 µs | 20.0 MiB | 35.0 MiB | HTTP/2 |", // 1.9 s of CPU over 39,200 requests
 		"| idle, warm token | 20.0 MiB |",
 		"| CPU ≤ 0.05 core per 1,000 req/s | 4.945 | 4.945 | no |", // 0.5 core at 101.1 req/s
 		"| RSS idle ≤ 25 MiB | 20.0 MiB | – | yes |",

@@ -177,22 +177,23 @@ func (r *results) markdown(pngLink string) string {
 	for _, s := range r.Sizes {
 		w(" %s (req/s) | ×nginx |", sizeLabel(s))
 	}
-	w(" CPU per request, %s | RSS under load | to the upstream |\n|---|", sizeLabel(r.Sizes[0]))
+	w(" CPU per request, %s | RSS idle | RSS under load | to the upstream |\n|---|", sizeLabel(r.Sizes[0]))
 	for range r.Sizes {
 		w("---:|---:|")
 	}
-	w("---:|---:|---|\n")
+	w("---:|---:|---:|---|\n")
 	for _, t := range r.Targets {
 		w("| %s |", label(t, e))
 		for _, s := range r.Sizes {
 			w(" %s | %s |", spread(r.rps(t, s), thousands), ratio(median(r.rps(t, s)), median(r.rps("nginx", s))))
 		}
-		cpu, rss := "–", "–"
+		cpu, idle, rss := "–", "–", "–"
 		if t != "direct" {
 			cpu = spread(r.cpuPerRequest(t, r.Sizes[0]), func(x float64) string { return fmt.Sprintf("%.0f µs", x) })
+			idle = mib(maxOf(r.values("rss_idle_kib", t, "")))
 			rss = mib(maxOf(r.values("rss_load_kib", t, "")))
 		}
-		w(" %s | %s | %s |\n", cpu, rss, r.text("proto", t))
+		w(" %s | %s | %s | %s |\n", cpu, idle, rss, r.text("proto", t))
 	}
 	w("\nCPU per request is the user and system time of the proxy's processes (nginx: master and workers) during the runs, over the requests wrk counted; RSS is the highest resident size sampled every 0.2 s during the runs, all sizes.\n\n")
 
