@@ -131,7 +131,7 @@ if [ -n "$report_only" ]; then
 	report "$(cd "$report_only" && pwd)"
 fi
 
-tools=()
+tools=(curl curl)
 [ -n "$check_only" ] || tools+=(wrk wrk)
 for t in nginx:nginx-light haproxy:haproxy caddy:caddy; do has "${t%%:*}" && tools+=("${t%%:*}" "${t#*:}"); done
 [ ${#tools[@]} -eq 0 ] || need "${tools[@]}"
