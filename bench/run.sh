@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # tokenproxy side by side with nginx, HAProxy and Caddy on this machine, all on
 # 127.0.0.1: one HTTPS upstream (bench/upstream), reached directly (the
-# limit), through tokenproxy (an HGEM upstream with a warm token, so two
+# baseline), through tokenproxy (an HGEM upstream with a warm token, so two
 # headers are injected: Authorization and hgem-api-key) and through each peer
 # configured to inject the same two headers as static values.
 #
@@ -10,8 +10,8 @@
 # p50/p90/p99/max. Each proxy's CPU (from /proc/<pid>/stat) over the open-loop
 # runs, and its RSS idle and under load; tokenproxy's RSS growth while a
 # BIG_MIB body goes down and another goes up through it. The upstream counts
-# API requests that arrive without the two headers; any such request, or any
-# non-2xx answer, fails the run. Writes report.md and latency.png (by
+# API requests that arrive without the two headers; any such request, any
+# non-2xx answer or an incomplete transfer fails the run. Writes report.md and latency.png (by
 # bench/report) and the raw outputs to the output directory.
 #
 # Usage: bench/run.sh [--check-only | --quick] [--no-request-log] [--out DIR] [--publish]
