@@ -70,6 +70,14 @@ systemd-analyze security --offline=yes --threshold=15 "$unitdir/tokenproxy.servi
 step "broker tests, 20 times over (fake clock: they must never flake)"
 go test -race -count=20 ./internal/broker/
 
+step "the benchmark kit (bench/, a module of its own): vet, staticcheck, tests, and every peer's injection"
+(cd bench && go vet ./... && go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./... && go test -race ./...)
+# Starts the upstream, tokenproxy, nginx, HAProxy and Caddy (installing the
+# Debian packages when missing) and checks that each injects both headers:
+# what BENCHMARKS.md publishes is only as good as this. No load is applied;
+# timings on a shared machine are no test.
+bench/run.sh --check-only
+
 step "fuzzing, a few seconds per target"
 for target in $(grep -rhoE '^func (Fuzz[A-Za-z0-9_]+)' --include='*_test.go' . | sed 's/^func //'); do
 	pkg=$(dirname "$(grep -rlE "^func $target\(" --include='*_test.go' . | head -n 1)")
