@@ -505,8 +505,8 @@ func DefaultTokenURL(typ, baseURL string) string {
 }
 
 // Redacted is a copy of c fit to show, as the admin plane's /config does:
-// user info in a URL (only secrets.vault.address may carry it; the
-// upstreams' URLs are refused with it) becomes REDACTED. Nothing else needs
+// user info in a URL (validation refuses it everywhere; this is for a
+// config shown before it was validated) becomes REDACTED. Nothing else needs
 // hiding: credentials are references, and the Vault login's material is
 // named by file path, never read into the config.
 func (c *Config) Redacted() *Config {

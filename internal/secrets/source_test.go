@@ -13,6 +13,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/tokenproxy/tokenproxy/internal/config"
 	"github.com/tokenproxy/tokenproxy/internal/vendor"
 )
 
@@ -210,4 +211,23 @@ func TestWatch(t *testing.T) {
 func keysOf(typ string) []string {
 	d, _ := vendor.Builtin(typ)
 	return d.RequiredKeys()
+}
+
+// The client never holds an address with user info, so that no message,
+// log line or error of the Vault client's own can show it; the refusal
+// shows the address without it.
+func TestNewVaultRefusesUserInfo(t *testing.T) {
+	for addr, want := range map[string]string{
+		"http://vaultuser:VAULTPASSCANARY@127.0.0.1:27821": "vault: address http://REDACTED@127.0.0.1:27821 carries user info; Vault reads none from its address (log in with auth)",
+		"https://VAULTPASSCANARY@vault.example":            "vault: address https://REDACTED@vault.example carries user info; Vault reads none from its address (log in with auth)",
+		"http://vaultuser:VAULT PASSCANARY@127.0.0.1":      `vault: address "REDACTED" is not a URL`,
+	} {
+		_, err := NewVault(&config.Vault{Address: addr, Auth: config.VaultAuth{Method: "token", TokenFile: "/t"}}, nil)
+		if err == nil || err.Error() != want {
+			t.Errorf("NewVault(%q): %v, want %s", addr, err, want)
+		}
+	}
+	if _, err := NewVault(&config.Vault{Address: "http://127.0.0.1:27821", Auth: config.VaultAuth{Method: "token", TokenFile: "/t"}}, nil); err != nil {
+		t.Errorf("an address without user info: %v", err)
+	}
 }

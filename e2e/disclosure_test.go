@@ -1,0 +1,97 @@
+package e2e
+
+import (
+	"net"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// What a user found tokenproxy showing that it must not, each kind run
+// through the real binary with canaries that the harness then searches
+// for in everything the processes wrote; the HTTP answers fetched here are
+// searched too.
+
+// noCanaryIn fails when b holds any of the canaries.
+func noCanaryIn(t *testing.T, what string, b []byte, canaries ...string) {
+	t.Helper()
+	for _, c := range canaries {
+		if strings.Contains(string(b), c) {
+			t.Errorf("%s holds the canary %q:\n%s", what, c, b)
+		}
+	}
+}
+
+// closedPort is a loopback address where nothing listens: a Vault login
+// there fails.
+func closedPort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}
+
+// A Vault address with user info, written or from $VAULT_ADDR, is refused
+// by validate, check, run and a reload, and its user info reaches no output:
+// not the problems printed, not the log, /status or /metrics.
+func TestVaultAddressUserInfoNeverShown(t *testing.T) {
+	e := newEnv(t)
+	user, pass := canary("vault", "user"), canary("vault", "pass")
+	e.secrets = append(e.secrets, user, pass)
+	withUser := "http://" + user + ":" + pass + "@" + closedPort(t)
+	tokenFile := e.write("vault-token", []byte("hvs.not-a-real-token"))
+	vaultBlock := func(address string) string {
+		s := "secrets:\n  vault:\n"
+		if address != "" {
+			s += "    address: " + address + "\n"
+		}
+		return s + "    auth: {method: token, token_file: " + tokenFile + "}\n"
+	}
+	upstreams := "upstreams:\n" + e.upstreamYAML("inspera") +
+		"  hgem:\n    type: hgem\n    base_url: " + e.vendors["hgem"].url() + "\n    credentials: vault:secret/tokenproxy/hgem\n    ca_file: " + e.caFile + "\n"
+
+	written := e.write("written.yaml", []byte(vaultBlock(withUser)+upstreams))
+	const refusal = "must not carry user info (a name or password before @): Vault reads none from its address, and every message naming it would show it; log in with auth"
+	for _, cmd := range []string{"validate", "check", "run"} {
+		r := e.cli("", cmd, "--config", written)
+		if want := "secrets.vault.address: the address " + refusal + " (line 3)\n"; r.code != 2 || r.stdout != "" || r.stderr != want {
+			t.Errorf("%s: exit %d, stdout %q, stderr %q; want 2 and %q", cmd, r.code, r.stdout, r.stderr, want)
+		}
+	}
+
+	t.Setenv("VAULT_ADDR", withUser)
+	fromEnv := e.write("from-env.yaml", []byte(vaultBlock("")+upstreams))
+	for _, cmd := range []string{"validate", "check"} {
+		r := e.cli("", cmd, "--config", fromEnv)
+		if want := "secrets.vault.address: $VAULT_ADDR " + refusal + " (line 2, under secrets.vault)\n"; r.code != 2 || r.stderr != want {
+			t.Errorf("%s with $VAULT_ADDR: exit %d, stderr %q; want 2 and %q", cmd, r.code, r.stderr, want)
+		}
+	}
+	t.Setenv("VAULT_ADDR", "")
+
+	// A running proxy is sent the config by SIGHUP: rejected, and the
+	// running config stays.
+	path := e.write("reload.yaml", []byte(opsConfig([]string{"log_level: debug"}, e.upstreamYAML("inspera"))))
+	p := e.startArgs("run", "--config", path)
+	p.ready(t)
+	e.write("reload.yaml", []byte(opsConfig([]string{"log_level: debug", vaultBlock(withUser)}, e.upstreamYAML("inspera"))))
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, 20*time.Second, "the reload to be rejected", func() bool {
+		return p.logged("config reload rejected; the running config stays", nil)
+	})
+	if msg, _ := configStatus(t, p)["last_reload_error"].(string); !strings.Contains(msg, "secrets.vault.address: the address "+refusal) {
+		t.Errorf("/status last_reload_error %q does not say why", msg)
+	}
+	if r := call(t, p, "inspera"); r.StatusCode != 200 {
+		t.Errorf("inspera after the rejected reload: %d %s", r.StatusCode, r.body)
+	}
+	for _, path := range []string{"/status", "/metrics", "/config", "/readyz"} {
+		noCanaryIn(t, path, get(t, p.admin+path).body, user, pass)
+	}
+	noCanaryIn(t, "the status page", get(t, p.admin+"/status", "Accept", "text/html").body, user, pass)
+}
