@@ -95,3 +95,28 @@ func TestVaultAddressUserInfoNeverShown(t *testing.T) {
 	}
 	noCanaryIn(t, "the status page", get(t, p.admin+"/status", "Accept", "text/html").body, user, pass)
 }
+
+// A description that would set a header tokenproxy sets itself (the
+// request id the upstream receives and may echo, the trace context) is
+// refused by validate, check and run alike, with its key path and line,
+// before any credential is sent anywhere.
+func TestDescriptionHeadersTokenproxySetsRefused(t *testing.T) {
+	e := newEnv(t)
+	key := canary("static", "key")
+	e.secrets = append(e.secrets, key)
+	creds := e.writeJSON("static.json", map[string]string{"key": key})
+	v := e.vendors["hgem"]
+	path := e.write("static.yaml", []byte("upstreams:\n  s:\n    type: static\n    base_url: "+v.url()+
+		"\n    credentials: file:"+creds+"\n    ca_file: "+e.caFile+
+		"\n    static:\n      headers:\n        X-Api-Key: \"{credential key}\"\n        x-request-id: \"{credential key}\"\n        Baggage: \"k={credential key}\"\n"))
+	want := "upstreams.s.static.headers.Baggage: Baggage is the caller's W3C Baggage, passed on as sent (line 11)\n" +
+		"upstreams.s.static.headers.x-request-id: X-Request-Id is tokenproxy's: the caller's id, or a new one, goes to the upstream and back (CONTRACT.md §3) (line 10)\n"
+	for _, cmd := range []string{"validate", "check", "run"} {
+		if r := e.cli("", cmd, "--config", path); r.code != 2 || r.stdout != "" || r.stderr != want {
+			t.Errorf("%s: exit %d, stdout %q, stderr %q; want 2 and\n%s", cmd, r.code, r.stdout, r.stderr, want)
+		}
+	}
+	if n := v.sim.APICalls(); n != 0 {
+		t.Errorf("%d API calls for a refused config", n)
+	}
+}
