@@ -1166,7 +1166,7 @@ func TestParseInspera(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tok, err := readAnswer(insperaAnswer, resp(tt.status, tt.header), []byte(tt.body))
+			tok, err := readAnswer(insperaAnswer, resp(tt.status, tt.header), []byte(tt.body), nil)
 			checkParse(t, tok, err, tt.want, tt.wantErr)
 		})
 	}
@@ -1201,7 +1201,7 @@ func TestParseProminsight(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tok, err := readAnswer(prominsightAnswer, resp(tt.status, nil), []byte(tt.body))
+			tok, err := readAnswer(prominsightAnswer, resp(tt.status, nil), []byte(tt.body), nil)
 			checkParse(t, tok, err, tt.want, tt.wantErr)
 		})
 	}
@@ -1226,7 +1226,7 @@ func checkParse(t *testing.T, tok broker.Token, err error, want broker.Token, wa
 
 func TestVendorErrorHTTPDate(t *testing.T) {
 	when := time.Now().Add(90 * time.Second).UTC().Format(http.TimeFormat)
-	_, err := readAnswer(insperaAnswer, resp(503, http.Header{"Retry-After": {when}}), nil)
+	_, err := readAnswer(insperaAnswer, resp(503, http.Header{"Retry-After": {when}}), nil, nil)
 	fe := fetchError(t, err)
 	if fe.RetryAfter <= 0 || fe.RetryAfter > 90*time.Second {
 		t.Errorf("RetryAfter = %v, want (0, 90s]", fe.RetryAfter)
@@ -1273,7 +1273,7 @@ func TestReadRFC6749(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tok, err := readAnswer(prodoscoreAnswer, resp(tt.status, tt.header), []byte(tt.body))
+			tok, err := readAnswer(prodoscoreAnswer, resp(tt.status, tt.header), []byte(tt.body), nil)
 			if tt.wantErr != nil {
 				fe := fetchError(t, err)
 				if diff := cmp.Diff(*tt.wantErr, *fe); diff != "" {

@@ -266,3 +266,27 @@ func TestHeadersTokenproxySetsAreRefused(t *testing.T) {
 		t.Errorf("X-Request-Source: %v", ps)
 	}
 }
+
+// Secrets are what a template sends that is secret, as sent: the
+// credentials, Basic's base64 and the refresh token, never the literal
+// text, the scope or the audience on their own.
+func TestTemplateSecrets(t *testing.T) {
+	creds := map[string]string{"id": "a b", "secret": "s:&", "key": "k"}
+	v := Values{Credential: func(k string) string { return creds[k] }, Token: "T", RefreshToken: "R", Scope: "S", Audience: "A"}
+	for in, want := range map[string][]string{
+		"Basic {basic id secret}":        {"a b", "s:&", "YStiOnMlM0ElMjY=", "Basic YStiOnMlM0ElMjY="},
+		"key={credential key}&s={scope}": {"k", "key=k&s=S"},
+		"{refresh_token}":                {"R", "R"},
+		"Bearer {token}":                 {"T", "Bearer T"},
+		"{scope} {audience} plain":       nil,
+		"":                               nil,
+	} {
+		tp, err := ParseTemplate(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := tp.Secrets(v); !slices.Equal(got, want) {
+			t.Errorf("%q: %q, want %q", in, got, want)
+		}
+	}
+}
