@@ -1,11 +1,19 @@
 package e2e
 
 import (
+	"encoding/base64"
+	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tokenproxy/tokenproxy/internal/redact"
 )
 
 // What a user found tokenproxy showing that it must not, each kind run
@@ -19,6 +27,21 @@ func noCanaryIn(t *testing.T, what string, b []byte, canaries ...string) {
 	for _, c := range canaries {
 		if strings.Contains(string(b), c) {
 			t.Errorf("%s holds the canary %q:\n%s", what, c, b)
+		}
+	}
+}
+
+// noPartIn fails when b holds any 12 bytes in a row of a secret: a
+// secret half replaced, or cut short, still shows that much.
+func noPartIn(t *testing.T, what string, b []byte, secrets ...string) {
+	t.Helper()
+	const part = 12
+	for _, s := range secrets {
+		for i := 0; i+part <= len(s) || i == 0; i++ {
+			if w := s[i:min(i+part, len(s))]; strings.Contains(string(b), w) {
+				t.Errorf("%s holds %q, part of a secret:\n%s", what, w, b)
+				break
+			}
 		}
 	}
 }
@@ -119,4 +142,59 @@ func TestDescriptionHeadersTokenproxySetsRefused(t *testing.T) {
 	if n := v.sim.APICalls(); n != 0 {
 		t.Errorf("%d API calls for a refused config", n)
 	}
+}
+
+// echoEndpoint is a token endpoint that refuses every request, repeating
+// in its 401 what it was sent: the Authorization header and the body.
+func echoEndpoint(t *testing.T) *httptest.Server {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		w.Header().Set("Content-Type", "text/plain")
+		w.WriteHeader(http.StatusUnauthorized)
+		fmt.Fprintf(w, "invalid_client: auth=%s body=%s", r.Header.Get("Authorization"), body)
+	}))
+	srv.Config.ErrorLog = discardLog
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// A token endpoint that echoes the credentials as it received them
+// (Basic's base64 of id:secret, a form-encoded body) shows them nowhere:
+// not in the 502's message, /status, the status page, /metrics, /readyz or
+// the log. The secret holds characters that every encoding changes.
+func TestVendorEchoOfEncodedCredentialsHidden(t *testing.T) {
+	e := newEnv(t)
+	srv := echoEndpoint(t)
+	var blocks []string
+	var forms []string
+	for _, style := range []string{"basic", "body"} {
+		id, secret := canary("echo"+style, "id"), "s+e/c r=t%é-"+canary("echo"+style, "secret")
+		pair := base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(id) + ":" + url.QueryEscape(secret)))
+		e.secrets = append(e.secrets, id, secret, pair)
+		for _, s := range []string{id, secret, pair} {
+			forms = append(forms, redact.Forms(s)...)
+		}
+		creds := e.writeJSON("echo-"+style+".json", map[string]string{"client_id": id, "client_secret": secret})
+		blocks = append(blocks, fmt.Sprintf("  echo-%s:\n    type: oauth2\n    base_url: %s\n    token_url: %s/token\n    credentials: file:%s\n    ca_file: %s\n    oauth2: {auth_style: %s}\n",
+			style, srv.URL, srv.URL, creds, e.caFile, style))
+	}
+	p := e.start(opsConfig([]string{"log_level: debug"}, blocks...))
+	for _, style := range []string{"basic", "body"} {
+		name := "echo-" + style
+		waitFor(t, 20*time.Second, name+"'s refusal", func() bool { return statusOfAll(t, p)[name]["state"] == "error" })
+		r := get(t, p.data+"/"+name+"/v1/anything")
+		m := wantError(t, r, http.StatusBadGateway, "token_endpoint_error", name)
+		if msg := m["message"].(string); !strings.Contains(msg, "REDACTED") || !strings.Contains(msg, "invalid_client: auth=") {
+			t.Errorf("%s: the message should show the echo with REDACTED in it: %s", name, msg)
+		}
+		noPartIn(t, name+"'s 502", r.body, forms...)
+	}
+	for _, path := range []string{"/status", "/metrics", "/readyz", "/config"} {
+		noPartIn(t, path, get(t, p.admin+path).body, forms...)
+	}
+	noPartIn(t, "the status page", get(t, p.admin+"/status", "Accept", "text/html").body, forms...)
+	if !p.logged("token fetch failed", map[string]any{"reason": "refused"}) {
+		t.Error("no refusal in the log to search")
+	}
+	noPartIn(t, "the log", []byte(p.out.String()), forms...)
 }
