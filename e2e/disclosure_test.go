@@ -8,12 +8,14 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/tokenproxy/tokenproxy/internal/redact"
+	"github.com/tokenproxy/tokenproxy/internal/secrets"
 )
 
 // What a user found tokenproxy showing that it must not, each kind run
@@ -197,4 +199,50 @@ func TestVendorEchoOfEncodedCredentialsHidden(t *testing.T) {
 		t.Error("no refusal in the log to search")
 	}
 	noPartIn(t, "the log", []byte(p.out.String()), forms...)
+}
+
+// Two replicas sharing through Vault with file: credentials (no version of
+// their own) agree on the credential version they compare, so the second
+// uses the first one's token; but what each shows (/status, the log) is a
+// fingerprint keyed per process: different on each, and never the bare
+// hash of the content, which would let a guessed credential be checked
+// offline. The bare hash is kept only in the shared record in Vault.
+func TestCredentialVersionShownIsKeyedPerProcess(t *testing.T) {
+	v := newVaultEnv(t)
+	v.seedFleet(t)
+	hgem := v.vendors["hgem"]
+	fleetVersion := secrets.NewCredentials(hgem.creds, "").FleetVersion()
+	// The bare hash may be in no output at all.
+	v.secrets = append(v.secrets, strings.TrimPrefix(fleetVersion, "sha256:"))
+	cfg := v.fleetConfig(sharingYAML(), vaultRoute{"hgem", "hgem", "file:" + filepath.Join(v.dir, "hgem.json")})
+
+	a := v.startFleet(t, 1, cfg).procs[0]
+	a.ready(t)
+	b := v.startFleet(t, 1, cfg).procs[0]
+	b.ready(t)
+	if n := hgem.sim.TokenCalls(); n != 1 {
+		t.Errorf("%d token requests for two replicas with the same file: credentials, want 1 (the second uses the first one's token)", n)
+	}
+	if rec := v.sharedRecord(t, "hgem"); rec["credential_version"] != fleetVersion {
+		t.Errorf("shared record credential_version %v, want the content's fingerprint %s", rec["credential_version"], fleetVersion)
+	}
+	var shown []string
+	for _, p := range []*proc{a, b} {
+		st := p.vaultStatus(t)["hgem"]
+		s, _ := st["credential_version"].(string)
+		if !strings.HasPrefix(s, "hmac-sha256:") || st["minted_by"] != a.replicaID(t) {
+			t.Errorf("/status hgem: credential_version %q minted_by %v, want an hmac-sha256: fingerprint and %s", s, st["minted_by"], a.replicaID(t))
+		}
+		if !p.logged("credentials loaded", map[string]any{"version": s}) {
+			t.Errorf("no \"credentials loaded\" line with the version /status shows, %s", s)
+		}
+		shown = append(shown, s)
+		for _, path := range []string{"/status", "/metrics", "/config"} {
+			noCanaryIn(t, path, get(t, p.admin+path).body, strings.TrimPrefix(fleetVersion, "sha256:"))
+		}
+		noCanaryIn(t, "the status page", get(t, p.admin+"/status", "Accept", "text/html").body, strings.TrimPrefix(fleetVersion, "sha256:"))
+	}
+	if shown[0] == shown[1] {
+		t.Errorf("both replicas show %s: the fingerprint shown is not keyed per process", shown[0])
+	}
 }

@@ -5,6 +5,8 @@
 package secrets
 
 import (
+	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -30,7 +32,7 @@ type Credentials struct {
 func NewCredentials(values map[string]string, version string) Credentials {
 	c := Credentials{values: values, version: version, fleet: version}
 	if version == "" {
-		c.version, c.fleet = Fingerprint(values), Fingerprint(values)
+		c.version, c.fleet = processFingerprint(values), Fingerprint(values)
 	}
 	return c
 }
@@ -89,6 +91,19 @@ func (c Credentials) MarshalJSON() ([]byte, error) {
 // shown.
 func Fingerprint(values map[string]string) string {
 	return "sha256:" + hex.EncodeToString(digest(sha256.New(), values)[:8])
+}
+
+// processKey keys the fingerprints this process shows.
+var processKey = func() []byte {
+	k := make([]byte, 32)
+	rand.Read(k) // never fails (crypto/rand, Go 1.24)
+	return k
+}()
+
+// processFingerprint is the Version of content without one: HMAC-SHA256
+// (RFC 2104) keyed with processKey, 64 bits of it.
+func processFingerprint(values map[string]string) string {
+	return "hmac-sha256:" + hex.EncodeToString(digest(hmac.New(sha256.New, processKey), values)[:8])
 }
 
 // digest hashes the sorted keys and values, each length-prefixed so that
