@@ -36,6 +36,9 @@ import (
 // before it is clipped, so that no secret is cut in half and half shown.
 func readAnswer(a vendor.Answer, resp *http.Response, body []byte, hide *redact.Set) (broker.Token, error) {
 	body = bytes.TrimPrefix(body, []byte("\uFEFF"))
+	if resp.StatusCode/100 == 3 {
+		return broker.Token{}, redirected(resp)
+	}
 	if resp.StatusCode/100 != 2 {
 		return broker.Token{}, refusal(a, resp, body, hide)
 	}
@@ -106,6 +109,22 @@ func plainReason(body []byte, hide *redact.Set) string {
 		}
 		return r
 	}, line))
+}
+
+// redirected is a 3xx answer: not a refusal of the credentials (they were
+// never looked at), but a token_url that is not the token endpoint itself
+// (http for https, a missing or extra slash, a moved endpoint). It is an
+// answer without a usable token, so the broker backs off as from any
+// unusable answer, not as from a refusal. Where it pointed is named by
+// scheme and host only: the path and query may hold what was sent
+// (Inspera's client_id travels in the query).
+func redirected(resp *http.Response) *broker.FetchError {
+	to := "without a Location"
+	if loc, err := resp.Location(); err == nil && loc.Host != "" {
+		to = "to " + loc.Scheme + "://" + loc.Host
+	}
+	return malformed(resp, "a redirect "+to+": token_url must be the token endpoint itself; "+
+		"a token request never follows a redirect, which would carry the credentials elsewhere")
 }
 
 func malformed(resp *http.Response, why string) *broker.FetchError {

@@ -40,8 +40,8 @@ func checkParsed(t *testing.T, status int, tok broker.Token, err error) {
 	if fe.Status != status {
 		t.Fatalf("FetchError.Status %d, answer was %d", fe.Status, status)
 	}
-	if fe.Malformed && status/100 != 2 {
-		t.Fatalf("a %d answer reported as a malformed token", status)
+	if fe.Malformed != (status/100 == 3) && status/100 != 2 {
+		t.Fatalf("a %d answer reported with Malformed %v: only 2xx answers without a token and redirects are", status, fe.Malformed)
 	}
 	if tok.AccessToken != "" {
 		t.Fatalf("an error came with an access token")
