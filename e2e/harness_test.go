@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/tokenproxy/tokenproxy/internal/config"
+	"github.com/tokenproxy/tokenproxy/internal/redact"
 	"github.com/tokenproxy/tokenproxy/internal/testlog"
 	"github.com/tokenproxy/tokenproxy/internal/vendorsim"
 )
@@ -365,16 +366,21 @@ func (p *proc) ready(t *testing.T) {
 
 // checkNoSecrets searches everything every proxy wrote, and everything it
 // sent out (e.outputs), for the canary credentials and for every token the
-// simulators issued.
+// simulators issued, each in every form a secret may be repeated in
+// (redact.Forms: raw, percent-encoded, JSON-escaped, base64).
 func (e *env) checkNoSecrets() {
-	var secrets []string
+	var raw []string
 	for _, v := range e.vendors {
 		for _, c := range v.creds {
-			secrets = append(secrets, c)
+			raw = append(raw, c)
 		}
-		secrets = append(secrets, v.sim.Tokens()...)
+		raw = append(raw, v.sim.Tokens()...)
 	}
-	secrets = append(secrets, e.secrets...)
+	raw = append(raw, e.secrets...)
+	var secrets []string
+	for _, s := range raw {
+		secrets = append(secrets, redact.Forms(s)...)
+	}
 	for _, p := range e.procs {
 		out := p.out.String()
 		for _, s := range secrets {

@@ -359,7 +359,7 @@ func TestVaultAllUpstreamsKVv2AndKVv1AppRole(t *testing.T) {
 			t.Errorf("%s: credential_version %v, want the KV v2 version 1", r.name, got)
 		}
 	}
-	if got, _ := st["inspera-kv1"]["credential_version"].(string); !strings.HasPrefix(got, "sha256:") {
+	if got, _ := st["inspera-kv1"]["credential_version"].(string); !strings.HasPrefix(got, "hmac-sha256:") {
 		t.Errorf("inspera-kv1: credential_version %q, want a content fingerprint", got)
 	}
 	if ok, failed := p.vaultLogins(t); ok != 1 || failed != 0 {

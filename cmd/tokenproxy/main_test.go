@@ -131,7 +131,8 @@ func TestValidate(t *testing.T) {
 			"", "upstreams.hgem: written twice, on lines 3 and 7; keep one\n" +
 				"listen: \"127.0.0.1:9901\" and admin_listen \"127.0.0.1:9901\" are the same address; the data and admin planes need one each (line 1)\n"},
 		{"relies on $VAULT_ADDR and $VAULT_TOKEN, here unset", vaultFromEnv, nil, 2,
-			"", "secrets.vault.address: required (or set $VAULT_ADDR)\nsecrets.vault.auth.token_file: required for method token when $VAULT_TOKEN is not set\n"},
+			"", "secrets.vault.address: required (or set $VAULT_ADDR) (line 2, under secrets.vault)\n" +
+				"secrets.vault.auth.token_file: required for method token when $VAULT_TOKEN is not set (line 3, under secrets.vault.auth)\n"},
 		{"relies on $VAULT_ADDR and $VAULT_TOKEN, offline", vaultFromEnv, []string{"--offline"}, 0,
 			"F: valid (1 upstreams; credentials and files it points to not read (--offline))\n",
 			"secrets.vault.address: warning: not in the file; $VAULT_ADDR must be set where tokenproxy runs\n" +

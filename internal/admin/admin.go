@@ -100,10 +100,20 @@ func (s *Server) router() *chi.Mux {
 		})
 	}
 	if s.LogLevel != nil {
-		r.Method(http.MethodGet, "/loglevel", s.LogLevel)
-		r.Method(http.MethodPut, "/loglevel", s.LogLevel)
+		level := jsonAnswer(s.LogLevel)
+		r.Method(http.MethodGet, "/loglevel", level)
+		r.Method(http.MethodPut, "/loglevel", level)
 	}
 	return r
+}
+
+// jsonAnswer labels what h writes as JSON: zap's level handler writes JSON
+// but no Content-Type, and net/http would sniff text/plain.
+func jsonAnswer(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		h.ServeHTTP(w, r)
+	})
 }
 
 // headAsGet answers HEAD as GET (RFC 9110 §9.3.2), for every route at once:

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"strings"
 	"sync"
 	"time"
 
@@ -14,6 +13,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/tokenproxy/tokenproxy/internal/metrics"
+	"github.com/tokenproxy/tokenproxy/internal/redact"
 	"github.com/tokenproxy/tokenproxy/internal/retry"
 	"github.com/tokenproxy/tokenproxy/internal/secrets"
 )
@@ -645,15 +645,18 @@ func describe(reason string, err error, timeout time.Duration) string {
 	return "token endpoint failed: " + err.Error()
 }
 
-// scrub removes any credential value from a message built partly from a
-// vendor's answer, in case the vendor echoes what it was sent.
+// scrub removes every credential value, in every form it may be repeated
+// in (internal/redact: encoded as a form, query or JSON value, or in
+// base64), from a message built partly from a vendor's answer, in case the
+// vendor echoes what it was sent. The adapter scrubs vendor text first,
+// with exactly what its request carried; this catches any message a
+// Fetcher builds without doing so.
 func scrub(msg string, creds secrets.Credentials) string {
+	var hide redact.Set
 	for _, k := range creds.Keys() {
-		if v := creds.Get(k); len(v) >= 4 {
-			msg = strings.ReplaceAll(msg, v, "REDACTED")
-		}
+		hide.Add(creds.Get(k))
 	}
-	return msg
+	return hide.Scrub(msg)
 }
 
 // valid reports whether t may be handed out at now.

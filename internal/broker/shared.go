@@ -117,7 +117,9 @@ func (fl *fleet) get(ctx context.Context, w want) (got, error) {
 		fl.storeFails = 0
 		now := time.Now()
 		g := got{lastReauth: rec.LastReauth, reauthGen: rec.ReauthGeneration}
-		v := w.creds.Version()
+		// Compared across replicas, so the same on each; shown only where
+		// it is a Vault KV version number (behind).
+		v := w.creds.FleetVersion()
 		fresh := rec.AccessToken != "" && valid(recordToken(rec), now)
 		behind := olderVersion(v, rec.CredentialVersion)
 		sameOrNewer := rec.CredentialVersion == v || behind
@@ -218,7 +220,7 @@ func (fl *fleet) get(ctx context.Context, w want) (got, error) {
 
 // mint asks the vendor under the lease and writes the token back.
 func (fl *fleet) mint(ctx context.Context, w want, rec, lease sharing.Record, leaseVer int) (got, error) {
-	v := w.creds.Version()
+	v := w.creds.FleetVersion()
 	g := got{vendor: true, reauth: w.refused != 0 && rec.Generation == w.refused,
 		lastReauth: rec.LastReauth, reauthGen: rec.ReauthGeneration}
 	sent := time.Now()
@@ -301,7 +303,7 @@ func (fl *fleet) mint(ctx context.Context, w want, rec, lease sharing.Record, le
 func (fl *fleet) release(ctx context.Context, g got, creds secrets.Credentials, e *Error, refreshRefused bool, retryAt time.Time) {
 	rec := g.lease
 	rec.LeaseHolder, rec.LeaseUntil = "", time.Time{}
-	rec.RetryAt, rec.FailureCode, rec.FailureMsg, rec.FailureVersion = retryAt, e.Code, e.Msg, creds.Version()
+	rec.RetryAt, rec.FailureCode, rec.FailureMsg, rec.FailureVersion = retryAt, e.Code, e.Msg, creds.FleetVersion()
 	if refreshRefused && g.refresh != "" && rec.RefreshToken == g.refresh {
 		rec.RefreshToken, rec.RefreshExpiry = "", time.Time{}
 	}

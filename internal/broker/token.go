@@ -108,7 +108,7 @@ type FetchError struct {
 	Code        string        // RFC 6749 "error", or the vendor's error text
 	Description string        // RFC 6749 "error_description", or the vendor's message
 	RetryAfter  time.Duration // from a Retry-After header
-	Malformed   bool          // a 2xx answer that held no usable token
+	Malformed   bool          // an answer that held no usable token: a 2xx without one, or a redirect
 	Err         error         // the transport error, when Status is 0
 	// RefreshRefused: the vendor refused the refresh token Fetch was given,
 	// whatever came after; the Cache never presents it again.

@@ -279,22 +279,69 @@ func parse(name, dir string, b []byte) (*Config, Problems) {
 }
 
 // Locate adds to p the lines of the keys it is about, when the config was
-// read from a file: " (line 4)", or " (lines 1 and 2)" for two keys.
+// read from a file: " (line 4)", or " (lines 1 and 2)" for two keys. A key
+// that is not written (a required key left out, a default taken from the
+// environment) names the line of its nearest written ancestor, and which
+// one: " (line 3, under upstreams.l5)", where the key belongs.
 func (c *Config) Locate(p Problem) Problem {
 	var lines []string
+	under := ""
 	for _, k := range append([]string{p.Path}, p.Also...) {
-		if l := c.lines[k]; l > 0 {
-			lines = append(lines, strconv.Itoa(l))
+		l, at := c.lineOf(k)
+		if l == 0 {
+			continue
+		}
+		lines = append(lines, strconv.Itoa(l))
+		if at != k {
+			under = at
 		}
 	}
-	switch len(lines) {
-	case 0:
-	case 1:
+	switch {
+	case len(lines) == 1 && under != "":
+		p.Msg += " (line " + lines[0] + ", under " + under + ")"
+	case len(lines) == 1:
 		p.Msg += " (line " + lines[0] + ")"
-	default:
+	case len(lines) > 1:
 		p.Msg += " (lines " + strings.Join(lines, " and ") + ")"
 	}
 	return p
+}
+
+// lineOf is the line of key path k in the file, or of its nearest written
+// ancestor, and the path found; 0 when neither is written.
+func (c *Config) lineOf(k string) (int, string) {
+	for p, ok := k, true; ok; p, ok = parentKey(p) {
+		if l := c.lines[p]; l > 0 {
+			return l, p
+		}
+	}
+	return 0, ""
+}
+
+// parentKey is the key path that holds the last key of p, as join and the
+// schema write paths: "a.b" for "a.b.c" and for "a.b[2]"; a quoted key's
+// dots are its own. False for a top-level key.
+func parentKey(p string) (string, bool) {
+	if strings.HasSuffix(p, "]") {
+		if i := strings.LastIndexByte(p, '['); i > 0 {
+			return p[:i], true
+		}
+	}
+	last, quoted := -1, false
+	for i := 0; i < len(p); i++ {
+		switch {
+		case quoted && p[i] == '\\':
+			i++ // an escaped character inside a quoted key
+		case p[i] == '"':
+			quoted = !quoted
+		case !quoted && p[i] == '.':
+			last = i
+		}
+	}
+	if last < 0 {
+		return "", false
+	}
+	return p[:last], true
 }
 
 // syntaxProblem locates a YAML syntax error on the line where the text
@@ -458,8 +505,8 @@ func DefaultTokenURL(typ, baseURL string) string {
 }
 
 // Redacted is a copy of c fit to show, as the admin plane's /config does:
-// user info in a URL (only secrets.vault.address may carry it; the
-// upstreams' URLs are refused with it) becomes REDACTED. Nothing else needs
+// user info in a URL (validation refuses it everywhere; this is for a
+// config shown before it was validated) becomes REDACTED. Nothing else needs
 // hiding: credentials are references, and the Vault login's material is
 // named by file path, never read into the config.
 func (c *Config) Redacted() *Config {

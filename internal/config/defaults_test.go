@@ -203,3 +203,40 @@ func TestMarshalledConfigLoadsBack(t *testing.T) {
 		t.Errorf("loaded back as\n  %+v\nwant\n  %+v", got, want)
 	}
 }
+
+// secrets.vault.address never carries user info, written or from
+// $VAULT_ADDR: every message naming the address would show it. No problem
+// quotes it, a malformed address included.
+func TestVaultAddressWithUserInfoRefused(t *testing.T) {
+	const text = "secrets:\n  vault: {%sauth: {method: token, token_file: /t}}\nupstreams:\n  h: {type: hgem, base_url: 'https://h', credentials: 'vault:secret/h'}\n"
+	cases := []struct{ env, address, want string }{
+		{"", "http://vaultuser:VAULTPASSCANARY@127.0.0.1:27821",
+			"secrets.vault.address: the address must not carry user info (a name or password before @): Vault reads none from its address, and every message naming it would show it; log in with auth (line 2)"},
+		{"", "https://VAULTPASSCANARY@vault.example:8200",
+			"secrets.vault.address: the address must not carry user info (a name or password before @): Vault reads none from its address, and every message naming it would show it; log in with auth (line 2)"},
+		{"https://vaultuser:VAULTPASSCANARY@vault.example:8200", "",
+			"secrets.vault.address: $VAULT_ADDR must not carry user info (a name or password before @): Vault reads none from its address, and every message naming it would show it; log in with auth (line 2, under secrets.vault)"},
+		{"", "ftp://vaultuser:VAULTPASSCANARY@vault.example",
+			`secrets.vault.address: the address "ftp://REDACTED@vault.example" is not an http(s) URL (line 2)`},
+		{"", "http://vaultuser:VAULT PASSCANARY@vault.example",
+			`secrets.vault.address: the address "REDACTED" is not an http(s) URL (line 2)`},
+		{"http://vaultuser:VAULT PASSCANARY@vault.example", "",
+			`secrets.vault.address: $VAULT_ADDR "REDACTED" is not an http(s) URL (line 2, under secrets.vault)`},
+	}
+	for _, c := range cases {
+		t.Setenv("VAULT_ADDR", c.env)
+		written := ""
+		if c.address != "" {
+			written = "address: '" + c.address + "', "
+		}
+		got := problems(t, fmt.Sprintf(text, written))
+		if len(got) != 1 || got[0] != c.want {
+			t.Errorf("address %q, $VAULT_ADDR %q: problems\n%q\nwant\n%q", c.address, c.env, got, c.want)
+		}
+		for _, g := range got {
+			if strings.Contains(g, "PASSCANARY") || strings.Contains(g, "vaultuser") {
+				t.Errorf("a problem shows the address's user info: %s", g)
+			}
+		}
+	}
+}

@@ -148,3 +148,32 @@ upstreams:
 		t.Errorf("problems %q", ps)
 	}
 }
+
+// A description may not set what tokenproxy sets on every request (the
+// request id, trace context): each is named by its key path and line.
+func TestHeadersTokenproxySetsNamedWithTheirLine(t *testing.T) {
+	got := problems(t, `upstreams:
+  s:
+    type: static
+    base_url: https://s.example
+    credentials: env:S
+    static:
+      headers:
+        X-Api-Key: "{credential key}"
+        X-Request-Id: "{credential key}"
+  o:
+    type: oauth2
+    base_url: https://o.example
+    token_url: https://o.example/token
+    credentials: env:O
+    oauth2:
+      token_headers: {traceparent: "{credential client_id}"}
+`)
+	want := []string{
+		"upstreams.o.oauth2.token_headers.traceparent: Traceparent is tokenproxy's: the W3C Trace Context of the caller's trace or tokenproxy's span (line 16)",
+		"upstreams.s.static.headers.X-Request-Id: X-Request-Id is tokenproxy's: the caller's id, or a new one, goes to the upstream and back (CONTRACT.md §3) (line 9)",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("problems\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}

@@ -232,3 +232,75 @@ func TestSchemaChecksEveryKind(t *testing.T) {
 		t.Errorf("problems:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
 	}
 }
+
+// A problem on a key that is not written (a required key left out, a
+// default from the environment) names the line of its nearest written
+// ancestor, and which one it is: where the key belongs. The keys are the
+// ones a user met without a line: a custom answer without access_token and
+// an oauth2 upstream without token_url.
+func TestUnwrittenKeysNameTheirAncestorsLine(t *testing.T) {
+	t.Setenv("VAULT_ADDR", "")
+	got := problems(t, `upstreams:
+  l2:
+    type: custom
+    base_url: https://l2.example
+    credentials: env:L2
+    custom:
+      token: {url: /t, fields: {k: "{credential key}"}}
+      answer:
+        expires_in: ttl
+      headers: {Authorization: "Bearer {token}"}
+  l5:
+    type: oauth2
+    base_url: https://l5.example
+    credentials: env:L5
+  "a.b":
+    type: static
+    base_url: https://ab.example
+    credentials: env:AB
+  l6:
+    type: custom
+    base_url: https://l6.example
+    credentials: env:L6
+    custom:
+      credentials: [key, other]
+      token: {url: /t, fields: {k: "{credential key}"}}
+      answer: {access_token: t}
+      headers: {Authorization: "Bearer {token}"}
+secrets:
+  vault:
+    auth: {method: token, token_file: /t}
+`)
+	want := []string{
+		`upstreams."a.b": route name must match [a-z0-9-]+ (line 15)`,
+		`upstreams."a.b".static: required for type static: the headers every API call carries (line 15, under upstreams."a.b")`,
+		"upstreams.l2.custom.answer.access_token: required: where the answer keeps the access token (a dot path such as data.accessToken) (line 8, under upstreams.l2.custom.answer)",
+		"upstreams.l5.token_url: required for type oauth2 (it has no default token endpoint) (line 11, under upstreams.l5)",
+		"upstreams.l6.custom.credentials[1]: other is listed but no request or header sends it (line 24)",
+		"secrets.vault.address: required (or set $VAULT_ADDR) (line 29, under secrets.vault)",
+	}
+	for _, w := range want {
+		if !slices.Contains(got, w) {
+			t.Errorf("no problem %q in:\n%s", w, strings.Join(got, "\n"))
+		}
+	}
+}
+
+func TestParentKey(t *testing.T) {
+	for p, want := range map[string]string{
+		"a.b.c":                   "a.b",
+		"a.b[2]":                  "a.b",
+		"a.b[2].c":                "a.b[2]",
+		`upstreams."a.b".static`:  `upstreams."a.b"`,
+		`upstreams."a.b"`:         "upstreams",
+		`x."q\".d".y`:             `x."q\".d"`,
+		"listen":                  "",
+		`upstreams."x.y"`:         "upstreams",
+		"upstreams.h.headers.X-A": "upstreams.h.headers",
+	} {
+		got, ok := parentKey(p)
+		if got != want || ok != (want != "") {
+			t.Errorf("parentKey(%q) = %q, %v; want %q", p, got, ok, want)
+		}
+	}
+}

@@ -107,7 +107,8 @@ func (c *Config) Validate() Problems {
 		ps.add("secrets.vault", "required: an upstream's credentials start with vault:")
 	}
 	if v := c.Secrets.Vault; v != nil {
-		v.validate(&ps)
+		// Read with a file, an address not written there came from $VAULT_ADDR.
+		v.validate(&ps, c.lines != nil && c.lines["secrets.vault.address"] == 0)
 	}
 	return ps
 }
@@ -168,8 +169,15 @@ func (t *Tracing) validate(ps *Problems) {
 	}
 }
 
-func (v *Vault) validate(ps *Problems) {
+// validate checks the secrets.vault section; fromEnv says the address is
+// $VAULT_ADDR's, not written in the file, so that a problem says where to
+// look.
+func (v *Vault) validate(ps *Problems, fromEnv bool) {
 	u, err := url.Parse(v.Address)
+	what := "the address"
+	if fromEnv {
+		what = "$VAULT_ADDR"
+	}
 	switch {
 	case v.Address == "" && os.Getenv("VAULT_ADDR") != "":
 		// Written empty: the default, $VAULT_ADDR, was decoded over.
@@ -177,7 +185,13 @@ func (v *Vault) validate(ps *Problems) {
 	case v.Address == "":
 		*ps = append(*ps, Problem{Path: "secrets.vault.address", Msg: "required (or set $VAULT_ADDR)", Env: "VAULT_ADDR"})
 	case err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "":
-		ps.add("secrets.vault.address", "%q is not an http(s) URL", v.Address)
+		// Shown without user info: a malformed URL may still hold a password.
+		ps.add("secrets.vault.address", "%s %q is not an http(s) URL", what, RedactURL(v.Address))
+	case u.User != nil:
+		// Every message naming the address (a failed login, a failed read,
+		// /status, check's lines) would carry it; Vault takes no
+		// credentials there anyway.
+		ps.add("secrets.vault.address", "%s must not carry user info (a name or password before @): Vault reads none from its address, and every message naming it would show it; log in with auth", what)
 	}
 	a := v.Auth
 	switch a.Method {

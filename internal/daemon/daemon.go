@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -81,6 +82,11 @@ type Daemon struct {
 // the listeners and only then starts the upstreams.
 func New(cfg *config.Config, path string, opt Options) (*Daemon, error) {
 	opt.defaults()
+	// Kept absolute: /status names the file wherever its reader stands, and
+	// a reload reads the file that was started with.
+	if abs, err := filepath.Abs(path); err == nil {
+		path = abs
+	}
 	d := &Daemon{opt: opt, path: path, cfg: cfg, ups: map[string]*running{}, loadedAt: time.Now()}
 	d.level = zap.NewAtomicLevelAt(level(cfg.LogLevel))
 	d.log = opt.logger(d.level)

@@ -5,10 +5,13 @@
 package secrets
 
 import (
+	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"hash"
 	"sort"
 	"strings"
 )
@@ -18,23 +21,39 @@ import (
 // stray %v, zap.Any or json.Marshal cannot leak a value.
 type Credentials struct {
 	values  map[string]string
-	version string
+	version string // shown: the source's version, or a keyed fingerprint
+	fleet   string // compared across replicas: the source's version, or Fingerprint
 }
 
-// NewCredentials wraps values. An empty version is replaced by a fingerprint
-// of the content, so that any change is seen as a new version.
+// NewCredentials wraps values. An empty version (a source without
+// versions) is replaced by fingerprints of the content, so that any change
+// is seen as a new version: Version shows one keyed for this process,
+// FleetVersion compares one the same on every replica.
 func NewCredentials(values map[string]string, version string) Credentials {
+	c := Credentials{values: values, version: version, fleet: version}
 	if version == "" {
-		version = Fingerprint(values)
+		c.version, c.fleet = processFingerprint(values), Fingerprint(values)
 	}
-	return Credentials{values: values, version: version}
+	return c
 }
 
 // Get returns the value of key, or "".
 func (c Credentials) Get(key string) string { return c.values[key] }
 
-// Version is the Vault KV version, or a fingerprint of the content.
+// Version is the version fit to show (/status, logs) and to tell, within
+// this process, one read from the next: the Vault KV version as it is, or
+// for a source without versions "hmac-sha256:" and a fingerprint keyed with
+// a random key of this process. The fingerprint changes whenever the
+// content does, differs between processes, and cannot be checked against a
+// guessed credential (CONTRACT.md §2: every value is secret; a bare hash of
+// a weak API key could be).
 func (c Credentials) Version() string { return c.version }
+
+// FleetVersion is the version replicas compare through the fleet's store
+// (CONTRACT.md §7): the Vault KV version, or Fingerprint, the same on every
+// replica that read the same content. Never show it: an unkeyed hash lets
+// a guessed credential be checked offline.
+func (c Credentials) FleetVersion() string { return c.fleet }
 
 // IsZero reports whether no credentials were ever loaded.
 func (c Credentials) IsZero() bool { return c.values == nil }
@@ -65,11 +84,31 @@ func (c Credentials) MarshalJSON() ([]byte, error) {
 	}{c.version, c.Keys()})
 }
 
-// Fingerprint is a short hash of the content, used as the version of sources
-// that have none. 64 bits of SHA-256 over the sorted keys and values: enough to
-// see a change, and no help in guessing a high-entropy secret.
+// Fingerprint is a short hash of the content, the FleetVersion of sources
+// that have none: 64 bits of SHA-256 over the sorted keys and values, the
+// same wherever the same content is read. It is kept only where the
+// credentials themselves may be read (the fleet's store in Vault), never
+// shown.
 func Fingerprint(values map[string]string) string {
-	h := sha256.New()
+	return "sha256:" + hex.EncodeToString(digest(sha256.New(), values)[:8])
+}
+
+// processKey keys the fingerprints this process shows.
+var processKey = func() []byte {
+	k := make([]byte, 32)
+	rand.Read(k) // never fails (crypto/rand, Go 1.24)
+	return k
+}()
+
+// processFingerprint is the Version of content without one: HMAC-SHA256
+// (RFC 2104) keyed with processKey, 64 bits of it.
+func processFingerprint(values map[string]string) string {
+	return "hmac-sha256:" + hex.EncodeToString(digest(hmac.New(sha256.New, processKey), values)[:8])
+}
+
+// digest hashes the sorted keys and values, each length-prefixed so that
+// no two contents write the same bytes.
+func digest(h hash.Hash, values map[string]string) []byte {
 	keys := make([]string, 0, len(values))
 	for k := range values {
 		keys = append(keys, k)
@@ -78,7 +117,7 @@ func Fingerprint(values map[string]string) string {
 	for _, k := range keys {
 		fmt.Fprintf(h, "%d:%s%d:%s", len(k), k, len(values[k]), values[k])
 	}
-	return "sha256:" + hex.EncodeToString(h.Sum(nil)[:8])
+	return h.Sum(nil)
 }
 
 // Check reports the first problem that makes c unusable for an upstream

@@ -13,6 +13,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/tokenproxy/tokenproxy/internal/config"
 	"github.com/tokenproxy/tokenproxy/internal/vendor"
 )
 
@@ -26,11 +27,44 @@ func TestCredentialsNeverPrintValues(t *testing.T) {
 			t.Fatalf("printed %q", s)
 		}
 	}
-	if !strings.HasPrefix(c.Version(), "sha256:") || c.Version() != NewCredentials(map[string]string{"client_secret": canaryValue, "client_id": canaryValue}, "").Version() {
+	if !strings.HasPrefix(c.Version(), "hmac-sha256:") || c.Version() != NewCredentials(map[string]string{"client_secret": canaryValue, "client_id": canaryValue}, "").Version() {
 		t.Fatalf("fingerprint %q is not stable", c.Version())
 	}
 	if c.Version() == NewCredentials(map[string]string{"client_id": canaryValue, "client_secret": "other"}, "").Version() {
 		t.Fatal("a changed value kept its fingerprint")
+	}
+}
+
+// A source without versions shows a fingerprint that no one can check a
+// guessed credential against (it is keyed with this process's random
+// key), while replicas compare one that is the same wherever the content
+// is. A versioned source shows and compares its version as it is.
+func TestVersionShownAndCompared(t *testing.T) {
+	weak := map[string]string{"api_key": "password1"}
+	c := NewCredentials(weak, "")
+	guess := Fingerprint(map[string]string{"api_key": "password1"}) // what anyone can compute
+	if c.FleetVersion() != guess {
+		t.Errorf("the fleet version %q is not the content's fingerprint %q: replicas with the same content would disagree", c.FleetVersion(), guess)
+	}
+	shown := c.Version()
+	if !strings.HasPrefix(shown, "hmac-sha256:") || strings.Contains(shown, strings.TrimPrefix(guess, "sha256:")) {
+		t.Errorf("shown version %q can be checked against a guess (%s)", shown, guess)
+	}
+	for _, s := range []string{fmt.Sprint(c), c.String()} {
+		if strings.Contains(s, strings.TrimPrefix(guess, "sha256:")) {
+			t.Errorf("%q shows the fleet version", s)
+		}
+	}
+	// Another process (another key) shows another fingerprint of the same
+	// content, and compares the same fleet version.
+	defer func(k []byte) { processKey = k }(processKey)
+	processKey = []byte("another process's key, 32 bytes")
+	other := NewCredentials(weak, "")
+	if other.Version() == shown || other.FleetVersion() != c.FleetVersion() {
+		t.Errorf("another process: shown %q (this one %q), fleet %q (this one %q)", other.Version(), shown, other.FleetVersion(), c.FleetVersion())
+	}
+	if v := NewCredentials(weak, "7"); v.Version() != "7" || v.FleetVersion() != "7" {
+		t.Errorf("a KV version: shown %q, fleet %q; want 7 for both", v.Version(), v.FleetVersion())
 	}
 }
 
@@ -210,4 +244,23 @@ func TestWatch(t *testing.T) {
 func keysOf(typ string) []string {
 	d, _ := vendor.Builtin(typ)
 	return d.RequiredKeys()
+}
+
+// The client never holds an address with user info, so that no message,
+// log line or error of the Vault client's own can show it; the refusal
+// shows the address without it.
+func TestNewVaultRefusesUserInfo(t *testing.T) {
+	for addr, want := range map[string]string{
+		"http://vaultuser:VAULTPASSCANARY@127.0.0.1:27821": "vault: address http://REDACTED@127.0.0.1:27821 carries user info; Vault reads none from its address (log in with auth)",
+		"https://VAULTPASSCANARY@vault.example":            "vault: address https://REDACTED@vault.example carries user info; Vault reads none from its address (log in with auth)",
+		"http://vaultuser:VAULT PASSCANARY@127.0.0.1":      `vault: address "REDACTED" is not a URL`,
+	} {
+		_, err := NewVault(&config.Vault{Address: addr, Auth: config.VaultAuth{Method: "token", TokenFile: "/t"}}, nil)
+		if err == nil || err.Error() != want {
+			t.Errorf("NewVault(%q): %v, want %s", addr, err, want)
+		}
+	}
+	if _, err := NewVault(&config.Vault{Address: "http://127.0.0.1:27821", Auth: config.VaultAuth{Method: "token", TokenFile: "/t"}}, nil); err != nil {
+		t.Errorf("an address without user info: %v", err)
+	}
 }

@@ -124,10 +124,20 @@ type vaultMount struct {
 func (m vaultMount) name() string { return strings.TrimSuffix(m.path, "/") }
 
 // NewVault builds a Vault client from cfg (address, namespace, ca_file; auth
-// method and files). It does not contact Vault.
+// method and files). It does not contact Vault. An address that is not a
+// URL, or that carries user info, is an error that shows it without the
+// user info: every message and log line names the address, and so would
+// every error the client makes with a URL in it (config validation refuses
+// both first).
 func NewVault(cfg *config.Vault, log *zap.Logger) (*Vault, error) {
 	if log == nil {
 		log = zap.NewNop()
+	}
+	switch u, err := url.Parse(cfg.Address); {
+	case err != nil:
+		return nil, fmt.Errorf("vault: address %q is not a URL", config.RedactURL(cfg.Address))
+	case u.User != nil:
+		return nil, fmt.Errorf("vault: address %s carries user info; Vault reads none from its address (log in with auth)", config.RedactURL(cfg.Address))
 	}
 	conf := api.DefaultConfig()
 	if conf.Error != nil {

@@ -62,7 +62,7 @@ func TestVaultReadsKVv2AndKVv1(t *testing.T) {
 	}
 
 	v1 := h.readOK(t, "kv1/tokenproxy/inspera")
-	if !strings.HasPrefix(v1.Version(), "sha256:") || v1.Get("api_key") != "CANARY-kv1-key" {
+	if !strings.HasPrefix(v1.Version(), "hmac-sha256:") || v1.Get("api_key") != "CANARY-kv1-key" {
 		t.Fatalf("KV v1 read: got %v, want a content fingerprint as version", v1)
 	}
 	if again := h.readOK(t, "kv1/tokenproxy/inspera"); again.Version() != v1.Version() {

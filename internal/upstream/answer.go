@@ -14,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/tokenproxy/tokenproxy/internal/broker"
+	"github.com/tokenproxy/tokenproxy/internal/redact"
 	"github.com/tokenproxy/tokenproxy/internal/vendor"
 )
 
@@ -30,11 +31,16 @@ import (
 // A refusal (a non-2xx status, a false Success, or an error code in a 2xx
 // answer, as some servers send them) carries the status, the vendor's error
 // code and description, and Retry-After; a 2xx answer without a usable
-// token is Malformed.
-func readAnswer(a vendor.Answer, resp *http.Response, body []byte) (broker.Token, error) {
+// token is Malformed. Every piece of vendor text in the error has the
+// secrets of hide scrubbed from it (a vendor may echo what it was sent)
+// before it is clipped, so that no secret is cut in half and half shown.
+func readAnswer(a vendor.Answer, resp *http.Response, body []byte, hide *redact.Set) (broker.Token, error) {
 	body = bytes.TrimPrefix(body, []byte("\uFEFF"))
+	if resp.StatusCode/100 == 3 {
+		return broker.Token{}, redirected(resp)
+	}
 	if resp.StatusCode/100 != 2 {
-		return broker.Token{}, refusal(a, resp, body)
+		return broker.Token{}, refusal(a, resp, body, hide)
 	}
 	if a.Success != "" {
 		raw, found := field(body, a.Success)
@@ -43,12 +49,12 @@ func readAnswer(a vendor.Answer, resp *http.Response, body []byte) (broker.Token
 			return broker.Token{}, malformed(resp, "answer is not the JSON envelope")
 		}
 		if !ok {
-			fe := refusal(a, resp, body)
+			fe := refusal(a, resp, body, hide)
 			fe.Code = cmp.Or(fe.Code, "success false")
 			return broker.Token{}, fe
 		}
 	}
-	if fe := refusal(a, resp, body); fe.Code != "" {
+	if fe := refusal(a, resp, body, hide); fe.Code != "" {
 		return broker.Token{}, fe
 	}
 	var (
@@ -65,35 +71,35 @@ func readAnswer(a vendor.Answer, resp *http.Response, body []byte) (broker.Token
 		return broker.Token{}, malformed(resp, "no "+where(a.AccessToken))
 	}
 	if tokenType != "" && !strings.EqualFold(tokenType, "Bearer") {
-		return broker.Token{}, malformed(resp, fmt.Sprintf("%s %q is not Bearer", a.TokenType, clip(tokenType)))
+		return broker.Token{}, malformed(resp, fmt.Sprintf("%s %q is not Bearer", a.TokenType, clip(hide.Scrub(tokenType))))
 	}
 	tok.ExpiresIn, tok.RefreshExpiresIn = life.duration(), refreshLife.duration()
 	return tok, nil
 }
 
 // refusal reads a refusal's reason from wherever the vendor puts it.
-func refusal(a vendor.Answer, resp *http.Response, body []byte) *broker.FetchError {
+func refusal(a vendor.Answer, resp *http.Response, body []byte, hide *redact.Set) *broker.FetchError {
 	fe := &broker.FetchError{Status: resp.StatusCode, RetryAfter: retryAfter(resp.Header, time.Now())}
 	if raw, ok := field(body, a.ErrorCode); ok {
-		fe.Code = text(raw)
+		fe.Code = clip(hide.Scrub(text(raw)))
 	}
 	if raw, ok := field(body, a.ErrorDescription); ok {
-		fe.Description = text(raw)
+		fe.Description = clip(hide.Scrub(text(raw)))
 	}
 	if fe.Code == "" && fe.Description == "" && !json.Valid(body) {
 		// A refusal in plain words ("invalid_client", "Forbidden by WAF")
 		// still says why (CONTRACT.md §4: the vendor's message, when it
 		// gives one). A page of markup says nothing a person could use.
-		fe.Description = plainReason(body)
+		fe.Description = plainReason(body, hide)
 	}
 	return fe
 }
 
-// plainReason is the first line of a text answer, tidied and bounded, or ""
-// for markup or an empty body.
-func plainReason(body []byte) string {
+// plainReason is the first line of a text answer, scrubbed, tidied and
+// bounded, or "" for markup or an empty body.
+func plainReason(body []byte, hide *redact.Set) string {
 	line, _, _ := strings.Cut(strings.TrimSpace(string(body)), "\n")
-	line = strings.Join(strings.Fields(line), " ")
+	line = strings.Join(strings.Fields(hide.Scrub(line)), " ")
 	if line == "" || strings.HasPrefix(line, "<") {
 		return ""
 	}
@@ -103,6 +109,22 @@ func plainReason(body []byte) string {
 		}
 		return r
 	}, line))
+}
+
+// redirected is a 3xx answer: not a refusal of the credentials (they were
+// never looked at), but a token_url that is not the token endpoint itself
+// (http for https, a missing or extra slash, a moved endpoint). It is an
+// answer without a usable token, so the broker backs off as from any
+// unusable answer, not as from a refusal. Where it pointed is named by
+// scheme and host only: the path and query may hold what was sent
+// (Inspera's client_id travels in the query).
+func redirected(resp *http.Response) *broker.FetchError {
+	to := "without a Location"
+	if loc, err := resp.Location(); err == nil && loc.Host != "" {
+		to = "to " + loc.Scheme + "://" + loc.Host
+	}
+	return malformed(resp, "a redirect "+to+": token_url must be the token endpoint itself; "+
+		"a token request never follows a redirect, which would carry the credentials elsewhere")
 }
 
 func malformed(resp *http.Response, why string) *broker.FetchError {
@@ -149,11 +171,11 @@ func decode(doc []byte, path string, v any) bool {
 func text(raw json.RawMessage) string {
 	var s string
 	if json.Unmarshal(raw, &s) == nil {
-		return clip(s)
+		return s
 	}
 	var o struct{ Error, Message string }
 	if json.Unmarshal(raw, &o) == nil {
-		return clip(cmp.Or(o.Error, o.Message))
+		return cmp.Or(o.Error, o.Message)
 	}
 	return ""
 }

@@ -168,7 +168,7 @@ func TestReadForms(t *testing.T) {
 				if label != "" {
 					h.Set("Content-Type", label)
 				}
-				tok, err := readAnswer(tt.answer, resp(tt.status, h), []byte(tt.body))
+				tok, err := readAnswer(tt.answer, resp(tt.status, h), []byte(tt.body), nil)
 				if tt.wantErr != nil {
 					fe := fetchError(t, err)
 					if diff := cmp.Diff(*tt.wantErr, *fe); diff != "" {
@@ -362,10 +362,10 @@ func TestReadIgnoresLabel(t *testing.T) {
 	for _, a := range []vendor.Answer{prominsightAnswer, insperaAnswer, hgemAnswer, prodoscoreAnswer} {
 		for _, body := range bodies {
 			for _, status := range []int{200, 400} {
-				tok0, err0 := readAnswer(a, resp(status, nil), []byte(body))
+				tok0, err0 := readAnswer(a, resp(status, nil), []byte(body), nil)
 				for _, label := range labels[1:] {
 					h := http.Header{"Content-Type": {label}}
-					tok, err := readAnswer(a, resp(status, h), []byte("\uFEFF"+body))
+					tok, err := readAnswer(a, resp(status, h), []byte("\uFEFF"+body), nil)
 					if diff := cmp.Diff(outcome(tok0, err0), outcome(tok, err)); diff != "" {
 						t.Errorf("%+v %d %q labelled %q: (-unlabelled +labelled)\n%s", a, status, body, label, diff)
 					}

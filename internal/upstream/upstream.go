@@ -23,6 +23,7 @@ import (
 
 	"github.com/tokenproxy/tokenproxy/internal/broker"
 	"github.com/tokenproxy/tokenproxy/internal/config"
+	"github.com/tokenproxy/tokenproxy/internal/redact"
 	"github.com/tokenproxy/tokenproxy/internal/secrets"
 	"github.com/tokenproxy/tokenproxy/internal/vendor"
 )
@@ -240,6 +241,14 @@ func (a *Adapter) ask(ctx context.Context, r *request, v vendor.Values) (broker.
 		req.Header.Set("Content-Type", contentType)
 	}
 	req.Header.Set("Accept", "application/json")
+	// What the answer must not repeat in an error: every secret this
+	// request carries, as sent (internal/redact adds every encoding).
+	var hide redact.Set
+	for _, m := range []map[string]vendor.Template{r.fields, r.query, r.headers} {
+		for _, t := range m {
+			hide.Add(t.Secrets(v)...)
+		}
+	}
 	resp, err := a.client.Do(req)
 	if err != nil {
 		return broker.Token{}, &broker.FetchError{Err: stripURL(err)}
@@ -249,7 +258,7 @@ func (a *Adapter) ask(ctx context.Context, r *request, v vendor.Values) (broker.
 	if err != nil {
 		return broker.Token{}, &broker.FetchError{Err: fmt.Errorf("reading the answer: %w", stripURL(err))}
 	}
-	tok, err := readAnswer(a.answer, resp, b)
+	tok, err := readAnswer(a.answer, resp, b, &hide)
 	tok.Grant = grantOf(fields, q)
 	return tok, err
 }

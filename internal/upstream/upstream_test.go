@@ -895,8 +895,11 @@ func TestTokenClientDoesNotFollowRedirects(t *testing.T) {
 			a := adapterFor(kind, tokenURL, "", TokenClient(front.Client().Transport, 5*time.Second))
 			_, err := a.Fetch(context.Background(), credsOf(c), "")
 			fe := fetchError(t, err)
-			if fe.Status != http.StatusTemporaryRedirect {
-				t.Errorf("FetchError = %+v, want Status 307", *fe)
+			// Not a refusal: an answer without a usable token, naming
+			// where it pointed by scheme and host alone.
+			if want := "HTTP 307 without a usable token (a redirect to " + other.URL + ": token_url must be the token endpoint itself; " +
+				"a token request never follows a redirect, which would carry the credentials elsewhere)"; fe.Status != http.StatusTemporaryRedirect || !fe.Malformed || fe.Error() != want {
+				t.Errorf("FetchError = %+v (%s), want a malformed 307: %s", *fe, fe, want)
 			}
 			if n, _ := elsewhere.seen(); n != 0 {
 				t.Fatalf("the redirect was followed: the other host got %d requests", n)
@@ -922,6 +925,29 @@ func TestTokenClientDoesNotFollowRedirects(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A redirect's Location is resolved against the token URL (a relative one
+// names the token URL's own host) and shown by scheme and host only; a
+// redirect without a Location says so.
+func TestRedirectNamesHostOnly(t *testing.T) {
+	for loc, want := range map[string]string{
+		"/token/": "a redirect to https://auth.example:8443:",
+		"https://u:p@other.example/t?client_id=x": "a redirect to https://other.example:",
+		"": "a redirect without a Location:",
+	} {
+		h := http.Header{}
+		if loc != "" {
+			h.Set("Location", loc)
+		}
+		req, _ := http.NewRequest("POST", "https://auth.example:8443/token?client_id=x", nil)
+		r := &http.Response{StatusCode: http.StatusMovedPermanently, Header: h, Request: req}
+		_, err := readAnswer(insperaAnswer, r, nil, nil)
+		fe := fetchError(t, err)
+		if !fe.Malformed || !strings.Contains(fe.Error(), want) || strings.Contains(fe.Error(), "client_id") || strings.Contains(fe.Error(), "u:p") {
+			t.Errorf("Location %q: %v, want it to hold %q and no path, query or user info", loc, fe, want)
+		}
 	}
 }
 
@@ -1160,13 +1186,14 @@ func TestParseInspera(t *testing.T) {
 			wantErr: &broker.FetchError{Status: 400}},
 		{name: "error with a token", status: 401, body: `{"access_token": "abc", "error": "invalid_grant"}`,
 			wantErr: &broker.FetchError{Status: 401, Code: "invalid_grant"}},
-		{name: "redirect", status: 307, body: ``, wantErr: &broker.FetchError{Status: 307}},
+		{name: "redirect", status: 307, body: ``, wantErr: &broker.FetchError{Status: 307, Malformed: true,
+			Description: "a redirect without a Location: token_url must be the token endpoint itself; a token request never follows a redirect, which would carry the credentials elsewhere"}},
 		{name: "long error", status: 500, body: `{"error": "` + strings.Repeat("x", 300) + `"}`,
 			wantErr: &broker.FetchError{Status: 500, Code: strings.Repeat("x", 200) + "..."}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tok, err := readAnswer(insperaAnswer, resp(tt.status, tt.header), []byte(tt.body))
+			tok, err := readAnswer(insperaAnswer, resp(tt.status, tt.header), []byte(tt.body), nil)
 			checkParse(t, tok, err, tt.want, tt.wantErr)
 		})
 	}
@@ -1201,7 +1228,7 @@ func TestParseProminsight(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tok, err := readAnswer(prominsightAnswer, resp(tt.status, nil), []byte(tt.body))
+			tok, err := readAnswer(prominsightAnswer, resp(tt.status, nil), []byte(tt.body), nil)
 			checkParse(t, tok, err, tt.want, tt.wantErr)
 		})
 	}
@@ -1226,7 +1253,7 @@ func checkParse(t *testing.T, tok broker.Token, err error, want broker.Token, wa
 
 func TestVendorErrorHTTPDate(t *testing.T) {
 	when := time.Now().Add(90 * time.Second).UTC().Format(http.TimeFormat)
-	_, err := readAnswer(insperaAnswer, resp(503, http.Header{"Retry-After": {when}}), nil)
+	_, err := readAnswer(insperaAnswer, resp(503, http.Header{"Retry-After": {when}}), nil, nil)
 	fe := fetchError(t, err)
 	if fe.RetryAfter <= 0 || fe.RetryAfter > 90*time.Second {
 		t.Errorf("RetryAfter = %v, want (0, 90s]", fe.RetryAfter)
@@ -1273,7 +1300,7 @@ func TestReadRFC6749(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tok, err := readAnswer(prodoscoreAnswer, resp(tt.status, tt.header), []byte(tt.body))
+			tok, err := readAnswer(prodoscoreAnswer, resp(tt.status, tt.header), []byte(tt.body), nil)
 			if tt.wantErr != nil {
 				fe := fetchError(t, err)
 				if diff := cmp.Diff(*tt.wantErr, *fe); diff != "" {

@@ -234,7 +234,19 @@ var reserved = map[string]string{
 	"X-Forwarded-Host":    "is removed from every request",
 	"X-Forwarded-Proto":   "is removed from every request",
 	"Content-Type":        "is set by tokenproxy (from body on a token request, by the caller on an API call)",
+	// What tokenproxy sets on every API call, or passes on as the caller
+	// sent it: a description's value would replace it, and the upstream
+	// would log (and may echo back) a credential as the request's id or
+	// trace.
+	"X-Request-Id":    "is tokenproxy's: the caller's id, or a new one, goes to the upstream and back (CONTRACT.md §3)",
+	"Traceparent":     "is tokenproxy's: the W3C Trace Context of the caller's trace or tokenproxy's span",
+	"Tracestate":      "is tokenproxy's: the W3C Trace Context of the caller's trace or tokenproxy's span",
+	"Baggage":         "is the caller's W3C Baggage, passed on as sent",
+	"Accept-Encoding": "is the caller's on an API call, and Go's on a token request (which then decompresses the answer itself)",
 }
+
+// reservedPrefix is tokenproxy's own header namespace (Tokenproxy-Error).
+const reservedPrefix = "Tokenproxy-"
 
 // checkHeaders checks header names and their templates. token says the
 // headers go on a token request, where Accept is tokenproxy's.
@@ -248,6 +260,8 @@ func checkHeaders(ps *problems, path string, m map[string]string, allowed []stri
 			ps.add(p, "%q is not a valid header name", k)
 		case reserved[canon] != "":
 			ps.add(p, "%s %s", canon, reserved[canon])
+		case strings.HasPrefix(canon, reservedPrefix):
+			ps.add(p, "%s is in tokenproxy's own header namespace (%s*: Tokenproxy-Error)", canon, reservedPrefix)
 		case token && canon == "Accept":
 			ps.add(p, "Accept is tokenproxy's: token answers are read as JSON")
 		}

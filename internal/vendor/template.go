@@ -127,8 +127,7 @@ func (t Template) Expand(v Values) string {
 		case "credential":
 			b.WriteString(cred(s.args[0]))
 		case "basic":
-			b.WriteString(base64.StdEncoding.EncodeToString(
-				[]byte(url.QueryEscape(cred(s.args[0])) + ":" + url.QueryEscape(cred(s.args[1])))))
+			b.WriteString(basic(cred(s.args[0]), cred(s.args[1])))
 		case "token":
 			b.WriteString(v.Token)
 		case "refresh_token":
@@ -140,6 +139,44 @@ func (t Template) Expand(v Values) string {
 		}
 	}
 	return b.String()
+}
+
+// basic is HTTP Basic client authentication's credentials (RFC 6749
+// §2.3.1): id and secret, each form-encoded, joined by a colon, in base64.
+func basic(id, secret string) string {
+	return base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(id) + ":" + url.QueryEscape(secret)))
+}
+
+// Secrets are the secret values t sends when expanded from v, so that a
+// vendor's answer repeating them can be scrubbed (internal/redact adds the
+// encodings): each credential, {basic} as sent and the two credentials in
+// it, the token and the refresh token, and the whole expansion when it
+// holds any of them. Nil for a template without secrets.
+func (t Template) Secrets(v Values) []string {
+	cred := func(k string) string {
+		if v.Credential == nil {
+			return ""
+		}
+		return v.Credential(k)
+	}
+	var out []string
+	for _, s := range t {
+		switch s.name {
+		case "credential":
+			out = append(out, cred(s.args[0]))
+		case "basic":
+			id, secret := cred(s.args[0]), cred(s.args[1])
+			out = append(out, id, secret, basic(id, secret))
+		case "token":
+			out = append(out, v.Token)
+		case "refresh_token":
+			out = append(out, v.RefreshToken)
+		}
+	}
+	if len(out) > 0 {
+		out = append(out, t.Expand(v))
+	}
+	return out
 }
 
 // IsConstant reports whether t has no placeholder at all.

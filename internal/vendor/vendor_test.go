@@ -1,6 +1,7 @@
 package vendor
 
 import (
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -218,4 +219,74 @@ func FuzzParseTemplate(f *testing.F) {
 			t.Fatalf("%q: a constant expanded to %q", s, got)
 		}
 	})
+}
+
+// No description may set a header that tokenproxy sets on a request or
+// passes on from the caller: the request id, the W3C trace headers and
+// baggage, Accept-Encoding, or one of tokenproxy's own; in any case, in any
+// place a description writes headers (API calls, token and refresh
+// requests, oauth2's token_headers and headers, static's headers).
+func TestHeadersTokenproxySetsAreRefused(t *testing.T) {
+	names := []string{"X-Request-Id", "x-request-id", "traceparent", "Tracestate", "baggage", "Accept-Encoding", "Tokenproxy-Error", "tokenproxy-upstream"}
+	for _, name := range names {
+		canon := http.CanonicalHeaderKey(name)
+		places := map[string][]Problem{
+			"headers": (&Description{
+				Token:   &Request{URL: "/t", Fields: map[string]string{"k": "{credential key}"}},
+				Answer:  Answer{AccessToken: "t"},
+				Headers: map[string]string{"Authorization": "Bearer {token}", name: "{credential key}"},
+			}).Check(),
+			"token.headers": (&Description{
+				Token:   &Request{URL: "/t", Headers: map[string]string{name: "{credential key}"}},
+				Answer:  Answer{AccessToken: "t", RefreshToken: "r"},
+				Refresh: &Request{Fields: map[string]string{"rt": "{refresh_token}"}},
+				Headers: map[string]string{"Authorization": "Bearer {token}"},
+			}).Check(),
+			"refresh.headers": (&Description{
+				Token:   &Request{URL: "/t", Fields: map[string]string{"k": "{credential key}"}},
+				Answer:  Answer{AccessToken: "t", RefreshToken: "r"},
+				Refresh: &Request{Fields: map[string]string{"rt": "{refresh_token}"}, Headers: map[string]string{name: "{credential key}"}},
+				Headers: map[string]string{"Authorization": "Bearer {token}"},
+			}).Check(),
+			"oauth2 token_headers": OAuth2{TokenHeaders: map[string]string{name: "{credential key}"}}.Check(),
+			"oauth2 headers":       OAuth2{Headers: map[string]string{name: "{credential key}"}}.Check(),
+			"static headers":       Static{Headers: map[string]string{name: "{credential key}"}}.Check(),
+		}
+		for place, ps := range places {
+			want := join(strings.TrimPrefix(strings.TrimPrefix(place, "oauth2 "), "static "), name)
+			if !slices.ContainsFunc(ps, func(p Problem) bool {
+				return p.Path == want && strings.HasPrefix(p.Msg, canon+" is ")
+			}) {
+				t.Errorf("%s in %s: problems %v, want one at %s starting %q", name, place, ps, want, canon+" is ")
+			}
+		}
+	}
+	// A header of the vendor's own is still fine.
+	if ps := (Static{Headers: map[string]string{"X-Request-Source": "{credential key}"}}).Check(); len(ps) > 0 {
+		t.Errorf("X-Request-Source: %v", ps)
+	}
+}
+
+// Secrets are what a template sends that is secret, as sent: the
+// credentials, Basic's base64 and the refresh token, never the literal
+// text, the scope or the audience on their own.
+func TestTemplateSecrets(t *testing.T) {
+	creds := map[string]string{"id": "a b", "secret": "s:&", "key": "k"}
+	v := Values{Credential: func(k string) string { return creds[k] }, Token: "T", RefreshToken: "R", Scope: "S", Audience: "A"}
+	for in, want := range map[string][]string{
+		"Basic {basic id secret}":        {"a b", "s:&", "YStiOnMlM0ElMjY=", "Basic YStiOnMlM0ElMjY="},
+		"key={credential key}&s={scope}": {"k", "key=k&s=S"},
+		"{refresh_token}":                {"R", "R"},
+		"Bearer {token}":                 {"T", "Bearer T"},
+		"{scope} {audience} plain":       nil,
+		"":                               nil,
+	} {
+		tp, err := ParseTemplate(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := tp.Secrets(v); !slices.Equal(got, want) {
+			t.Errorf("%q: %q, want %q", in, got, want)
+		}
+	}
 }
