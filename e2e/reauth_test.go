@@ -43,6 +43,7 @@ func TestReauthBounded(t *testing.T) {
 			if n < 30 {
 				t.Fatalf("only %d requests in %s", n, elapsed)
 			}
+			t.Logf("%d requests answered 401 over %s: %d token requests", n, elapsed.Round(time.Millisecond), mints)
 			series := fmt.Sprintf(`tokenproxy_upstream_reauth_total{upstream="%s"}`, kind)
 			if got := metric(t, p, series); int(got) != mints {
 				t.Fatalf("%s = %v, want %d (the re-mints that happened)", series, got, mints)
