@@ -33,15 +33,14 @@ type Tokens interface {
 
 // Route is one upstream as the data plane sees it.
 type Route struct {
-	Name      string
-	Base      *url.URL // base_url
-	Tokens    Tokens
-	Transport http.RoundTripper // for API calls to Base's host
-	// UpgradeTransport carries requests that ask to switch protocols
-	// (Upgrade); see ForUpgrades. Nil means Transport.
-	UpgradeTransport http.RoundTripper
-	Timeout          time.Duration // until the response headers arrive
-	ReplayMaxBytes   int64         // largest body kept for a replay after 401
+	Name   string
+	Base   *url.URL // base_url
+	Tokens Tokens
+	// Transport carries API calls and upgrades to Base's host: the daemon's
+	// is a Client.
+	Transport      http.RoundTripper
+	Timeout        time.Duration // until the response headers arrive
+	ReplayMaxBytes int64         // largest body kept for a replay after 401
 
 	// KeyHeaders are the vendor's credential headers besides Authorization
 	// (upstream.Adapter.KeyHeaders): a caller's copies are removed. The

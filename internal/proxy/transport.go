@@ -108,7 +108,13 @@ func (in *injector) send(req *http.Request, x *exchange, inject func(http.Header
 	ctx, cancel := context.WithCancel(ctx)
 	var timedOut atomic.Bool
 	timer := time.AfterFunc(rt.Timeout, func() { timedOut.Store(true); cancel() })
-	out := req.Clone(ctx)
+	// The attempt's own request, sharing the header ReverseProxy made for
+	// it; a replay gets a copy, as the first attempt's body may still be
+	// being written with the header it was sent with.
+	out := req.WithContext(ctx)
+	if x.attempts > 0 {
+		out.Header = req.Header.Clone()
+	}
 	inject(out.Header)
 	if span != nil {
 		// The upstream's parent is this attempt; a caller's traceparent,
@@ -116,14 +122,8 @@ func (in *injector) send(req *http.Request, x *exchange, inject func(http.Header
 		traceContext.Inject(ctx, propagation.HeaderCarrier(out.Header))
 		defer span.End()
 	}
-	tr := rt.Transport
-	if out.Header.Get("Upgrade") != "" && rt.UpgradeTransport != nil {
-		// ReverseProxy keeps Upgrade, hop-by-hop as it is, only on a request
-		// that asks to switch protocols.
-		tr = rt.UpgradeTransport
-	}
 	start := time.Now()
-	resp, err := tr.RoundTrip(out)
+	resp, err := rt.Transport.RoundTrip(out)
 	timer.Stop()
 	x.attempts++
 	x.upstreamTime += time.Since(start)
