@@ -313,12 +313,13 @@ func TestClientThroughAProxy(t *testing.T) {
 			return
 		}
 		w.WriteHeader(200)
-		front, _, err := http.NewResponseController(w).Hijack()
+		front, brw, err := http.NewResponseController(w).Hijack()
 		if err != nil {
 			back.Close()
 			return
 		}
-		go func() { io.Copy(back, front); back.Close() }()
+		// From brw, which may hold the first byte of the TLS handshake.
+		go func() { io.Copy(back, brw); back.Close() }()
 		io.Copy(front, back)
 		front.Close()
 	}))

@@ -114,10 +114,10 @@ func (h *Handler) SetTable(t *Table) {
 type exchange struct {
 	route      *Route
 	target     *url.URL
-	local      string   // scheme://host of this proxy as the caller reached it
-	id         string   // X-Request-Id (CONTRACT.md §3)
-	idValue    []string // id, as a header's values
-	upstreamID string   // the upstream's own X-Request-Id, when it sent another
+	in         *http.Request // the caller's request, for localOrigin
+	id         string        // X-Request-Id (CONTRACT.md §3)
+	idValue    []string      // id, as a header's values
+	upstreamID string        // the upstream's own X-Request-Id, when it sent another
 	replayed   bool
 	switched   bool // the upstream answered 101: the connection now carries another protocol
 
@@ -193,7 +193,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer h.metrics.Started(x.route.Name)()
-	x.local = h.localOrigin(r)
+	x.in = r
 	ctx := context.WithValue(r.Context(), ctxKey{}, x)
 	if proto := upgradeType(r.Header); proto != "" {
 		if !printable(proto) {
@@ -293,6 +293,10 @@ func (h *Handler) localOrigin(r *http.Request) string {
 	return "http://" + r.Host
 }
 
+// callerCredentials are the headers removed from every outbound request,
+// besides the route's KeyHeaders.
+var callerCredentials = []string{"Authorization", "Proxy-Authorization", "Forwarded"}
+
 // rewrite points the outbound request at the route's target and removes
 // every credential the caller sent; the injector adds the upstream's own.
 func rewrite(pr *httputil.ProxyRequest) {
@@ -300,7 +304,10 @@ func rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.URL = x.target
 	pr.Out.Host = "" // the target's host, never the caller's Host header
 	pr.Out.RequestURI = ""
-	for _, k := range append([]string{"Authorization", "Proxy-Authorization", "Forwarded"}, x.route.KeyHeaders...) {
+	for _, k := range callerCredentials {
+		pr.Out.Header.Del(k)
+	}
+	for _, k := range x.route.KeyHeaders {
 		pr.Out.Header.Del(k)
 	}
 	pr.Out.Header[requestIDHeader] = x.idValue
@@ -321,7 +328,7 @@ func (h *Handler) modifyResponse(resp *http.Response) error {
 		resp.Header.Del(requestIDHeader)
 	}
 	if loc := resp.Header.Get("Location"); loc != "" {
-		if local, ok := localLocation(x.route, x.target, loc, x.local); ok {
+		if local, ok := localLocation(x.route, x.target, loc, h.localOrigin(x.in)); ok {
 			resp.Header.Set("Location", local)
 		}
 	}
