@@ -176,7 +176,5 @@ func (r *running) close() {
 	r.stop()
 	r.wg.Wait()
 	r.cache.Close()
-	if t, ok := r.route.Transport.(interface{ CloseIdleConnections() }); ok {
-		t.CloseIdleConnections()
-	}
+	r.route.Transport.CloseIdleConnections()
 }

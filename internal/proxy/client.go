@@ -197,6 +197,16 @@ func (cl *Client) CloseIdleConnections() {
 // io.ReadWriteCloser. Cancelling req's context ends the exchange, the
 // body's reading included.
 func (cl *Client) RoundTrip(req *http.Request) (*http.Response, error) {
+	return cl.RoundTripUntil(req, time.Time{})
+}
+
+// RoundTripUntil is RoundTrip with a deadline (none when zero) for
+// everything until the answer's headers are in: waiting for a connection,
+// dialing, writing the request, reading the headers; the body may stream
+// for longer. Past it, the error is errHeaderTimeout. (A deadline on the
+// connection, rather than a context with a timer, spares every request a
+// timer and two contexts.)
+func (cl *Client) RoundTripUntil(req *http.Request, deadline time.Time) (*http.Response, error) {
 	if req.URL.Scheme != "https" && req.URL.Scheme != "http" {
 		return nil, fmt.Errorf("unsupported scheme %q", req.URL.Scheme)
 	}
@@ -204,17 +214,17 @@ func (cl *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
 	upgrade := req.Header.Get("Upgrade") != ""
 	for {
-		c, err := cl.get(ctx, h, upgrade)
+		c, err := cl.get(ctx, h, upgrade, deadline)
 		if err != nil {
-			return nil, err
+			return nil, timeoutOr(err, ctx, deadline)
 		}
-		resp, err := c.roundTrip(req)
+		resp, err := c.roundTrip(req, deadline)
 		if err == nil {
 			return resp, nil
 		}
 		var stale *staleError
-		if !errors.As(err, &stale) || ctx.Err() != nil {
-			return nil, err
+		if !errors.As(err, &stale) || ctx.Err() != nil || passed(deadline) {
+			return nil, timeoutOr(err, ctx, deadline)
 		}
 		if !stale.unsent && !idempotent(req) {
 			return nil, stale.err
@@ -228,6 +238,24 @@ func (cl *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 		}
 	}
+}
+
+func passed(deadline time.Time) bool { return !deadline.IsZero() && !time.Now().Before(deadline) }
+
+// timeoutOr is err as the caller should see it: the context's error when
+// it is done, errHeaderTimeout once the deadline has passed.
+func timeoutOr(err error, ctx context.Context, deadline time.Time) error {
+	var stale *staleError
+	if errors.As(err, &stale) {
+		err = stale.err
+	}
+	switch {
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case passed(deadline):
+		return errHeaderTimeout
+	}
+	return err
 }
 
 // idempotent is http.Transport's test for sending a request again after
@@ -254,9 +282,9 @@ func (e *staleError) Unwrap() error { return e.err }
 
 // get takes an idle connection, or dials one when the host's bound allows,
 // or waits for either.
-func (cl *Client) get(ctx context.Context, h *hostConns, upgrade bool) (*conn, error) {
+func (cl *Client) get(ctx context.Context, h *hostConns, upgrade bool, deadline time.Time) (*conn, error) {
 	if upgrade {
-		return cl.dialConn(ctx, h, false)
+		return cl.dialConn(ctx, h, false, deadline)
 	}
 	for {
 		select {
@@ -268,7 +296,19 @@ func (cl *Client) get(ctx context.Context, h *hostConns, upgrade bool) (*conn, e
 		default:
 		}
 		if h.slots == nil {
-			return cl.dialConn(ctx, h, false)
+			return cl.dialConn(ctx, h, false, deadline)
+		}
+		select {
+		case h.slots <- struct{}{}:
+			return cl.dialConn(ctx, h, true, deadline)
+		default:
+		}
+		// At the bound: wait for a connection to come back or to close.
+		var expired <-chan time.Time
+		if !deadline.IsZero() {
+			t := time.NewTimer(time.Until(deadline))
+			defer t.Stop()
+			expired = t.C
 		}
 		select {
 		case c := <-h.idle:
@@ -276,9 +316,11 @@ func (cl *Client) get(ctx context.Context, h *hostConns, upgrade bool) (*conn, e
 				return c, nil
 			}
 		case h.slots <- struct{}{}:
-			return cl.dialConn(ctx, h, true)
+			return cl.dialConn(ctx, h, true, deadline)
 		case <-ctx.Done():
 			return nil, ctx.Err()
+		case <-expired:
+			return nil, errHeaderTimeout
 		}
 	}
 }
@@ -308,7 +350,12 @@ func (c *conn) release() {
 	}
 }
 
-func (cl *Client) dialConn(ctx context.Context, h *hostConns, counted bool) (*conn, error) {
+func (cl *Client) dialConn(ctx context.Context, h *hostConns, counted bool, deadline time.Time) (*conn, error) {
+	if !deadline.IsZero() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, deadline)
+		defer cancel()
+	}
 	nc, err := cl.dialHost(ctx, h)
 	if err != nil {
 		if counted {
@@ -414,9 +461,13 @@ func cmpErr(err, other error) error {
 
 var aLongTimeAgo = time.Unix(1, 0)
 
-// roundTrip makes one exchange on c. On an error c is closed.
-func (c *conn) roundTrip(req *http.Request) (*http.Response, error) {
+// roundTrip makes one exchange on c, the headers by deadline (none when
+// zero). On an error c is closed.
+func (c *conn) roundTrip(req *http.Request, deadline time.Time) (*http.Response, error) {
 	ctx := req.Context()
+	if !deadline.IsZero() {
+		c.SetDeadline(deadline)
+	}
 	stop := func() bool { return true }
 	if ctx.Done() != nil {
 		stop = context.AfterFunc(ctx, func() { c.SetDeadline(aLongTimeAgo) })
@@ -424,9 +475,6 @@ func (c *conn) roundTrip(req *http.Request) (*http.Response, error) {
 	fail := func(err error) (*http.Response, error) {
 		stop()
 		c.close()
-		if ctxErr := ctx.Err(); ctxErr != nil {
-			return nil, ctxErr
-		}
 		return nil, err
 	}
 	var wrote chan error
@@ -457,15 +505,30 @@ func (c *conn) roundTrip(req *http.Request) (*http.Response, error) {
 		}()
 	}
 	resp, err := c.readResponse(req)
+	if err == nil && !deadline.IsZero() {
+		c.SetDeadline(time.Time{})
+		if ctx.Err() != nil {
+			// Cancelled meanwhile: the watch's deadline may have just been
+			// cleared.
+			c.SetDeadline(aLongTimeAgo)
+		}
+	}
 	if err != nil {
 		if wrote != nil {
-			// Not waited for: the writer may be blocked on the caller.
-			select {
-			case werr := <-wrote:
-				if werr != nil && !errors.Is(werr, os.ErrDeadlineExceeded) {
-					err = werr
+			// Waited for only when its failure is what ended the read (it
+			// sets the deadline that did): otherwise it may be blocked on
+			// the caller.
+			var werr error
+			if errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() == nil && !passed(deadline) {
+				werr = <-wrote
+			} else {
+				select {
+				case werr = <-wrote:
+				default:
 				}
-			default:
+			}
+			if werr != nil && !errors.Is(werr, os.ErrDeadlineExceeded) {
+				err = werr
 			}
 		}
 		if c.reused && c.nothingRead {

@@ -335,3 +335,42 @@ func TestClientThroughAProxy(t *testing.T) {
 		t.Fatalf("got %d %q, Proxy-Authorization %q", resp.StatusCode, body, auth.Load())
 	}
 }
+
+// The deadline bounds the wait for the answer's headers, not its body.
+func TestClientHeaderDeadline(t *testing.T) {
+	hang, release := make(chan struct{}), make(chan struct{})
+	up, _ := tlsUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/hang" {
+			<-hang
+			return
+		}
+		w.WriteHeader(200)
+		http.NewResponseController(w).Flush()
+		<-release // the body comes after the deadline
+		io.WriteString(w, "late body")
+	}))
+	defer close(hang)
+	c := clientFor(t, up, 0)
+
+	req, _ := http.NewRequest("GET", up.URL+"/hang", nil)
+	start := time.Now()
+	if _, err := c.RoundTripUntil(req, start.Add(100*time.Millisecond)); !errors.Is(err, errHeaderTimeout) {
+		t.Fatalf("got %v, want errHeaderTimeout", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("the deadline ended the wait after %s", took)
+	}
+
+	req, _ = http.NewRequest("GET", up.URL+"/stream", nil)
+	deadline := time.Now().Add(200 * time.Millisecond)
+	resp, err := c.RoundTripUntil(req, deadline)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	waitUntil(t, "the deadline to pass", func() bool { return time.Now().After(deadline) })
+	close(release)
+	if b, err := io.ReadAll(resp.Body); err != nil || string(b) != "late body" {
+		t.Fatalf("body after the deadline: %q, %v", b, err)
+	}
+}

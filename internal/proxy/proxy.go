@@ -36,9 +36,8 @@ type Route struct {
 	Name   string
 	Base   *url.URL // base_url
 	Tokens Tokens
-	// Transport carries API calls and upgrades to Base's host: the daemon's
-	// is a Client.
-	Transport      http.RoundTripper
+	// Transport carries API calls and upgrades to Base's host.
+	Transport      *Client
 	Timeout        time.Duration // until the response headers arrive
 	ReplayMaxBytes int64         // largest body kept for a replay after 401
 

@@ -3,7 +3,6 @@ package proxy
 import (
 	"bufio"
 	"context"
-	"io"
 	"net"
 	"net/http"
 	"sync"
@@ -133,28 +132,6 @@ func (u *upgrades) close(ctx context.Context) int {
 		<-empty
 	}
 	return len(left)
-}
-
-// switchedBody is a 101 answer's body: the upstream connection itself,
-// which ReverseProxy needs to be writable. It releases the attempt's
-// context when closed, like cancelOnClose.
-type switchedBody struct {
-	io.ReadWriteCloser
-	cancel context.CancelFunc
-}
-
-func (b *switchedBody) Close() error {
-	err := b.ReadWriteCloser.Close()
-	b.cancel()
-	return err
-}
-
-// CloseWrite passes a caller's half-close on to the upstream.
-func (b *switchedBody) CloseWrite() error {
-	if cw, ok := b.ReadWriteCloser.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return http.ErrNotSupported
 }
 
 // Hijack lets ReverseProxy take over the caller's connection after a 101,
