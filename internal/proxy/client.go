@@ -29,8 +29,10 @@ import (
 // most of its time in the transport's HTTP/2 stream handling (one shared
 // connection, a write per HEADERS frame, HPACK's table churning on every
 // X-Request-Id) and, over HTTP/1.1, in handing each request between the
-// caller's goroutine and the connection's read and write loops. This
-// client costs about 15 µs less per request (issue 12 has the numbers).
+// caller's goroutine and the connection's read and write loops. With this
+// client a proxied 1 KiB request under wrk -c64 cost 47-49 µs of the
+// process's CPU (user and system) instead of 64-68 µs, and the upstream's
+// own CPU per request fell by a third (HTTP/2 cost it more).
 //
 // Connections are pooled per host, at most MaxConnsPerHost of them open at
 // once (more requests queue, README: max_connections); a request that asks
