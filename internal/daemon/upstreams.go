@@ -159,8 +159,11 @@ func (d *Daemon) startUpstream(name string, u config.Upstream, cfg *config.Confi
 		cfg:   u,
 		cache: cache,
 		watch: w,
-		route: &proxy.Route{Name: name, Base: p.base, KeyHeaders: p.adapter.KeyHeaders(), Tokens: cache, Transport: p.tr,
-			UpgradeTransport: proxy.ForUpgrades(p.tr), Timeout: u.Timeout.Duration, ReplayMaxBytes: u.ReplayMaxBytes},
+		// API calls go over the data plane's own HTTP/1.1 client, with the
+		// token transport's TLS roots, proxy and max_connections; upgrades
+		// too, on connections outside that bound.
+		route: &proxy.Route{Name: name, Base: p.base, KeyHeaders: p.adapter.KeyHeaders(), Tokens: cache, Transport: proxy.NewClient(p.tr),
+			Timeout: u.Timeout.Duration, ReplayMaxBytes: u.ReplayMaxBytes},
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r.stop = cancel
@@ -174,9 +177,5 @@ func (r *running) close() {
 	r.stop()
 	r.wg.Wait()
 	r.cache.Close()
-	for _, t := range []http.RoundTripper{r.route.Transport, r.route.UpgradeTransport} {
-		if t, ok := t.(interface{ CloseIdleConnections() }); ok {
-			t.CloseIdleConnections()
-		}
-	}
+	r.route.Transport.CloseIdleConnections()
 }

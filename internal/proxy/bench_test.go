@@ -42,7 +42,10 @@ func benchSetup(b *testing.B, body []byte) (direct, proxied, observed string, c 
 	tr.MaxIdleConnsPerHost = 64
 	// What an HGEM token carries.
 	header := broker.Header{"Authorization": {"Bearer t"}, "Hgem-Api-Key": {"k"}}
-	route := &Route{Name: "up", Base: base, KeyHeaders: []string{"Hgem-Api-Key"}, Transport: tr, Timeout: 30e9, ReplayMaxBytes: 1 << 20,
+	// The data plane's client, as the daemon builds it.
+	api := NewClient(tr)
+	b.Cleanup(api.CloseIdleConnections)
+	route := &Route{Name: "up", Base: base, KeyHeaders: []string{"Hgem-Api-Key"}, Transport: api, Timeout: 30e9, ReplayMaxBytes: 1 << 20,
 		Tokens: staticTokens{broker.Token{AccessToken: "t", Gen: 1, Header: header}}}
 	px := httptest.NewServer(New(NewTable([]*Route{route}), "127.0.0.1:0", nil, nil))
 	b.Cleanup(px.Close)

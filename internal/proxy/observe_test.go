@@ -89,7 +89,7 @@ func newObserved(t *testing.T) *observed {
 	}))
 	t.Cleanup(up.Close)
 	base, _ := url.Parse(up.URL)
-	tr := up.Client().Transport.(*http.Transport).Clone()
+	tr := NewClient(up.Client().Transport.(*http.Transport))
 	t.Cleanup(tr.CloseIdleConnections)
 	route := &Route{Name: "up", Base: base, KeyHeaders: []string{"Hgem-Api-Key"}, Tokens: o.tok, Transport: tr,
 		Timeout: 10 * time.Second, ReplayMaxBytes: 1 << 20}
@@ -261,7 +261,7 @@ func TestRequestsInFlight(t *testing.T) {
 	}))
 	t.Cleanup(slow.Close)
 	base, _ := url.Parse(slow.URL)
-	tr := slow.Client().Transport.(*http.Transport).Clone()
+	tr := NewClient(slow.Client().Transport.(*http.Transport))
 	t.Cleanup(tr.CloseIdleConnections)
 	o.h.SetTable(NewTable([]*Route{{Name: "slow", Base: base, KeyHeaders: []string{"Hgem-Api-Key"}, Tokens: o.tok, Transport: tr,
 		Timeout: 10 * time.Second, ReplayMaxBytes: 1 << 20}}))

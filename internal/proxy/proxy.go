@@ -33,15 +33,13 @@ type Tokens interface {
 
 // Route is one upstream as the data plane sees it.
 type Route struct {
-	Name      string
-	Base      *url.URL // base_url
-	Tokens    Tokens
-	Transport http.RoundTripper // for API calls to Base's host
-	// UpgradeTransport carries requests that ask to switch protocols
-	// (Upgrade); see ForUpgrades. Nil means Transport.
-	UpgradeTransport http.RoundTripper
-	Timeout          time.Duration // until the response headers arrive
-	ReplayMaxBytes   int64         // largest body kept for a replay after 401
+	Name   string
+	Base   *url.URL // base_url
+	Tokens Tokens
+	// Transport carries API calls and upgrades to Base's host.
+	Transport      *Client
+	Timeout        time.Duration // until the response headers arrive
+	ReplayMaxBytes int64         // largest body kept for a replay after 401
 
 	// KeyHeaders are the vendor's credential headers besides Authorization
 	// (upstream.Adapter.KeyHeaders): a caller's copies are removed. The
@@ -115,10 +113,10 @@ func (h *Handler) SetTable(t *Table) {
 type exchange struct {
 	route      *Route
 	target     *url.URL
-	local      string   // scheme://host of this proxy as the caller reached it
-	id         string   // X-Request-Id (CONTRACT.md §3)
-	idValue    []string // id, as a header's values
-	upstreamID string   // the upstream's own X-Request-Id, when it sent another
+	in         *http.Request // the caller's request, for localOrigin
+	id         string        // X-Request-Id (CONTRACT.md §3)
+	idValue    []string      // id, as a header's values
+	upstreamID string        // the upstream's own X-Request-Id, when it sent another
 	replayed   bool
 	switched   bool // the upstream answered 101: the connection now carries another protocol
 
@@ -194,7 +192,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer h.metrics.Started(x.route.Name)()
-	x.local = h.localOrigin(r)
+	x.in = r
 	ctx := context.WithValue(r.Context(), ctxKey{}, x)
 	if proto := upgradeType(r.Header); proto != "" {
 		if !printable(proto) {
@@ -294,6 +292,10 @@ func (h *Handler) localOrigin(r *http.Request) string {
 	return "http://" + r.Host
 }
 
+// callerCredentials are the headers removed from every outbound request,
+// besides the route's KeyHeaders.
+var callerCredentials = []string{"Authorization", "Proxy-Authorization", "Forwarded"}
+
 // rewrite points the outbound request at the route's target and removes
 // every credential the caller sent; the injector adds the upstream's own.
 func rewrite(pr *httputil.ProxyRequest) {
@@ -301,7 +303,10 @@ func rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.URL = x.target
 	pr.Out.Host = "" // the target's host, never the caller's Host header
 	pr.Out.RequestURI = ""
-	for _, k := range append([]string{"Authorization", "Proxy-Authorization", "Forwarded"}, x.route.KeyHeaders...) {
+	for _, k := range callerCredentials {
+		pr.Out.Header.Del(k)
+	}
+	for _, k := range x.route.KeyHeaders {
 		pr.Out.Header.Del(k)
 	}
 	pr.Out.Header[requestIDHeader] = x.idValue
@@ -322,7 +327,7 @@ func (h *Handler) modifyResponse(resp *http.Response) error {
 		resp.Header.Del(requestIDHeader)
 	}
 	if loc := resp.Header.Get("Location"); loc != "" {
-		if local, ok := localLocation(x.route, x.target, loc, x.local); ok {
+		if local, ok := localLocation(x.route, x.target, loc, h.localOrigin(x.in)); ok {
 			resp.Header.Set("Location", local)
 		}
 	}

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -94,42 +93,43 @@ func (x *exchange) token(ctx context.Context) (broker.Token, error) {
 // response headers by the route's timeout; the body may stream for longer.
 func (in *injector) send(req *http.Request, x *exchange, inject func(http.Header)) (*http.Response, error) {
 	rt := x.route
-	ctx := req.Context()
 	var span trace.Span
+	var spanCtx context.Context
 	if x.tracer != nil {
-		ctx, span = x.childSpan(ctx, req.Method, trace.SpanKindClient,
+		spanCtx, span = x.childSpan(req.Context(), req.Method, trace.SpanKindClient,
 			attribute.String("http.request.method", req.Method),
 			attribute.String("server.address", req.URL.Hostname()),
 			attribute.String("url.path", req.URL.EscapedPath()))
 		if x.attempts > 0 {
 			span.SetAttributes(attribute.Int("http.request.resend_count", x.attempts))
 		}
+		defer span.End()
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	var timedOut atomic.Bool
-	timer := time.AfterFunc(rt.Timeout, func() { timedOut.Store(true); cancel() })
-	out := req.Clone(ctx)
+	// The first attempt sends the request ReverseProxy made, header and
+	// all; a replay gets a copy of both, as the first attempt's body may
+	// still be being written with the header it was sent with.
+	out := req
+	if x.attempts > 0 {
+		out = req.WithContext(req.Context())
+		out.Header = req.Header.Clone()
+	}
 	inject(out.Header)
 	if span != nil {
 		// The upstream's parent is this attempt; a caller's traceparent,
 		// which ReverseProxy copied, is replaced.
-		traceContext.Inject(ctx, propagation.HeaderCarrier(out.Header))
-		defer span.End()
-	}
-	tr := rt.Transport
-	if out.Header.Get("Upgrade") != "" && rt.UpgradeTransport != nil {
-		// ReverseProxy keeps Upgrade, hop-by-hop as it is, only on a request
-		// that asks to switch protocols.
-		tr = rt.UpgradeTransport
+		traceContext.Inject(spanCtx, propagation.HeaderCarrier(out.Header))
 	}
 	start := time.Now()
-	resp, err := tr.RoundTrip(out)
-	timer.Stop()
+	var deadline time.Time
+	if rt.Timeout > 0 {
+		deadline = start.Add(rt.Timeout)
+	}
+	resp, err := rt.Transport.RoundTripUntil(out, deadline)
 	x.attempts++
 	x.upstreamTime += time.Since(start)
 	if span != nil {
 		switch {
-		case timedOut.Load():
+		case errors.Is(err, errHeaderTimeout):
 			span.SetStatus(codes.Error, CodeUpstreamTimeout)
 		case err != nil:
 			span.SetStatus(codes.Error, CodeUnreachable)
@@ -140,23 +140,7 @@ func (in *injector) send(req *http.Request, x *exchange, inject func(http.Header
 			}
 		}
 	}
-	if timedOut.Load() {
-		if err == nil {
-			resp.Body.Close()
-		}
-		cancel()
-		return nil, errHeaderTimeout
-	}
-	if err != nil {
-		cancel()
-		return nil, err
-	}
-	if rwc, ok := resp.Body.(io.ReadWriteCloser); ok && resp.StatusCode == http.StatusSwitchingProtocols {
-		resp.Body = &switchedBody{ReadWriteCloser: rwc, cancel: cancel}
-		return resp, nil
-	}
-	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
-	return resp, nil
+	return resp, err
 }
 
 // bufferBody keeps a body of at most max bytes in memory so that it can be
@@ -195,16 +179,4 @@ type readCloser struct {
 func drain(body io.ReadCloser) {
 	io.Copy(io.Discard, io.LimitReader(body, 64<<10))
 	body.Close()
-}
-
-// cancelOnClose releases the attempt's context once the body is done.
-type cancelOnClose struct {
-	io.ReadCloser
-	cancel context.CancelFunc
-}
-
-func (c *cancelOnClose) Close() error {
-	err := c.ReadCloser.Close()
-	c.cancel()
-	return err
 }

@@ -3,7 +3,6 @@ package proxy
 import (
 	"bufio"
 	"context"
-	"io"
 	"net"
 	"net/http"
 	"sync"
@@ -14,26 +13,9 @@ import (
 // Upgrades (WebSocket and any other protocol a request asks to switch to,
 // RFC 9110 §7.8) go through the same route, injection and 401 replay as
 // every request; httputil.ReverseProxy copies bytes both ways after a 101.
-// What is ours: an HTTP/1.1 transport for them, a response body the proxy
-// can write to, and closing them at shutdown.
-
-// ForUpgrades returns a copy of t that speaks HTTP/1.1 only, for requests
-// that ask to switch protocols: HTTP/2 has no Upgrade (RFC 9113 §8.2.2), and
-// Go's Transport falls back to HTTP/1.1 by itself only for WebSocket, so on
-// a host that offers h2 any other Upgrade would fail. A separate transport
-// also keeps upgrade handshakes from queueing behind max_connections.
-func ForUpgrades(t *http.Transport) *http.Transport {
-	u := t.Clone()
-	var h1 http.Protocols
-	h1.SetHTTP1(true)
-	u.Protocols = &h1
-	u.ForceAttemptHTTP2 = false
-	u.TLSNextProto = nil
-	if u.TLSClientConfig != nil {
-		u.TLSClientConfig.NextProtos = []string{"http/1.1"}
-	}
-	return u
-}
+// What is ours: the Client gives each its own HTTP/1.1 connection (HTTP/2
+// has no Upgrade, RFC 9113 §8.2.2) outside max_connections, whose 101
+// answer's body the proxy can write to; and closing them at shutdown.
 
 // upgradeType is the protocol a request asks to switch to, as
 // httputil.ReverseProxy reads it: "" unless Connection names Upgrade.
@@ -150,28 +132,6 @@ func (u *upgrades) close(ctx context.Context) int {
 		<-empty
 	}
 	return len(left)
-}
-
-// switchedBody is a 101 answer's body: the upstream connection itself,
-// which ReverseProxy needs to be writable. It releases the attempt's
-// context when closed, like cancelOnClose.
-type switchedBody struct {
-	io.ReadWriteCloser
-	cancel context.CancelFunc
-}
-
-func (b *switchedBody) Close() error {
-	err := b.ReadWriteCloser.Close()
-	b.cancel()
-	return err
-}
-
-// CloseWrite passes a caller's half-close on to the upstream.
-func (b *switchedBody) CloseWrite() error {
-	if cw, ok := b.ReadWriteCloser.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return http.ErrNotSupported
 }
 
 // Hijack lets ReverseProxy take over the caller's connection after a 101,

@@ -102,7 +102,8 @@ func newUpgradeEnv(t *testing.T) *upgradeEnv {
 	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: up.Certificate().Raw}), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	// The transport the daemon builds, HTTP/2 included.
+	// The transports the daemon builds: HTTP/2 included for tokens, and the
+	// data plane's own client for API calls and upgrades.
 	tr, err := upstream.Transport(ca)
 	if err != nil {
 		t.Fatal(err)
@@ -115,9 +116,9 @@ func newUpgradeEnv(t *testing.T) *upgradeEnv {
 	base, _ := url.Parse(up.URL)
 	e := &upgradeEnv{sim: sim, up: up, creds: creds}
 	e.tokens = &simTokens{ad: ad, creds: secrets.NewCredentials(creds, "1")}
-	up1 := ForUpgrades(tr)
-	t.Cleanup(up1.CloseIdleConnections)
-	route := &Route{Name: "hgem", Base: base, KeyHeaders: ad.KeyHeaders(), Tokens: e.tokens, Transport: tr, UpgradeTransport: up1,
+	api := NewClient(tr)
+	t.Cleanup(api.CloseIdleConnections)
+	route := &Route{Name: "hgem", Base: base, KeyHeaders: ad.KeyHeaders(), Tokens: e.tokens, Transport: api,
 		Timeout: 10 * time.Second, ReplayMaxBytes: 1 << 20}
 	core, logs := observer.New(zap.InfoLevel)
 	e.logs = logs

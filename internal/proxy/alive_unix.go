@@ -1,0 +1,34 @@
+//go:build unix
+
+package proxy
+
+import (
+	"crypto/tls"
+	"net"
+	"syscall"
+)
+
+// alive reports whether an idle connection is still open: nothing to read
+// (not even the end of the stream or a TLS close_notify), looked at without
+// blocking and without consuming anything.
+func alive(c net.Conn) bool {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return true
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	open := false
+	var b [1]byte
+	err = rc.Read(func(fd uintptr) bool {
+		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		open = err == syscall.EAGAIN || err == syscall.EWOULDBLOCK
+		return true
+	})
+	return err == nil && open
+}
