@@ -40,12 +40,17 @@ func (in *injector) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	resp, err := in.send(req, x, tok.Header.SetOn)
-	if err != nil || resp.StatusCode != http.StatusUnauthorized || !replayable {
+	if err != nil || resp.StatusCode != http.StatusUnauthorized {
 		return resp, err
 	}
 	// The upstream refused this token: drop it (unless a newer one already
-	// replaced it) and try once more with whatever the broker has now.
+	// replaced it, or the reauth bound keeps it), so that the next request
+	// has another even when this one cannot be replayed (CONTRACT.md §3);
+	// then try once more with whatever the broker has now.
 	rt.Tokens.Invalidate(tok.Gen)
+	if !replayable {
+		return resp, nil // its body went by: the caller gets the 401
+	}
 	fresh, err := x.token(req.Context())
 	if err == nil && fresh.Gen == tok.Gen {
 		return resp, nil // nothing newer to try: the caller gets the 401
