@@ -287,6 +287,11 @@ func TestErrorContract(t *testing.T) {
 		case <-r.Context().Done():
 		}
 	}))
+	// An upstream's own Tokenproxy-Error would pass for tokenproxy's answer.
+	e.vendors["hgem"].sim.HandleAPI("GET /api/impostor", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Tokenproxy-Error", "credentials_unavailable")
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
 	p := e.start(cfg)
 	waitFor(t, 20*time.Second, "the hgem token", func() bool { return get(t, p.data+"/hgem/api/visits").StatusCode == 200 })
 
@@ -312,6 +317,9 @@ func TestErrorContract(t *testing.T) {
 	}
 	wantError(t, get(t, p.data+"/nosuch/x"), 404, "unknown_upstream", "")
 	wantError(t, get(t, p.data+"/hgem/a/../../etc"), 400, "bad_request", "hgem")
+	if r := get(t, p.data+"/hgem/api/impostor"); r.StatusCode != 503 || r.Header.Get("Tokenproxy-Error") != "" {
+		t.Errorf("the vendor's own 503: %d with Tokenproxy-Error %q, want 503 without it (only tokenproxy's answers carry it)", r.StatusCode, r.Header.Get("Tokenproxy-Error"))
+	}
 
 	// The readiness endpoint names what is wrong, and the healthy upstream serves.
 	rz := get(t, p.admin+"/readyz")

@@ -326,6 +326,9 @@ func (h *Handler) modifyResponse(resp *http.Response) error {
 		}
 		resp.Header.Del(requestIDHeader)
 	}
+	// Tokenproxy-Error marks the answers tokenproxy makes itself (CONTRACT.md
+	// §4): an upstream's own would pass for one.
+	resp.Header.Del("Tokenproxy-Error")
 	if loc := resp.Header.Get("Location"); loc != "" {
 		if local, ok := localLocation(x.route, x.target, loc, h.localOrigin(x.in)); ok {
 			resp.Header.Set("Location", local)

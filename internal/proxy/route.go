@@ -80,7 +80,7 @@ func (t *Table) forward(r *http.Request) (*Route, *url.URL, *Error) {
 			Msg: "the path lies outside the upstream's base_url path " + hostMatch.basePath() + "/"}
 	}
 	return nil, nil, &Error{Status: http.StatusForbidden, Code: CodeHostNotAllowed,
-		Msg: "no upstream is configured for host " + quoteName(r.URL.Hostname())}
+		Msg: "no upstream is configured for host " + quoteName(r.URL.Host)}
 }
 
 // sorted returns the routes with the longest base path first, so that a
@@ -182,11 +182,14 @@ func pathByte(c byte) bool {
 
 func checkSegment(seg string) *Error {
 	d, err := url.PathUnescape(seg)
+	// A segment's parameters (RFC 3986 §3.3: "..;x") are dropped by some
+	// servers before they resolve dot segments, Java's among them.
+	name, _, _ := strings.Cut(d, ";")
 	switch {
 	case err != nil:
 		return badRequest("the path has a malformed percent-encoding")
-	case d == "." || d == "..":
-		return badRequest("the path has a dot segment (. or ..)")
+	case name == "." || name == "..":
+		return badRequest("the path has a dot segment (. or .., parameters aside)")
 	case strings.ContainsAny(d, "/\\"):
 		return badRequest("the path has an encoded slash or a backslash")
 	case strings.IndexFunc(d, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0:

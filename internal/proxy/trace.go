@@ -35,12 +35,29 @@ func (h *Handler) SetTracer(tp trace.TracerProvider) {
 func (h *Handler) startSpan(r *http.Request, x *exchange) *http.Request {
 	ctx := traceContext.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
 	x.tracer = h.tracer
-	ctx, x.span = h.tracer.Start(ctx, r.Method, trace.WithSpanKind(trace.SpanKindServer),
-		trace.WithAttributes(
-			attribute.String("http.request.method", r.Method),
-			attribute.String("url.path", logPath(r)),
-			attribute.String("tokenproxy.request_id", x.id)))
+	method := spanMethod(r.Method)
+	attrs := []attribute.KeyValue{
+		attribute.String("http.request.method", method),
+		attribute.String("url.path", logPath(r)),
+		attribute.String("tokenproxy.request_id", x.id),
+	}
+	if method != r.Method {
+		attrs = append(attrs, attribute.String("http.request.method_original", r.Method))
+	}
+	ctx, x.span = h.tracer.Start(ctx, method, trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(attrs...))
 	return r.WithContext(ctx)
+}
+
+// spanMethod is the method as OpenTelemetry's HTTP conventions name spans
+// by: one of the known methods, or _OTHER, so that a caller inventing
+// methods cannot make an unbounded set of span names.
+func spanMethod(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace:
+		return m
+	}
+	return "_OTHER"
 }
 
 // endSpan ends the server span with what the log line says; its name
@@ -52,7 +69,7 @@ func (x *exchange) endSpan(r *http.Request, status int, sw *statusWriter) {
 	}
 	if x.route != nil {
 		route := "/" + x.route.Name + "/*"
-		x.span.SetName(r.Method + " " + route)
+		x.span.SetName(spanMethod(r.Method) + " " + route)
 		x.span.SetAttributes(attribute.String("http.route", route), attribute.String("tokenproxy.upstream", x.route.Name))
 	}
 	x.span.SetAttributes(attribute.Int("http.response.status_code", status))

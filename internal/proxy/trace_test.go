@@ -144,3 +144,34 @@ func noSecretIn(t *testing.T, spans []sdktrace.ReadOnlySpan) {
 		}
 	}
 }
+
+// A method the caller invents does not name a span: span names stay a
+// small set (OpenTelemetry's HTTP conventions: _OTHER), and the method is
+// kept as an attribute.
+func TestSpanNamesOfInventedMethods(t *testing.T) {
+	o, rec := traced(t)
+	req, _ := http.NewRequest("FROBNICATE", o.srv.URL+"/up/a", nil)
+	resp, err := o.srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	spans := rec.Ended()
+	if n := names(spans); n != "token wait,_OTHER,_OTHER /up/*" {
+		t.Fatalf("spans %s, want _OTHER names", n)
+	}
+	for _, s := range spans {
+		if s.Name() == "token wait" {
+			continue
+		}
+		var orig string
+		for _, kv := range s.Attributes() {
+			if kv.Key == "http.request.method_original" {
+				orig = kv.Value.AsString()
+			}
+		}
+		if s.SpanKind() == trace.SpanKindServer && orig != "FROBNICATE" {
+			t.Errorf("%s: http.request.method_original %q, want FROBNICATE", s.Name(), orig)
+		}
+	}
+}

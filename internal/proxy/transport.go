@@ -101,8 +101,8 @@ func (in *injector) send(req *http.Request, x *exchange, inject func(http.Header
 	var span trace.Span
 	var spanCtx context.Context
 	if x.tracer != nil {
-		spanCtx, span = x.childSpan(req.Context(), req.Method, trace.SpanKindClient,
-			attribute.String("http.request.method", req.Method),
+		spanCtx, span = x.childSpan(req.Context(), spanMethod(req.Method), trace.SpanKindClient,
+			attribute.String("http.request.method", spanMethod(req.Method)),
 			attribute.String("server.address", req.URL.Hostname()),
 			attribute.String("url.path", req.URL.EscapedPath()))
 		if x.attempts > 0 {
