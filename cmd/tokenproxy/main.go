@@ -285,23 +285,33 @@ func validate(c *command, args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-func check(c *command, args []string, stdout, stderr io.Writer) int {
+// configFromArgs parses the flags of a command that takes only --config and
+// loads the config it names. done says the command ends here with code:
+// its help was shown, or a usage or config mistake was reported.
+func (c *command) configFromArgs(args []string, stdout, stderr io.Writer) (cfg *config.Config, path string, done bool, code int) {
 	fs := c.flags()
-	path := configFlag(fs)
+	p := configFlag(fs)
 	if done, code := c.parse(fs, args, stdout, stderr); done {
+		return nil, "", true, code
+	}
+	if !c.needConfig(*p, stderr) {
+		return nil, "", true, exitUsage
+	}
+	if cfg = load(*p, stderr); cfg == nil {
+		return nil, "", true, exitUsage
+	}
+	return cfg, *p, false, exitOK
+}
+
+func check(c *command, args []string, stdout, stderr io.Writer) int {
+	cfg, _, done, code := c.configFromArgs(args, stdout, stderr)
+	if done {
 		return code
-	}
-	if !c.needConfig(*path, stderr) {
-		return exitUsage
-	}
-	cfg := load(*path, stderr)
-	if cfg == nil {
-		return exitUsage
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	b := build()
-	code := exitOK
+	code = exitOK
 	for _, r := range daemon.Check(ctx, cfg, daemon.Options{Version: b.version, Revision: b.commit}) {
 		if r.Err != nil {
 			// One line per upstream, whatever a vendor's message holds.
@@ -315,20 +325,12 @@ func check(c *command, args []string, stdout, stderr io.Writer) int {
 }
 
 func runDaemon(c *command, args []string, stdout, stderr io.Writer) int {
-	fs := c.flags()
-	path := configFlag(fs)
-	if done, code := c.parse(fs, args, stdout, stderr); done {
+	cfg, path, done, code := c.configFromArgs(args, stdout, stderr)
+	if done {
 		return code
 	}
-	if !c.needConfig(*path, stderr) {
-		return exitUsage
-	}
-	cfg := load(*path, stderr)
-	if cfg == nil {
-		return exitUsage
-	}
 	b := build()
-	d, err := daemon.New(cfg, *path, daemon.Options{Version: b.version, Revision: b.commit})
+	d, err := daemon.New(cfg, path, daemon.Options{Version: b.version, Revision: b.commit})
 	if err != nil {
 		fmt.Fprintln(stderr, "tokenproxy:", err)
 		return exitFailure

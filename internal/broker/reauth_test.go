@@ -7,6 +7,24 @@ import (
 	"time"
 )
 
+// answer401 does what the proxy does when the upstream answers 401: drop
+// the token, take one, and report whether it is a newer one to replay with.
+// It may run in goroutines: failures are t.Error.
+func answer401(t *testing.T, c *Cache) (replayed bool) {
+	tok, err := c.Token(context.Background())
+	if err != nil {
+		t.Error(err)
+		return false
+	}
+	c.Invalidate(tok.Gen)
+	fresh, err := c.Token(context.Background())
+	if err != nil {
+		t.Error(err)
+		return false
+	}
+	return fresh.Gen != tok.Gen
+}
+
 // An API path that always answers 401 must not turn caller traffic into
 // token requests: at most one 401-driven re-mint per ReauthMinInterval
 // (CONTRACT.md §3).
@@ -14,24 +32,10 @@ func TestReauthBoundedPerInterval(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := &fakeFetcher{fn: lifetime(time.Hour, 10*time.Millisecond)}
 		c := newCache(t, f, Options{ReauthMinInterval: 10 * time.Second})
-		// What the proxy does on every 401: invalidate, take a token, and
-		// replay only if it is a newer one.
-		call := func() (replayed bool) {
-			tok, err := c.Token(context.Background())
-			if err != nil {
-				t.Fatal(err)
-			}
-			c.Invalidate(tok.Gen)
-			fresh, err := c.Token(context.Background())
-			if err != nil {
-				t.Fatal(err)
-			}
-			return fresh.Gen != tok.Gen
-		}
 		// 30 requests a second for 25 seconds, every one answered 401.
 		replays := 0
 		for range 25 * 30 {
-			if call() {
+			if answer401(t, c) {
 				replays++
 			}
 			time.Sleep(time.Second / 30)

@@ -520,22 +520,10 @@ func TestSharedReauthFleetWide(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		v := newVendor(time.Hour, 50*time.Millisecond)
 		cs := fleetOf(t, 4, v, sharing.NewMemory(), Options{})
-		always401 := func(c *Cache) bool {
-			tok, err := c.Token(context.Background())
-			if err != nil {
-				t.Fatal(err)
-			}
-			c.Invalidate(tok.Gen)
-			fresh, err := c.Token(context.Background())
-			if err != nil {
-				t.Fatal(err)
-			}
-			return fresh.Gen != tok.Gen
-		}
 		for range 25 * 10 { // 25s, 10 rounds a second on every replica
 			var wg sync.WaitGroup
 			for _, c := range cs {
-				wg.Go(func() { always401(c) })
+				wg.Go(func() { answer401(t, c) })
 			}
 			wg.Wait()
 			time.Sleep(100 * time.Millisecond)
