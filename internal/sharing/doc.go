@@ -1,6 +1,8 @@
-// Package sharing owns the fleet-wide token (CONTRACT.md §7): one Record per
-// upstream in a Store with check-and-set writes (Vault KV v2, or Memory in
-// tests), and the protocol by which replicas agree on who mints.
+// Package sharing owns where the fleet-wide token lives (CONTRACT.md §7):
+// one Record per upstream in a Store with check-and-set writes (Vault KV v2,
+// or Memory in tests). The protocol by which replicas agree on who mints is
+// the broker's (internal/broker/shared.go; its states and races in that
+// package's doc).
 //
 // # Storage
 //
