@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenproxy/tokenproxy/internal/config"
 	"github.com/tokenproxy/tokenproxy/internal/vendorsim"
 )
 
@@ -133,10 +134,11 @@ func heldRefreshToken(t *testing.T, sim *vendorsim.Server) string {
 	return ""
 }
 
-// grantsSince lists the Prodoscore token requests after the first n as "grant status".
-func grantsSince(sim *vendorsim.Server, n int) []string {
+// grantsSince lists the Prodoscore token requests after the first n, once
+// answered, as "grant status".
+func grantsSince(t testing.TB, sim *vendorsim.Server, n int) []string {
 	var out []string
-	for _, r := range sim.TokenRequests()[n:] {
+	for _, r := range answeredTokenRequests(t, sim, n) {
 		out = append(out, fmt.Sprintf("%s %d", r.Grant, r.Status))
 	}
 	return out
@@ -166,7 +168,7 @@ func TestAnswersProdoscoreRefreshRefused(t *testing.T) {
 			t.Parallel()
 			e := newEnv(t)
 			sim := e.vendors["prodoscore"].sim
-			p := e.start(configOf(e.upstreamYAML("prodoscore")))
+			p := e.start(configOf(config.Upstreams{"prodoscore": e.upstream("prodoscore")}))
 			p.ready(t)
 			rt, before := heldRefreshToken(t, sim), len(sim.TokenRequests())
 			// Tokens from now on live 2s, so that a background refresh follows soon.
@@ -177,12 +179,12 @@ func TestAnswersProdoscoreRefreshRefused(t *testing.T) {
 				t.Fatalf("caller after the refusal: %d %s", r.StatusCode, r.body)
 			}
 			want := []string{fmt.Sprintf("refresh_token %d", row.status), "password 200"}
-			if got := grantsSince(sim, before); strings.Join(got, ",") != strings.Join(want, ",") {
+			if got := grantsSince(t, sim, before); strings.Join(got, ",") != strings.Join(want, ",") {
 				t.Errorf("token requests %v, want %v", got, want)
 			}
 			// The next refresh uses the refresh token the password grant gave.
 			waitFor(t, 10*time.Second, "a refresh after the fallback", func() bool {
-				got := grantsSince(sim, before)
+				got := grantsSince(t, sim, before)
 				return len(got) > 2 && got[len(got)-1] == "refresh_token 200"
 			})
 			if n := refreshPresentations(sim, rt); n != 1 {
@@ -198,7 +200,7 @@ func TestAnswersProdoscoreRefreshRefused(t *testing.T) {
 func TestAnswersProdoscoreRefreshRefusedThenPasswordFails(t *testing.T) {
 	e := newEnv(t)
 	sim := e.vendors["prodoscore"].sim
-	p := e.start(configOf(e.upstreamYAML("prodoscore")))
+	p := e.start(configOf(config.Upstreams{"prodoscore": e.upstream("prodoscore")}))
 	p.ready(t)
 	rt, before := heldRefreshToken(t, sim), len(sim.TokenRequests())
 	sim.SetTokenForm(vendorsim.Form{ContentType: "text/plain"})
@@ -213,7 +215,7 @@ func TestAnswersProdoscoreRefreshRefusedThenPasswordFails(t *testing.T) {
 	}
 	t.Logf("served again %s after the failed fetch", time.Since(failed).Round(time.Millisecond))
 	want := []string{"refresh_token 400", "password 503", "password 200"}
-	if got := grantsSince(sim, before); strings.Join(got, ",") != strings.Join(want, ",") {
+	if got := grantsSince(t, sim, before); strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Errorf("token requests %v, want %v", got, want)
 	}
 	if n := refreshPresentations(sim, rt); n != 1 {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenproxy/tokenproxy/internal/config"
 	"github.com/tokenproxy/tokenproxy/internal/testlog"
 )
 
@@ -19,9 +20,9 @@ import (
 
 // runToExit runs tokenproxy on cfg and waits for it to exit by itself; its
 // output joins the env's canary search.
-func (e *env) runToExit(cfg string) (*proc, int) {
+func (e *env) runToExit(cfg config.Config) (*proc, int) {
 	e.t.Helper()
-	path := e.write(fmt.Sprintf("config-%d.yaml", len(e.procs)), []byte(cfg))
+	path := e.writeConfig(fmt.Sprintf("config-%d.yaml", len(e.procs)), cfg)
 	p := &proc{t: e.t, out: &testlog.Buffer{}, exited: make(chan struct{}), raceChecked: true}
 	p.cmd = exec.Command(binary, "run", "--config", path)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
@@ -54,9 +55,10 @@ func TestBusyPortExitsBeforeAnyTokenRequest(t *testing.T) {
 			}
 			defer busy.Close()
 			cfg := e.allUpstreams()
-			cfg = strings.Replace(cfg, which+": 127.0.0.1:0\n", which+": "+busy.Addr().String()+"\n", 1)
-			if !strings.Contains(cfg, busy.Addr().String()) {
-				t.Fatalf("config does not name the busy port:\n%s", cfg)
+			if which == "listen" {
+				cfg.Listen = busy.Addr().String()
+			} else {
+				cfg.AdminListen = busy.Addr().String()
 			}
 			p, code := e.runToExit(cfg)
 			if code != 1 {

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenproxy/tokenproxy/internal/config"
 	"github.com/tokenproxy/tokenproxy/internal/testlog"
 	"github.com/tokenproxy/tokenproxy/internal/vendorsim"
 )
@@ -85,7 +86,7 @@ func TestCLIHelpAfterEveryCommand(t *testing.T) {
 
 func TestCLIUsageMistakes(t *testing.T) {
 	e := newEnv(t)
-	path := e.write("ok.yaml", []byte(e.allUpstreams()))
+	path := e.writeConfig("ok.yaml", e.allUpstreams())
 	cases := []struct {
 		args []string
 		want string
@@ -109,6 +110,7 @@ func TestCLIUsageMistakes(t *testing.T) {
 // lines where it is; validate exits 2.
 func TestCLIValidateNamesMistakes(t *testing.T) {
 	e := newEnv(t)
+	// Their subject is the text: the configs are text.
 	hgem := "upstreams:\n" + e.upstreamYAML("hgem")
 	cases := []struct {
 		name, text string
@@ -150,12 +152,11 @@ func TestCLIRelativePathsAndOffline(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "secrets", "hgem.json"), data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	block := strings.Replace(e.upstreamYAML("hgem"), "file:"+filepath.Join(e.dir, "hgem.json"), "file:secrets/hgem.json", 1)
-	if !strings.Contains(block, "file:secrets/hgem.json") {
-		t.Fatalf("no relative reference in %q", block)
-	}
+	cfg := config.Defaults()
+	cfg.Upstreams = config.Upstreams{"hgem": e.upstream("hgem", func(u *config.Upstream) { u.Credentials = "file:secrets/hgem.json" })}
+	text := yamlOf(t, cfg)
 	path := filepath.Join(dir, "tokenproxy.yaml")
-	if err := os.WriteFile(path, []byte("upstreams:\n"+block), 0o600); err != nil {
+	if err := os.WriteFile(path, text, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	elsewhere := t.TempDir()
@@ -173,7 +174,8 @@ func TestCLIRelativePathsAndOffline(t *testing.T) {
 		t.Fatal(err)
 	}
 	r = e.cli(elsewhere, "validate", "--config", path)
-	want := fmt.Sprintf("upstreams.hgem.credentials: file:%s: open %[1]s: no such file or directory (line 5)\n", filepath.Join(dir, "secrets", "hgem.json"))
+	want := fmt.Sprintf("upstreams.hgem.credentials: file:%s: open %[1]s: no such file or directory (line %d)\n",
+		filepath.Join(dir, "secrets", "hgem.json"), lineWith(t, text, "credentials: file:secrets/hgem.json"))
 	if r.code != 2 || r.stderr != want {
 		t.Errorf("validate without secrets: exit %d, stderr %q; want 2 and %q", r.code, r.stderr, want)
 	}
@@ -205,9 +207,9 @@ func TestCheckFetchesOneTokenPerUpstream(t *testing.T) {
 	e := newEnv(t)
 	// The configured ports are held by the test: check must never bind them.
 	ports := holdPorts(t, 2)
-	cfg := strings.Replace(e.allUpstreams(), "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0",
-		"listen: "+ports[0]+"\nadmin_listen: "+ports[1], 1)
-	path := e.write("check.yaml", []byte(cfg))
+	cfg := e.allUpstreams()
+	cfg.Listen, cfg.AdminListen = ports[0], ports[1]
+	path := e.writeConfig("check.yaml", cfg)
 	before := time.Now()
 	r := e.cli("", "check", "--config", path)
 	if r.code != 0 {
@@ -246,9 +248,13 @@ func TestCheckNamesEveryFailure(t *testing.T) {
 	e.vendors["hgem"].sim.SetCredentials(map[string]string{"api_key": "a", "client_id": "b", "client_secret": "c"})
 	e.writeJSON("inspera.json", map[string]string{"client_id": e.vendors["inspera"].creds["client_id"]})
 	e.vendors["prominsight"].sim.SetTokenFault(&vendorsim.Fault{Hang: true})
-	cfg := "upstreams:\n" + e.upstreamYAML("hgem") + e.upstreamYAML("inspera") +
-		e.upstreamYAML("prominsight", "token_timeout: 500ms") + e.upstreamYAML("prodoscore")
-	path := e.write("check.yaml", []byte(cfg))
+	cfg := config.Defaults()
+	cfg.Upstreams = config.Upstreams{}
+	for _, k := range []string{"hgem", "inspera", "prominsight", "prodoscore"} {
+		cfg.Upstreams[k] = e.upstream(k)
+	}
+	edit(cfg, "prominsight", func(u *config.Upstream) { u.TokenTimeout.Duration = 500 * time.Millisecond })
+	path := e.writeConfig("check.yaml", cfg)
 	r := e.cli("", "check", "--config", path)
 	want := []string{
 		"hgem: token endpoint refused the credentials: HTTP 401, invalid_client",
@@ -307,7 +313,7 @@ func TestCheckWithVault(t *testing.T) {
 	v := newVaultEnv(t)
 	v.seed(t)
 	routes := append(vaultKV2Routes(), vaultRoute{"missing", "hgem", "vault:secret/tokenproxy/missing"})
-	path := v.write("check-vault.yaml", []byte(v.config("60s", v.approle(), routes...)))
+	path := v.writeConfig("check-vault.yaml", v.vaultConfig(time.Minute, v.approle(), routes...))
 	r := v.cli("", "check", "--config", path)
 	lines := strings.Split(strings.TrimSuffix(r.stdout, "\n"), "\n")
 	want := []string{"hgem: ok, ", "inspera: ok, ", "missing: credentials unavailable: vault:secret/tokenproxy/missing at " + v.srv.Addr() + ": no secret there", "prodoscore: ok, ", "prominsight: ok, "}

@@ -14,8 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenproxy/tokenproxy/internal/config"
 	"github.com/tokenproxy/tokenproxy/internal/redact"
 	"github.com/tokenproxy/tokenproxy/internal/secrets"
+	vendordesc "github.com/tokenproxy/tokenproxy/internal/vendor"
 )
 
 // What a user found tokenproxy showing that it must not, each kind run
@@ -70,6 +72,7 @@ func TestVaultAddressUserInfoNeverShown(t *testing.T) {
 	e.secrets = append(e.secrets, user, pass)
 	withUser := "http://" + user + ":" + pass + "@" + closedPort(t)
 	tokenFile := e.write("vault-token", []byte("hvs.not-a-real-token"))
+	// validate's configs spell the address written and left out: text.
 	vaultBlock := func(address string) string {
 		s := "secrets:\n  vault:\n"
 		if address != "" {
@@ -101,10 +104,15 @@ func TestVaultAddressUserInfoNeverShown(t *testing.T) {
 
 	// A running proxy is sent the config by SIGHUP: rejected, and the
 	// running config stays.
-	path := e.write("reload.yaml", []byte(opsConfig([]string{"log_level: debug"}, e.upstreamYAML("inspera"))))
+	cfg := e.config("inspera")
+	cfg.LogLevel = "debug"
+	path := e.writeConfig("reload.yaml", cfg)
 	p := e.startArgs("run", "--config", path)
 	p.ready(t)
-	e.write("reload.yaml", []byte(opsConfig([]string{"log_level: debug", vaultBlock(withUser)}, e.upstreamYAML("inspera"))))
+	vault := config.DefaultVault()
+	vault.Address, vault.Auth = withUser, config.VaultAuth{Method: "token", TokenFile: tokenFile}
+	cfg.Secrets.Vault = &vault
+	e.writeConfig("reload.yaml", cfg)
 	p.cmd.Process.Signal(syscall.SIGHUP)
 	waitFor(t, 20*time.Second, "the reload to be rejected", func() bool {
 		return p.logged("config reload rejected; the running config stays", nil)
@@ -131,11 +139,17 @@ func TestDescriptionHeadersTokenproxySetsRefused(t *testing.T) {
 	e.secrets = append(e.secrets, key)
 	creds := e.writeJSON("static.json", map[string]string{"key": key})
 	v := e.vendors["hgem"]
-	path := e.write("static.yaml", []byte("upstreams:\n  s:\n    type: static\n    base_url: "+v.url()+
-		"\n    credentials: file:"+creds+"\n    ca_file: "+e.caFile+
-		"\n    static:\n      headers:\n        X-Api-Key: \"{credential key}\"\n        x-request-id: \"{credential key}\"\n        Baggage: \"k={credential key}\"\n"))
-	want := "upstreams.s.static.headers.Baggage: Baggage is the caller's W3C Baggage, passed on as sent (line 11)\n" +
-		"upstreams.s.static.headers.x-request-id: X-Request-Id is tokenproxy's: the caller's id, or a new one, goes to the upstream and back (CONTRACT.md §3) (line 10)\n"
+	s := config.DefaultUpstream()
+	s.Type, s.BaseURL, s.Credentials, s.CAFile = "static", v.url(), "file:"+creds, e.caFile
+	s.Static = &vendordesc.Static{Headers: map[string]string{
+		"X-Api-Key": "{credential key}", "x-request-id": "{credential key}", "Baggage": "k={credential key}"}}
+	cfg := config.Defaults()
+	cfg.Upstreams = config.Upstreams{"s": s}
+	text := yamlOf(t, cfg)
+	path := e.write("static.yaml", text)
+	want := fmt.Sprintf("upstreams.s.static.headers.Baggage: Baggage is the caller's W3C Baggage, passed on as sent (line %d)\n"+
+		"upstreams.s.static.headers.x-request-id: X-Request-Id is tokenproxy's: the caller's id, or a new one, goes to the upstream and back (CONTRACT.md §3) (line %d)\n",
+		lineWith(t, text, "Baggage:"), lineWith(t, text, "x-request-id:"))
 	for _, cmd := range []string{"validate", "check", "run"} {
 		if r := e.cli("", cmd, "--config", path); r.code != 2 || r.stdout != "" || r.stderr != want {
 			t.Errorf("%s: exit %d, stdout %q, stderr %q; want 2 and\n%s", cmd, r.code, r.stdout, r.stderr, want)
@@ -167,7 +181,8 @@ func echoEndpoint(t *testing.T) *httptest.Server {
 func TestVendorEchoOfEncodedCredentialsHidden(t *testing.T) {
 	e := newEnv(t)
 	srv := echoEndpoint(t)
-	var blocks []string
+	cfg := newConfig()
+	cfg.LogLevel = "debug"
 	var forms []string
 	for _, style := range []string{"basic", "body"} {
 		id, secret := canary("echo"+style, "id"), "s+e/c r=t%é-"+canary("echo"+style, "secret")
@@ -177,10 +192,12 @@ func TestVendorEchoOfEncodedCredentialsHidden(t *testing.T) {
 			forms = append(forms, redact.Forms(s)...)
 		}
 		creds := e.writeJSON("echo-"+style+".json", map[string]string{"client_id": id, "client_secret": secret})
-		blocks = append(blocks, fmt.Sprintf("  echo-%s:\n    type: oauth2\n    base_url: %s\n    token_url: %s/token\n    credentials: file:%s\n    ca_file: %s\n    oauth2: {auth_style: %s}\n",
-			style, srv.URL, srv.URL, creds, e.caFile, style))
+		u := config.DefaultUpstream()
+		u.Type, u.BaseURL, u.TokenURL, u.Credentials, u.CAFile = "oauth2", srv.URL, srv.URL+"/token", "file:"+creds, e.caFile
+		u.OAuth2 = &vendordesc.OAuth2{AuthStyle: style}
+		cfg.Upstreams["echo-"+style] = u
 	}
-	p := e.start(opsConfig([]string{"log_level: debug"}, blocks...))
+	p := e.start(cfg)
 	for _, style := range []string{"basic", "body"} {
 		name := "echo-" + style
 		waitFor(t, 20*time.Second, name+"'s refusal", func() bool { return statusOfAll(t, p)[name]["state"] == "error" })
@@ -214,7 +231,7 @@ func TestCredentialVersionShownIsKeyedPerProcess(t *testing.T) {
 	fleetVersion := secrets.NewCredentials(hgem.creds, "").FleetVersion()
 	// The bare hash may be in no output at all.
 	v.secrets = append(v.secrets, strings.TrimPrefix(fleetVersion, "sha256:"))
-	cfg := v.fleetConfig(sharingYAML(), vaultRoute{"hgem", "hgem", "file:" + filepath.Join(v.dir, "hgem.json")})
+	cfg := v.fleetConfig(vaultRoute{"hgem", "hgem", "file:" + filepath.Join(v.dir, "hgem.json")})
 
 	a := v.startFleet(t, 1, cfg).procs[0]
 	a.ready(t)

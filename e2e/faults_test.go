@@ -16,6 +16,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/tokenproxy/tokenproxy/internal/config"
 	"github.com/tokenproxy/tokenproxy/internal/vendorsim"
 )
 
@@ -131,27 +132,28 @@ func burst(c *http.Client, p *proc, kind string, workers int, until time.Time) [
 	return outs
 }
 
-// proxiedYAML is kind's config block with its API and token endpoints
-// reached through the given fault proxies (TLS passes through them, and the
-// simulators' certificate is valid for 127.0.0.1).
-func (e *env) proxiedYAML(kind string, api, token *faultProxy, extra ...string) string {
-	v := e.vendors[kind]
-	tokenURL := "https://" + token.addr() + v.sim.TokenPath()
-	s := e.upstreamYAML(kind, extra...)
-	s = strings.Replace(s, "base_url: "+v.url()+"\n", "base_url: https://"+api.addr()+"\n", 1)
-	if kind == "prodoscore" {
-		return strings.Replace(s, "token_url: "+v.url()+v.sim.TokenPath(), "token_url: "+tokenURL, 1)
-	}
-	return s + "    token_url: " + tokenURL + "\n"
+// proxied is kind's entry with its API and token endpoints reached through
+// the given fault proxies (TLS passes through them, and the simulators'
+// certificate is valid for 127.0.0.1).
+func (e *env) proxied(kind string, api, token *faultProxy, edits ...func(*config.Upstream)) config.Upstream {
+	u := e.upstream(kind, edits...)
+	u.BaseURL = "https://" + api.addr()
+	u.TokenURL = "https://" + token.addr() + e.vendors[kind].sim.TokenPath()
+	return u
 }
 
-// configOf is a whole config around upstream blocks.
-func configOf(blocks ...string) string {
-	return "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\nlog_level: debug\nshutdown_timeout: 5s\nupstreams:\n" + strings.Join(blocks, "")
+// configOf is the suite's config around upstreams: debug logs, and a
+// shutdown_timeout of 5s.
+func configOf(us config.Upstreams) config.Config {
+	c := newConfig()
+	c.LogLevel, c.ShutdownTimeout.Duration, c.Upstreams = "debug", 5*time.Second, us
+	return c
 }
 
-// short are the per-upstream timeouts of this suite.
-var short = []string{"token_timeout: " + tokenTimeout.String(), "timeout: " + apiTimeout.String()}
+// short sets the per-upstream timeouts of this suite.
+func short(u *config.Upstream) {
+	u.TokenTimeout.Duration, u.Timeout.Duration = tokenTimeout, apiTimeout
+}
 
 // metric reads one sample from p's /metrics, by name and labels as
 // Prometheus prints them ({a="x",b="y"}, sorted); -1 when absent.
@@ -264,7 +266,7 @@ func newRig(t *testing.T, kind string, prep func(*vendor)) *rig {
 	}
 	target := v.srv.Listener.Addr().String()
 	r := &rig{e: e, kind: kind, v: v, api: newFaultProxy(t, target), token: newFaultProxy(t, target)}
-	r.p = e.start(configOf(e.proxiedYAML(kind, r.api, r.token, short...)))
+	r.p = e.start(configOf(config.Upstreams{kind: e.proxied(kind, r.api, r.token, short)}))
 	return r
 }
 
@@ -508,9 +510,11 @@ func TestFaultOneVendorDoesNotSlowOthers(t *testing.T) {
 	hgem := e.vendors["hgem"].sim
 	hgem.SetTokenFault(&vendorsim.Fault{Hang: true})
 	others := []string{"prominsight", "inspera", "prodoscore"}
-	cfg := configOf(e.upstreamYAML("hgem", "token_timeout: 20s", "timeout: 2s"))
+	cfg := configOf(config.Upstreams{"hgem": e.upstream("hgem", func(u *config.Upstream) {
+		u.TokenTimeout.Duration, u.Timeout.Duration = 20*time.Second, 2*time.Second
+	})})
 	for _, k := range others {
-		cfg += e.upstreamYAML(k, short...)
+		cfg.Upstreams[k] = e.upstream(k, short)
 	}
 	p := e.start(cfg)
 	waitFor(t, 20*time.Second, "the other three to be ready", func() bool {
@@ -575,7 +579,7 @@ func TestFaultInsperaConflictBacksOff(t *testing.T) {
 	e := newEnv(t)
 	ins := e.vendors["inspera"].sim
 	ins.SetTokenFault(&vendorsim.Fault{Status: 409})
-	p := e.start(configOf(e.upstreamYAML("inspera", short...)))
+	p := e.start(configOf(config.Upstreams{"inspera": e.upstream("inspera", short)}))
 	waitFor(t, 20*time.Second, "the conflict", func() bool { return statusOf(t, p, "inspera").State == "error" })
 
 	before := ins.TokenCalls()
@@ -618,7 +622,7 @@ func TestFaultRetryAfterHonoured(t *testing.T) {
 	e := newEnv(t)
 	sim := e.vendors["hgem"].sim
 	sim.SetTokenFault(&vendorsim.Fault{Status: 429, Header: http.Header{"Retry-After": {"3"}}, Count: 1})
-	p := e.start(configOf(e.upstreamYAML("hgem", short...)))
+	p := e.start(configOf(config.Upstreams{"hgem": e.upstream("hgem", short)}))
 
 	// When the broker took the 429 in, by its own log line.
 	var failed time.Time
@@ -701,6 +705,7 @@ func TestFaultRetryAfterHonoured(t *testing.T) {
 func TestFaultCallerGivingUpKeepsFetch(t *testing.T) {
 	impatient := &http.Client{Timeout: 300 * time.Millisecond, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
 	// Two callers wait on one slow token request: the first gives up.
+	patient := func(u *config.Upstream) { u.TokenTimeout.Duration = 10 * time.Second }
 	twoCallers := func(t *testing.T, p *proc, sim *vendorsim.Server, calls int) {
 		t.Helper()
 		waitFor(t, 10*time.Second, "the slow token request", func() bool { return sim.TokenCalls() == calls+1 })
@@ -715,7 +720,7 @@ func TestFaultCallerGivingUpKeepsFetch(t *testing.T) {
 		if second.status != 200 || second.err != nil {
 			t.Fatalf("the patient caller got %v: %s", second, second.body)
 		}
-		reqs := sim.TokenRequests()
+		reqs := answeredTokenRequests(t, sim, 0)
 		if len(reqs) != calls+1 || reqs[calls].Status != 200 {
 			t.Fatalf("token requests %+v: want one more, answered 200", reqs)
 		}
@@ -726,7 +731,7 @@ func TestFaultCallerGivingUpKeepsFetch(t *testing.T) {
 		e := newEnv(t)
 		sim := e.vendors["prominsight"].sim
 		sim.SetTokenFault(&vendorsim.Fault{Delay: 2 * time.Second, Count: 1})
-		p := e.start(configOf(e.upstreamYAML("prominsight", "token_timeout: 10s")))
+		p := e.start(configOf(config.Upstreams{"prominsight": e.upstream("prominsight", patient)}))
 		twoCallers(t, p, sim, 0)
 		stopClean(t, p)
 	})
@@ -734,7 +739,7 @@ func TestFaultCallerGivingUpKeepsFetch(t *testing.T) {
 		noLeaks(t)
 		e := newEnv(t)
 		sim := e.vendors["prominsight"].sim
-		p := e.start(configOf(e.upstreamYAML("prominsight", "token_timeout: 10s")))
+		p := e.start(configOf(config.Upstreams{"prominsight": e.upstream("prominsight", patient)}))
 		p.ready(t)
 		sim.RevokeAll()
 		sim.SetTokenFault(&vendorsim.Fault{Delay: 2 * time.Second, Count: 1})
@@ -759,7 +764,7 @@ func TestFaultBurstAcrossRefresh(t *testing.T) {
 	e := newEnv(t)
 	sim := e.vendors["prominsight"].sim
 	sim.SetTokenLifetime(4 * time.Second)
-	p := e.start(configOf(e.upstreamYAML("prominsight", short...)))
+	p := e.start(configOf(config.Upstreams{"prominsight": e.upstream("prominsight", short)}))
 	p.ready(t)
 	s := statusOf(t, p, "prominsight")
 	if s.RefreshAt == nil {

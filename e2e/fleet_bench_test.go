@@ -26,6 +26,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tokenproxy/tokenproxy/internal/config"
 )
 
 var (
@@ -99,10 +101,10 @@ func total(m map[string]int) int {
 
 // benchConfig is the fleet's config with Vault reached through c, with the
 // default poll_interval (60s), as a fleet runs in production.
-func (v *vaultEnv) benchConfig(c *vaultCounter) string {
-	cfg := v.config("60s", v.approle(), vaultKV2Routes()...)
-	cfg = strings.Replace(cfg, "address: "+v.srv.Addr()+"\n", "address: "+c.srv.URL+"\n", 1)
-	return strings.Replace(cfg, "upstreams:\n", sharingYAML()+"upstreams:\n", 1)
+func (v *vaultEnv) benchConfig(c *vaultCounter) config.Config {
+	cfg := v.fleetConfig(vaultKV2Routes()...)
+	cfg.Secrets.Vault.Address, cfg.Secrets.Vault.PollInterval.Duration = c.srv.URL, config.DefaultPollInterval
+	return cfg
 }
 
 // waitAllReady polls every replica until it listens and /readyz says 200,
@@ -243,7 +245,7 @@ func benchColdReplica(t *testing.T) {
 	}
 	var first, hit []time.Duration
 	for range cold {
-		p := v.launch("run", "--config", v.write("cold.yaml", []byte(cfg)))
+		p := v.launch("run", "--config", v.writeConfig("cold.yaml", cfg))
 		p.waitListening(t)
 		a := tryRoute(p, hgem)
 		if a.status != 200 {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/hashicorp/vault/api"
 
+	"github.com/tokenproxy/tokenproxy/internal/config"
 	"github.com/tokenproxy/tokenproxy/internal/vendorsim"
 )
 
@@ -41,7 +42,8 @@ func TestFleetColdStart(t *testing.T) {
 	}
 	unshared := vaultRoute{"hgem-unshared", "hgem", "vault:secret/tokenproxy/hgem"}
 	routes := append(vaultKV2Routes(), unshared)
-	cfg := strings.Replace(v.fleetConfig(sharingYAML(), routes...), "  hgem-unshared:\n", "  hgem-unshared:\n    shared: false\n", 1)
+	cfg := v.fleetConfig(routes...)
+	edit(cfg, "hgem-unshared", func(u *config.Upstream) { u.Shared = new(bool) }) // shared: false
 	f := v.launchFleet(t, fleetSize, cfg)
 
 	var wg sync.WaitGroup
@@ -250,7 +252,7 @@ func TestFleetRefreshAcrossLifetimes(t *testing.T) {
 		v.vendors[kind].sim.SetTokenLifetime(lifetime)
 	}
 	began := time.Now() // no token exists before this
-	f := v.startFleet(t, fleetSize, v.fleetConfig(sharingYAML(), vaultKV2Routes()...))
+	f := v.startFleet(t, fleetSize, v.fleetConfig(vaultKV2Routes()...))
 	f.ready(t)
 	tr := newTraffic()
 	for i, p := range f.procs {
@@ -283,7 +285,7 @@ func TestFleetRefreshAcrossLifetimes(t *testing.T) {
 		if expired > 0 {
 			t.Errorf("%s: %d API requests answered 401 (an expired token presented)", kind, expired)
 		}
-		for i, r := range sim.TokenRequests() {
+		for i, r := range answeredTokenRequests(t, sim, 0) {
 			if r.Status != 200 {
 				t.Errorf("%s: token request %d (%s) answered %d", kind, i, r.Grant, r.Status)
 			}
@@ -322,7 +324,9 @@ func TestFleetLeaseHolderKilledMidMint(t *testing.T) {
 	const lease, tokenTimeout = 4 * time.Second, 2 * time.Second
 	v := newVaultEnv(t)
 	v.seedFleet(t)
-	cfg := everyUpstream(v.fleetConfig(sharingYAML("lease: "+lease.String()), vaultKV2Routes()...), "token_timeout: "+tokenTimeout.String())
+	cfg := v.fleetConfig(vaultKV2Routes()...)
+	cfg.Sharing.Lease.Duration = lease
+	everyUpstream(cfg, func(u *config.Upstream) { u.TokenTimeout.Duration = tokenTimeout })
 	f := v.startFleet(t, fleetSize, cfg)
 	f.ready(t)
 	holder, others := f.procs[0], f.procs[1:]
@@ -403,7 +407,7 @@ func TestFleetLeaseHolderKilledMidMint(t *testing.T) {
 		// One token request by the successor; for Prodoscore, the dead
 		// holder's refresh token, revoked, is refused first and the
 		// password grant follows (CONTRACT.md §7's one exception).
-		reqs := v.vendors[kind].sim.TokenRequests()[after[kind]:]
+		reqs := answeredTokenRequests(t, v.vendors[kind].sim, after[kind])
 		want := 1
 		if kind == "prodoscore" {
 			want = 2
@@ -423,7 +427,7 @@ func TestFleetLeaseHolderKilledMidMint(t *testing.T) {
 func TestFleetRevokedAndRotated(t *testing.T) {
 	v := newVaultEnv(t)
 	v.seedFleet(t)
-	f := v.startFleet(t, fleetSize, v.fleetConfig(sharingYAML(), vaultKV2Routes()...))
+	f := v.startFleet(t, fleetSize, v.fleetConfig(vaultKV2Routes()...))
 	f.ready(t)
 	tr := newTraffic()
 	all := []int{0, 1, 2, 3, 4}
@@ -535,8 +539,8 @@ func TestFleetRevokedAndRotated(t *testing.T) {
 func TestFleetCheckUsesStoredToken(t *testing.T) {
 	v := newVaultEnv(t)
 	v.seedFleet(t)
-	cfg := v.fleetConfig(sharingYAML(), vaultKV2Routes()...)
-	path := v.write("check-fleet.yaml", []byte(cfg))
+	cfg := v.fleetConfig(vaultKV2Routes()...)
+	path := v.writeConfig("check-fleet.yaml", cfg)
 
 	r := v.cli("", "check", "--config", path)
 	if r.code != 0 {
@@ -571,8 +575,8 @@ func TestFleetCheckUsesStoredToken(t *testing.T) {
 	// A sharing path the fleet cannot use (here: one the policy does not
 	// grant) fails the smoke test for the shared upstreams, without asking
 	// the vendor, instead of passing on tokens minted alone.
-	denied := strings.Replace(cfg, "path: secret/tokenproxy/shared", "path: secret/other/shared", 1)
-	r = v.cli("", "check", "--config", v.write("check-denied.yaml", []byte(denied)))
+	cfg.Sharing.Vault.Path = "secret/other/shared"
+	r = v.cli("", "check", "--config", v.writeConfig("check-denied.yaml", cfg))
 	if r.code != 1 || strings.Count(r.stdout, ": shared token store unusable: ") != len(vaultKinds) || !strings.Contains(r.stdout, "403") {
 		t.Fatalf("check with a denied sharing path: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
@@ -621,9 +625,10 @@ func testFleetVaultCut(t *testing.T, mode string, fault faultKind) {
 		v.vendors[kind].sim.SetTokenLifetime(lifetime)
 	}
 	fp := newFaultProxy(t, strings.TrimPrefix(v.srv.Addr(), "http://"))
-	cfg := v.fleetConfig(sharingYAML("on_store_unavailable: "+mode, "lease: "+(2*tokenTimeout).String()), vaultKV2Routes()...)
-	cfg = everyUpstream(cfg, "token_timeout: "+tokenTimeout.String())
-	cfg = strings.Replace(cfg, "address: "+v.srv.Addr()+"\n", "address: http://"+fp.addr()+"\n", 1)
+	cfg := v.fleetConfig(vaultKV2Routes()...)
+	cfg.Sharing.OnStoreUnavailable, cfg.Sharing.Lease.Duration = mode, 2*tokenTimeout
+	everyUpstream(cfg, func(u *config.Upstream) { u.TokenTimeout.Duration = tokenTimeout })
+	cfg.Secrets.Vault.Address = "http://" + fp.addr()
 	f := v.startFleet(t, fleetSize, cfg)
 	f.ready(t)
 	all := []int{0, 1, 2, 3, 4}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/hashicorp/vault/api"
 
+	"github.com/tokenproxy/tokenproxy/internal/config"
 	"github.com/tokenproxy/tokenproxy/internal/vendorsim"
 )
 
@@ -28,20 +29,11 @@ type fleet struct {
 	procs []*proc
 }
 
-// sharingYAML is the sharing section of the fleet's configs.
-func sharingYAML(extra ...string) string {
-	s := "sharing:\n  vault:\n    path: secret/tokenproxy/shared\n"
-	for _, l := range extra {
-		s += "  " + l + "\n"
-	}
-	return s
-}
-
 // launchFleet starts n replicas at once on cfg and returns without waiting.
-func (v *vaultEnv) launchFleet(t *testing.T, n int, cfg string) *fleet {
+func (v *vaultEnv) launchFleet(t *testing.T, n int, cfg config.Config) *fleet {
 	t.Helper()
 	f := &fleet{v: v}
-	path := v.write(fmt.Sprintf("fleet-%d.yaml", len(v.procs)), []byte(cfg))
+	path := v.writeConfig(fmt.Sprintf("fleet-%d.yaml", len(v.procs)), cfg)
 	for range n {
 		f.procs = append(f.procs, v.launch("run", "--config", path))
 	}
@@ -49,7 +41,7 @@ func (v *vaultEnv) launchFleet(t *testing.T, n int, cfg string) *fleet {
 }
 
 // startFleet starts n replicas at once on cfg and waits until each listens.
-func (v *vaultEnv) startFleet(t *testing.T, n int, cfg string) *fleet {
+func (v *vaultEnv) startFleet(t *testing.T, n int, cfg config.Config) *fleet {
 	t.Helper()
 	f := v.launchFleet(t, n, cfg)
 	for _, p := range f.procs {
@@ -67,19 +59,14 @@ func (f *fleet) ready(t *testing.T) {
 }
 
 // fleetConfig is the config of every replica: the given upstreams from
-// Vault, shared through secret/tokenproxy/shared.
-func (v *vaultEnv) fleetConfig(sharing string, routes ...vaultRoute) string {
-	cfg := v.config("1s", v.approle(), routes...)
-	return strings.Replace(cfg, "upstreams:\n", sharing+"upstreams:\n", 1)
-}
-
-// everyUpstream adds lines (such as "token_timeout: 2s") to every upstream of cfg.
-func everyUpstream(cfg string, lines ...string) string {
-	s := ""
-	for _, l := range lines {
-		s += "    " + l + "\n"
-	}
-	return strings.ReplaceAll(cfg, "    credentials: ", s+"    credentials: ")
+// Vault, polled every second, shared through secret/tokenproxy/shared with
+// the sharing section's defaults.
+func (v *vaultEnv) fleetConfig(routes ...vaultRoute) config.Config {
+	c := v.vaultConfig(time.Second, v.approle(), routes...)
+	sharing := config.DefaultSharing()
+	sharing.Vault.Path = "secret/tokenproxy/shared"
+	c.Sharing = &sharing
+	return c
 }
 
 // seedFleet is seed with deploy/vault/policy.hcl installed as it is (seed

@@ -17,10 +17,9 @@ import (
 	"testing"
 	"time"
 
-	"gopkg.in/yaml.v3"
-
 	"github.com/tokenproxy/tokenproxy/internal/config"
 	"github.com/tokenproxy/tokenproxy/internal/testlog"
+	vendordesc "github.com/tokenproxy/tokenproxy/internal/vendor"
 )
 
 // The generic types (docs/adding-an-api.md) against the real binary: an
@@ -34,30 +33,17 @@ func TestOAuth2AgainstSimulators(t *testing.T) {
 	e := newEnv(t)
 	hg, kc := e.vendors["hgem"], e.vendors["prodoscore"]
 	kc.sim.SetTokenLifetime(3 * time.Second) // refreshed at about 2 s
-	cfg := fmt.Sprintf(`listen: 127.0.0.1:0
-admin_listen: 127.0.0.1:0
-log_level: debug
-upstreams:
-  results:
-    type: oauth2
-    base_url: %s
-    token_url: %s/connect/token
-    scope: hgem-results-api visits/standard.read
-    credentials: file:%s
-    ca_file: %s
-    oauth2:
-      auth_style: body
-      token_headers: {hgem-api-key: "{credential api_key}"}
-      headers: {hgem-api-key: "{credential api_key}"}
-  keycloak:
-    type: oauth2
-    base_url: %s
-    token_url: %s%s
-    credentials: file:%s
-    ca_file: %s
-    oauth2: {grant: password, auth_style: none}
-`, hg.url(), hg.url(), filepath.Join(e.dir, "hgem.json"), e.caFile,
-		kc.url(), kc.url(), kc.sim.TokenPath(), filepath.Join(e.dir, "prodoscore.json"), e.caFile)
+	// The simulators' entries (base_url, credentials, CA), as type oauth2.
+	cfg := newConfig()
+	cfg.LogLevel = "debug"
+	cfg.Upstreams["results"] = e.upstream("hgem", func(u *config.Upstream) {
+		u.Type, u.TokenURL, u.Scope = "oauth2", hg.url()+"/connect/token", "hgem-results-api visits/standard.read"
+		apiKey := map[string]string{"hgem-api-key": "{credential api_key}"}
+		u.OAuth2 = &vendordesc.OAuth2{AuthStyle: "body", TokenHeaders: apiKey, Headers: apiKey}
+	})
+	cfg.Upstreams["keycloak"] = e.upstream("prodoscore", func(u *config.Upstream) {
+		u.Type, u.OAuth2 = "oauth2", &vendordesc.OAuth2{Grant: "password", AuthStyle: "none"}
+	})
 	p := e.start(cfg)
 	p.ready(t)
 
@@ -91,7 +77,7 @@ upstreams:
 		}
 		return n >= 2
 	})
-	for _, tr := range kc.sim.TokenRequests() {
+	for _, tr := range answeredTokenRequests(t, kc.sim, 0) {
 		if tr.Status != http.StatusOK {
 			t.Errorf("a token request was refused: %+v (a rotated refresh token presented twice?)", tr)
 		}
@@ -139,17 +125,12 @@ func TestOAuth2AgainstOIDCProvider(t *testing.T) {
 	issuer := lines("issuer")[0]["issuer"].(string)
 
 	creds := e.writeJSON("oidc.json", map[string]string{"client_id": id, "client_secret": secret})
-	p := e.start(fmt.Sprintf(`listen: 127.0.0.1:0
-admin_listen: 127.0.0.1:0
-log_level: debug
-upstreams:
-  idp:
-    type: oauth2
-    base_url: %s
-    token_url: %s/token
-    scope: api:read
-    credentials: file:%s
-`, issuer, issuer, creds))
+	idp := config.DefaultUpstream()
+	idp.Type, idp.BaseURL, idp.TokenURL, idp.Scope, idp.Credentials = "oauth2", issuer, issuer+"/token", "api:read", "file:"+creds
+	cfg := newConfig()
+	cfg.LogLevel = "debug"
+	cfg.Upstreams["idp"] = idp
+	p := e.start(cfg)
 	p.ready(t)
 	for range 3 {
 		r := get(t, p.data+"/idp/api/whoami", "Authorization", "Bearer caller")
@@ -168,15 +149,10 @@ upstreams:
 	// Wrong client secret: the server's refusal, with its RFC 6749 code.
 	bad := e.writeJSON("oidc-bad.json", map[string]string{"client_id": id, "client_secret": secret + "-wrong"})
 	e.secrets = append(e.secrets, secret+"-wrong")
-	q := e.start(fmt.Sprintf(`listen: 127.0.0.1:0
-admin_listen: 127.0.0.1:0
-upstreams:
-  idp:
-    type: oauth2
-    base_url: %s
-    token_url: %s/token
-    credentials: file:%s
-`, issuer, issuer, bad))
+	idp.Scope, idp.Credentials = "", "file:"+bad
+	cfg = newConfig()
+	cfg.Upstreams["idp"] = idp
+	q := e.start(cfg)
 	waitFor(t, 20*time.Second, "the refusal", func() bool { return len(lines("refused")) > 0 })
 	m := wantError(t, get(t, q.data+"/idp/api/whoami"), http.StatusBadGateway, "token_endpoint_error", "idp")
 	if !strings.Contains(m["message"].(string), "invalid_client") {
@@ -215,19 +191,13 @@ func TestStaticUpstream(t *testing.T) {
 	srv := httptest.NewTLSServer(api)
 	t.Cleanup(srv.Close)
 	creds := e.writeJSON("weather.json", map[string]string{"api_key": key1})
-	p := e.start(fmt.Sprintf(`listen: 127.0.0.1:0
-admin_listen: 127.0.0.1:0
-log_level: debug
-secrets: {poll_interval: 200ms}
-upstreams:
-  weather:
-    type: static
-    base_url: %s
-    credentials: file:%s
-    ca_file: %s
-    static:
-      headers: {X-Api-Key: "{credential api_key}"}
-`, srv.URL, creds, e.caFile))
+	w := config.DefaultUpstream()
+	w.Type, w.BaseURL, w.Credentials, w.CAFile = "static", srv.URL, "file:"+creds, e.caFile
+	w.Static = &vendordesc.Static{Headers: map[string]string{"X-Api-Key": "{credential api_key}"}}
+	cfg := newConfig()
+	cfg.LogLevel, cfg.Secrets.PollInterval.Duration = "debug", 200*time.Millisecond
+	cfg.Upstreams["weather"] = w
+	p := e.start(cfg)
 	p.ready(t)
 	r := get(t, p.data+"/weather/v1/forecast", "X-Api-Key", "caller", "Authorization", "Bearer caller", "x-api-key", "again")
 	if r.StatusCode != http.StatusOK {
@@ -345,12 +315,8 @@ func TestCustomExampleConfig(t *testing.T) {
 	u.Credentials = "file:" + e.writeJSON("ledger.json", map[string]string{"key_id": api.keyID, "key_secret": api.secret})
 	wrong := u
 	wrong.Credentials = "file:" + e.writeJSON("ledger-wrong.json", map[string]string{"key_id": api.keyID, "key_secret": "wrong-" + api.secret})
-	example.Upstreams = map[string]config.Upstream{"ledger": u, "ledger-wrong": wrong}
-	b, err := yaml.Marshal(example)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := e.start(string(b))
+	example.Upstreams = config.Upstreams{"ledger": u, "ledger-wrong": wrong}
+	p := e.start(*example)
 	waitFor(t, 20*time.Second, "the ledger's token", func() bool {
 		return get(t, p.admin+"/readyz?upstream=ledger").StatusCode == http.StatusOK
 	})
@@ -382,6 +348,7 @@ func TestCustomExampleConfig(t *testing.T) {
 // line, as it does every other key.
 func TestValidateGenericTypes(t *testing.T) {
 	e := newEnv(t)
+	// Mistyped keys: the text is the subject.
 	path := e.write("bad.yaml", []byte(`upstreams:
   ledger:
     type: custom

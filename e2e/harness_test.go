@@ -5,6 +5,7 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -21,6 +22,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"gopkg.in/yaml.v3"
 
 	"github.com/tokenproxy/tokenproxy/internal/config"
 	"github.com/tokenproxy/tokenproxy/internal/redact"
@@ -130,9 +133,110 @@ func (e *env) writeJSON(name string, v any) string {
 	return e.write(name, b)
 }
 
-// upstreamYAML is the config block for one vendor named as its kind,
-// with credentials from the JSON file newEnv wrote; extra lines are added
-// under it (indented by the caller with four spaces).
+// The configs here are built as config.Config, starting from the config
+// package's defaults (newConfig, e.upstream), and written with yaml.v3
+// (yamlOf): every value marshalled is one a file could hold, an explicit
+// zero included. Only the tests whose subject is the file's text (a key
+// written twice, a typo, a key left out) write YAML themselves.
+
+// newConfig is config.Defaults on ephemeral loopback ports, with no
+// upstreams yet.
+func newConfig() config.Config {
+	c := config.Defaults()
+	c.Listen, c.AdminListen = "127.0.0.1:0", "127.0.0.1:0"
+	c.Upstreams = config.Upstreams{}
+	return c
+}
+
+// upstream is the entry for kind's simulator, with the credentials newEnv
+// wrote and the simulators' CA, the rest at config.DefaultUpstream; edits
+// change it.
+func (e *env) upstream(kind string, edits ...func(*config.Upstream)) config.Upstream {
+	v := e.vendors[kind]
+	u := config.DefaultUpstream()
+	u.Type, u.BaseURL, u.CAFile = kind, v.url(), e.caFile
+	u.Credentials = "file:" + filepath.Join(e.dir, kind+".json")
+	if kind == "prodoscore" {
+		u.TokenURL = v.url() + v.sim.TokenPath() // its token endpoint has no default
+	}
+	for _, edit := range edits {
+		edit(&u)
+	}
+	return u
+}
+
+// config is newConfig with the upstreams of kinds, each named as its kind.
+func (e *env) config(kinds ...string) config.Config {
+	c := newConfig()
+	for _, k := range kinds {
+		c.Upstreams[k] = e.upstream(k)
+	}
+	return c
+}
+
+// allUpstreams is the config of all four vendors, logging at debug.
+func (e *env) allUpstreams() config.Config {
+	c := e.config("prominsight", "inspera", "hgem", "prodoscore")
+	c.LogLevel = "debug"
+	return c
+}
+
+// edit changes upstream name of c.
+func edit(c config.Config, name string, f func(*config.Upstream)) {
+	u, ok := c.Upstreams[name]
+	if !ok {
+		panic("no upstream " + name + " to edit")
+	}
+	f(&u)
+	c.Upstreams[name] = u
+}
+
+// everyUpstream changes every upstream of c.
+func everyUpstream(c config.Config, f func(*config.Upstream)) {
+	for name := range c.Upstreams {
+		edit(c, name, f)
+	}
+}
+
+// yamlOf is c as the text of a config file.
+func yamlOf(t testing.TB, c config.Config) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	enc := yaml.NewEncoder(&b)
+	enc.SetIndent(2)
+	if err := enc.Encode(c); err != nil {
+		t.Fatalf("marshalling the config: %v", err)
+	}
+	return b.Bytes()
+}
+
+// lineWith is the 1-based number of the one line of text that holds s.
+func lineWith(t testing.TB, text []byte, s string) int {
+	t.Helper()
+	n := 0
+	for i, l := range strings.Split(string(text), "\n") {
+		if strings.Contains(l, s) {
+			if n != 0 {
+				t.Fatalf("%q is on lines %d and %d of:\n%s", s, n, i+1, text)
+			}
+			n = i + 1
+		}
+	}
+	if n == 0 {
+		t.Fatalf("%q is on no line of:\n%s", s, text)
+	}
+	return n
+}
+
+// writeConfig writes c as the file name in the env's directory.
+func (e *env) writeConfig(name string, c config.Config) string {
+	e.t.Helper()
+	return e.write(name, yamlOf(e.t, c))
+}
+
+// upstreamYAML is kind's entry as text, for the tests whose subject is the
+// file's text: named as its kind, with the credentials newEnv wrote; extra
+// lines are added under it (indented by the caller with four spaces).
 func (e *env) upstreamYAML(kind string, extra ...string) string {
 	v := e.vendors[kind]
 	s := fmt.Sprintf("  %s:\n    type: %s\n    base_url: %s\n    credentials: file:%s\n    ca_file: %s\n",
@@ -142,15 +246,6 @@ func (e *env) upstreamYAML(kind string, extra ...string) string {
 	}
 	for _, l := range extra {
 		s += "    " + l + "\n"
-	}
-	return s
-}
-
-// allUpstreams is the config of all four vendors on ephemeral ports.
-func (e *env) allUpstreams(top ...string) string {
-	s := "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\nlog_level: debug\n" + strings.Join(top, "\n") + "\nupstreams:\n"
-	for _, k := range []string{"prominsight", "inspera", "hgem", "prodoscore"} {
-		s += e.upstreamYAML(k)
 	}
 	return s
 }
@@ -168,12 +263,17 @@ type proc struct {
 	raceChecked bool
 }
 
-// start runs `tokenproxy run` on the config text and waits until it listens.
-func (e *env) start(cfg string) *proc {
+// start runs `tokenproxy run` on c and waits until it listens.
+func (e *env) start(c config.Config) *proc {
 	e.t.Helper()
-	path := e.write(fmt.Sprintf("config-%d.yaml", len(e.procs)), []byte(cfg))
-	p := e.startArgs("run", "--config", path)
-	return p
+	return e.startText(string(yamlOf(e.t, c)))
+}
+
+// startText is start for a config written as text.
+func (e *env) startText(text string) *proc {
+	e.t.Helper()
+	path := e.write(fmt.Sprintf("config-%d.yaml", len(e.procs)), []byte(text))
+	return e.startArgs("run", "--config", path)
 }
 
 func (e *env) startArgs(args ...string) *proc {
@@ -338,6 +438,26 @@ func wantError(t *testing.T, r *response, status int, code, upstream string) map
 
 // waitFor polls cond until it holds or the deadline passes: a wait on a
 // condition, never a sleep standing in for one.
+// answeredTokenRequests is sim's token requests from the from'th on, once
+// each is answered. The simulator records a request as it arrives and sets
+// its Status (0 until then) after the answer is written, so a caller that
+// already has its answer may still read a 0; use this only where every
+// request is bound to be answered.
+func answeredTokenRequests(t testing.TB, sim *vendorsim.Server, from int) []vendorsim.TokenRequest {
+	t.Helper()
+	var reqs []vendorsim.TokenRequest
+	waitFor(t, 10*time.Second, "the token requests to be answered", func() bool {
+		reqs = sim.TokenRequests()[from:]
+		for _, r := range reqs {
+			if r.Status == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	return reqs
+}
+
 func waitFor(t testing.TB, within time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(within)

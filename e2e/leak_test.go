@@ -16,7 +16,9 @@ import (
 // cleanup searches the process output once more for every token issued.
 func TestNoSecretReachesAnyOutput(t *testing.T) {
 	e := newEnv(t)
-	p := e.start(e.allUpstreams("admin_pprof: true"))
+	cfg := e.allUpstreams()
+	cfg.AdminPprof = true
+	p := e.start(cfg)
 	p.ready(t)
 
 	var bodies []string

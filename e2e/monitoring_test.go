@@ -35,7 +35,7 @@ func TestMonitoringQueriesOnlyExposedMetrics(t *testing.T) {
 	v := newVaultEnv(t)
 	v.seed(t)
 	v.vendors["prodoscore"].sim.SetTokenFault(&vendorsim.Fault{Status: 503, Count: 1})
-	path := v.write("monitoring.yaml", []byte(v.config("60s", v.approle(), vaultKV2Route("hgem"), vaultKV2Route("prodoscore"))))
+	path := v.writeConfig("monitoring.yaml", v.vaultConfig(time.Minute, v.approle(), vaultKV2Route("hgem"), vaultKV2Route("prodoscore")))
 	p := v.startArgs("run", "--config", path)
 	p.ready(t)
 	if r := call(t, p, "hgem"); r.StatusCode != 200 {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -23,6 +24,7 @@ import (
 	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/tokenproxy/tokenproxy/internal/config"
 	"github.com/tokenproxy/tokenproxy/internal/vendorsim"
 )
 
@@ -44,7 +46,8 @@ func TestZeroSeriesAtFirstScrape(t *testing.T) {
 		v.vendors[k].sim.SetTokenFault(&vendorsim.Fault{Hang: true})
 	}
 	// hgem shares its token through Vault, inspera keeps its own.
-	cfg := v.fleetConfig(sharingYAML(), vaultKV2Route("hgem"), vaultKV2Route("inspera")) + "    shared: false\n"
+	cfg := v.fleetConfig(vaultKV2Route("hgem"), vaultKV2Route("inspera"))
+	edit(cfg, "inspera", func(u *config.Upstream) { u.Shared = new(bool) }) // shared: false
 	p := v.start(cfg)
 	m := scrapeMetrics(t, p)
 
@@ -125,11 +128,10 @@ func TestMetricsTellProxyErrorsFromVendorErrors(t *testing.T) {
 	prodo.sim.SetTokenFault(&vendorsim.Fault{Status: 503, Count: 1})
 	slowRoute(t, inspera)
 	release := slowRoute(t, hgem)
-	blocks := func() []string {
-		return []string{e.upstreamYAML("hgem"), e.upstreamYAML("inspera", "timeout: 1s"), e.upstreamYAML("prodoscore"),
-			strings.Replace(e.upstreamYAML("prominsight"), "prominsight.json", "missing.json", 1)}
-	}
-	path := e.write("metrics.yaml", []byte(opsConfig([]string{"log_level: info"}, blocks()...)))
+	cfg := e.config("hgem", "inspera", "prodoscore", "prominsight")
+	edit(cfg, "inspera", func(u *config.Upstream) { u.Timeout.Duration = time.Second })
+	edit(cfg, "prominsight", func(u *config.Upstream) { u.Credentials = "file:" + filepath.Join(e.dir, "missing.json") })
+	path := e.writeConfig("metrics.yaml", cfg)
 	p := e.startArgs("run", "--config", path)
 	waitFor(t, 20*time.Second, "hgem, inspera and prodoscore tokens", func() bool {
 		m := scrapeMetrics(t, p)
@@ -208,13 +210,17 @@ func TestMetricsTellProxyErrorsFromVendorErrors(t *testing.T) {
 	// A rejected reload sets the gauge to 0, an accepted one back to 1,
 	// with a newer success time.
 	before, _ := m.value("tokenproxy_config_last_reload_success_timestamp_seconds")
-	e.write("metrics.yaml", []byte("upstreams: {nosuch: {type: nosuch}}\n"))
+	nosuch := newConfig()
+	unknown := config.DefaultUpstream()
+	unknown.Type = "nosuch"
+	nosuch.Upstreams["nosuch"] = unknown
+	e.writeConfig("metrics.yaml", nosuch)
 	p.cmd.Process.Signal(syscall.SIGHUP)
 	waitFor(t, 20*time.Second, "the rejected reload", func() bool {
 		v, _ := scrapeMetrics(t, p).value("tokenproxy_config_last_reload_successful")
 		return v == 0
 	})
-	e.write("metrics.yaml", []byte(opsConfig([]string{"log_level: info"}, blocks()...)))
+	e.writeConfig("metrics.yaml", cfg)
 	p.cmd.Process.Signal(syscall.SIGHUP)
 	waitFor(t, 20*time.Second, "the accepted reload", func() bool {
 		v, _ := scrapeMetrics(t, p).value("tokenproxy_config_last_reload_successful")
@@ -239,7 +245,7 @@ func TestRequestIDEndToEnd(t *testing.T) {
 		w.Header().Set("X-Request-Id", "vendor-own-id-1")
 		io.WriteString(w, "{}")
 	}))
-	p := e.start(opsConfig(nil, e.upstreamYAML("hgem")))
+	p := e.start(e.config("hgem"))
 	p.ready(t)
 	uuid := regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
 
@@ -384,7 +390,11 @@ func TestTracingToACollector(t *testing.T) {
 	e := newEnv(t)
 	col := newOTLPReceiver(t, e)
 	hgem := e.vendors["hgem"]
-	p := e.start(opsConfig([]string{"tracing:", "  endpoint: " + col.srv.URL, "  service_name: edge-proxy"}, e.upstreamYAML("hgem")))
+	cfg := e.config("hgem")
+	tracing := config.DefaultTracing()
+	tracing.Endpoint, tracing.ServiceName = col.srv.URL, "edge-proxy"
+	cfg.Tracing = &tracing
+	p := e.start(cfg)
 	p.ready(t)
 	const trace, parent = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
 	for i := range 2 {
@@ -453,7 +463,7 @@ func keys[V any](m map[string]V) []string {
 // else, JSON lines. script(1) gives `tokenproxy check` a terminal.
 func TestConsoleLogsOnATerminal(t *testing.T) {
 	e := newEnv(t)
-	path := e.write("check.yaml", []byte(opsConfig([]string{"log_level: info"}, e.upstreamYAML("hgem"))))
+	path := e.writeConfig("check.yaml", e.config("hgem"))
 	out, err := exec.Command("script", "-qec", binary+" check --config "+path, "/dev/null").CombinedOutput()
 	if err != nil {
 		t.Fatalf("script: %v\n%s", err, out)
@@ -477,13 +487,13 @@ func TestConsoleLogsOnATerminal(t *testing.T) {
 // removed loses all of its own.
 func TestReloadAddsAndForgetsZeroSeries(t *testing.T) {
 	e := newEnv(t)
-	path := e.write("reload.yaml", []byte(opsConfig(nil, e.upstreamYAML("hgem"))))
+	path := e.writeConfig("reload.yaml", e.config("hgem"))
 	p := e.startArgs("run", "--config", path)
 	p.ready(t)
 	if r := call(t, p, "hgem"); r.StatusCode != 200 {
 		t.Fatalf("hgem: %d", r.StatusCode)
 	}
-	e.write("reload.yaml", []byte(opsConfig(nil, e.upstreamYAML("inspera"))))
+	e.writeConfig("reload.yaml", e.config("inspera"))
 	p.cmd.Process.Signal(syscall.SIGHUP)
 	waitFor(t, 20*time.Second, "the reload", func() bool {
 		v, _ := scrapeMetrics(t, p).value("tokenproxy_config_reloads_total", "result", "success")

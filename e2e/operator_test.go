@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/tokenproxy/tokenproxy/internal/config"
 )
 
 // What an operator meets at the admin plane and in messages: the level
@@ -17,7 +19,7 @@ import (
 
 func TestLogLevelAnswersJSON(t *testing.T) {
 	e := newEnv(t)
-	p := e.start(opsConfig(nil, e.upstreamYAML("hgem")))
+	p := e.start(e.config("hgem"))
 	for _, r := range []*response{
 		get(t, p.admin+"/loglevel"),
 		do(t, http.MethodPut, p.admin+"/loglevel", strings.NewReader(`{"level":"warn"}`), "Content-Type", "application/json"),
@@ -33,7 +35,7 @@ func TestLogLevelAnswersJSON(t *testing.T) {
 // path in /status, and reads that file again on SIGHUP.
 func TestStatusConfigPathIsAbsolute(t *testing.T) {
 	e := newEnv(t)
-	abs := e.write("g1.yaml", []byte(opsConfig(nil, e.upstreamYAML("hgem"))))
+	abs := e.writeConfig("g1.yaml", e.config("hgem"))
 	wd, err := os.Getwd()
 	if err != nil {
 		t.Fatal(err)
@@ -65,7 +67,9 @@ func TestTokenEndpointRedirectIsNotARefusal(t *testing.T) {
 	front.Config.ErrorLog = discardLog
 	t.Cleanup(front.Close)
 	hgem := e.vendors["hgem"]
-	cfg := opsConfig([]string{"log_level: debug"}, e.upstreamYAML("hgem", "token_url: "+front.URL+"/connect/token"))
+	cfg := e.config("hgem")
+	cfg.LogLevel = "debug"
+	edit(cfg, "hgem", func(u *config.Upstream) { u.TokenURL = front.URL + "/connect/token" })
 	p := e.start(cfg)
 
 	want := "a redirect to " + other.URL + ": token_url must be the token endpoint itself"

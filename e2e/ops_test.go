@@ -21,17 +21,12 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/tokenproxy/tokenproxy/internal/config"
 	"github.com/tokenproxy/tokenproxy/internal/vendorsim"
 )
 
 // Operability (CONTRACT.md §1, §5, §6): metrics, readiness, status,
 // draining on SIGTERM, reloading on SIGHUP, and the request log.
-
-// opsConfig is a config on ephemeral loopback ports with the given
-// top-level lines and upstream blocks (from upstreamYAML).
-func opsConfig(top []string, blocks ...string) string {
-	return "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\n" + strings.Join(top, "\n") + "\nupstreams:\n" + strings.Join(blocks, "")
-}
 
 // families is one scrape of /metrics, parsed by Prometheus's own parser.
 type families map[string]*dto.MetricFamily
@@ -143,8 +138,7 @@ func TestMetricsAfterKnownTraffic(t *testing.T) {
 	}
 	inspera.sim.SetTokenFault(&vendorsim.Fault{Hang: true})
 	prodo.sim.SetTokenFault(&vendorsim.Fault{Status: 503, Count: 1})
-	path := e.write("metrics.yaml", []byte(opsConfig([]string{"log_level: info"},
-		e.upstreamYAML("hgem"), e.upstreamYAML("inspera"), e.upstreamYAML("prodoscore"))))
+	path := e.writeConfig("metrics.yaml", e.config("hgem", "inspera", "prodoscore"))
 	p := e.startArgs("run", "--config", path)
 
 	// Two callers arrive while inspera's first token request hangs: both
@@ -339,7 +333,9 @@ func TestReadyzUntilEveryUpstreamHasAToken(t *testing.T) {
 	e := newEnv(t)
 	inspera := e.vendors["inspera"]
 	inspera.sim.SetTokenFault(&vendorsim.Fault{Hang: true})
-	p := e.start(opsConfig([]string{"log_level: debug"}, e.upstreamYAML("hgem"), e.upstreamYAML("inspera")))
+	cfg := e.config("hgem", "inspera")
+	cfg.LogLevel = "debug"
+	p := e.start(cfg)
 
 	var r *response
 	waitFor(t, 20*time.Second, "hgem ready while inspera's token hangs", func() bool {
@@ -380,7 +376,9 @@ func TestStatusJSONAndPage(t *testing.T) {
 	// PROMinsight refuses the credentials with a message that holds markup.
 	e.vendors["prominsight"].sim.SetTokenFault(&vendorsim.Fault{Status: 401,
 		Body: `{"success":false,"error":"<script>alert(1)</script> Invalid credentials"}`})
-	p := e.start(opsConfig([]string{"log_level: debug"}, e.upstreamYAML("hgem"), e.upstreamYAML("prominsight")))
+	cfg := e.config("hgem", "prominsight")
+	cfg.LogLevel = "debug"
+	p := e.start(cfg)
 
 	var ups map[string]map[string]any
 	var body []byte
@@ -532,7 +530,9 @@ func TestSIGTERMDrainsThenFinishesInFlight(t *testing.T) {
 	v := e.vendors["hgem"]
 	release := slowRoute(t, v)
 	const drainDelay = 2 * time.Second
-	p := e.start(opsConfig([]string{"log_level: info", "drain_delay: 2s", "shutdown_timeout: 10s"}, e.upstreamYAML("hgem")))
+	cfg := e.config("hgem")
+	cfg.DrainDelay.Duration, cfg.ShutdownTimeout.Duration = drainDelay, 10*time.Second
+	p := e.start(cfg)
 	p.ready(t)
 	slow := startSlow(t, p, v)
 
@@ -608,7 +608,9 @@ func TestSIGTERMPastShutdownTimeout(t *testing.T) {
 	e := newEnv(t)
 	v := e.vendors["hgem"]
 	slowRoute(t, v) // never released while the proxy runs
-	p := e.start(opsConfig([]string{"log_level: info", "shutdown_timeout: 1s"}, e.upstreamYAML("hgem")))
+	cfg := e.config("hgem")
+	cfg.ShutdownTimeout.Duration = time.Second
+	p := e.start(cfg)
 	p.ready(t)
 	slow := startSlow(t, p, v)
 
@@ -670,11 +672,13 @@ func countLogged(p *proc, msg string) int {
 func TestSIGHUPReloadKeepsWarmTokens(t *testing.T) {
 	e := newEnv(t)
 	kinds := []string{"hgem", "inspera", "prominsight"}
-	configWith := func(level string, insperaExtra ...string) []byte {
-		return []byte(opsConfig([]string{"log_level: " + level},
-			e.upstreamYAML("hgem"), e.upstreamYAML("inspera", insperaExtra...), e.upstreamYAML("prominsight")))
+	configWith := func(level string, insperaTimeout time.Duration) config.Config {
+		c := e.config("hgem", "inspera", "prominsight")
+		c.LogLevel = level
+		edit(c, "inspera", func(u *config.Upstream) { u.Timeout.Duration = insperaTimeout })
+		return c
 	}
-	path := e.write("reload.yaml", configWith("info"))
+	path := e.writeConfig("reload.yaml", configWith("info", config.DefaultTimeout))
 	p := e.startArgs("run", "--config", path)
 	p.ready(t)
 
@@ -692,7 +696,7 @@ func TestSIGHUPReloadKeepsWarmTokens(t *testing.T) {
 	}
 
 	// 1. inspera's settings change, and log_level goes to warn.
-	e.write("reload.yaml", configWith("warn", "timeout: 45s"))
+	e.writeConfig("reload.yaml", configWith("warn", 45*time.Second))
 	p.cmd.Process.Signal(syscall.SIGHUP)
 	waitFor(t, 20*time.Second, "the reload", func() bool { return reloads("success") == 1 })
 	waitFor(t, 20*time.Second, "inspera's new token", func() bool {
@@ -715,7 +719,8 @@ func TestSIGHUPReloadKeepsWarmTokens(t *testing.T) {
 	tokens["inspera"], calls["inspera"] = tokenUsed(t, p, e.vendors["inspera"]), e.vendors["inspera"].sim.TokenCalls()
 
 	// 2. A config that does not validate: rejected, the running one stays.
-	e.write("reload.yaml", []byte(strings.Replace(string(configWith("warn", "timeout: 45s")), "log_level: warn", "log_level: loud\nnot_a_key: 1", 1)))
+	// A key no config has is a matter of the text: a line after the rest.
+	e.write("reload.yaml", append(yamlOf(t, configWith("loud", 45*time.Second)), "not_a_key: 1\n"...))
 	p.cmd.Process.Signal(syscall.SIGHUP)
 	waitFor(t, 20*time.Second, "the rejection", func() bool {
 		return reloads("error") == 1 && p.logged("config reload rejected; the running config stays", nil)
@@ -732,7 +737,7 @@ func TestSIGHUPReloadKeepsWarmTokens(t *testing.T) {
 
 	// 3. Back to a valid config at debug: only the log level changes. Its
 	// "config reloaded" line is the first: the reload to warn logged none.
-	e.write("reload.yaml", configWith("debug", "timeout: 45s"))
+	e.writeConfig("reload.yaml", configWith("debug", 45*time.Second))
 	p.cmd.Process.Signal(syscall.SIGHUP)
 	waitFor(t, 20*time.Second, `"config reloaded" at debug`, func() bool { return countLogged(p, "config reloaded") > 0 })
 	if n := countLogged(p, "config reloaded"); n != 1 || reloads("success") != 2 {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenproxy/tokenproxy/internal/config"
 	"github.com/tokenproxy/tokenproxy/internal/vendorsim"
 )
 
@@ -103,7 +104,8 @@ func TestPassesPathQueryAndResponseThrough(t *testing.T) {
 		fmt.Fprintf(w, "%s?%s", r.URL.EscapedPath(), r.URL.RawQuery)
 	}))
 	// base_url has a path: it stays as a prefix.
-	cfg := strings.Replace(e.allUpstreams(), "base_url: "+v.url()+"\n", "base_url: "+v.url()+"/v2\n    token_url: "+v.url()+"/connect/token\n", 1)
+	cfg := e.allUpstreams()
+	edit(cfg, "hgem", func(u *config.Upstream) { u.BaseURL, u.TokenURL = v.url()+"/v2", v.url()+"/connect/token" })
 	p := e.start(cfg)
 	r := get(t, p.data+"/hgem/echo/a%20b/c;d?z=1&a=%2F&a=2&empty=&flag")
 	if r.StatusCode != http.StatusTeapot || r.Header.Get("X-Vendor") != "kept" {
@@ -203,7 +205,9 @@ func TestReplaysOnceAfter401(t *testing.T) {
 	}))
 	// The subtests revoke tokens one after another: reauth_min_interval is
 	// kept short so that each 401 may re-mint (TestReauthBounded covers it).
-	p := e.start(configOf(e.upstreamYAML("hgem", "reauth_min_interval: 1ms")))
+	p := e.start(configOf(config.Upstreams{"hgem": e.upstream("hgem", func(u *config.Upstream) {
+		u.ReauthMinInterval.Duration = time.Millisecond
+	})}))
 	p.ready(t)
 
 	t.Run("revoked token", func(t *testing.T) {
@@ -274,11 +278,11 @@ func TestErrorContract(t *testing.T) {
 	e.writeJSON("inspera.json", map[string]string{"client_id": e.vendors["inspera"].creds["client_id"]})
 	cfg := e.allUpstreams()
 	down := closedURL(t)
-	cfg = strings.Replace(cfg, "token_url: "+e.vendors["prodoscore"].url(), "token_url: "+down, 1)
-	cfg += "  hgemdown:\n    type: hgem\n    base_url: " + down + "\n    token_url: " + e.vendors["hgem"].url() + "/connect/token\n" +
-		"    credentials: file:" + e.dir + "/hgem.json\n    ca_file: " + e.caFile + "\n"
-	cfg += "  slow:\n    type: hgem\n    base_url: " + e.vendors["hgem"].url() + "\n    timeout: 300ms\n" +
-		"    credentials: file:" + e.dir + "/hgem.json\n    ca_file: " + e.caFile + "\n"
+	edit(cfg, "prodoscore", func(u *config.Upstream) { u.TokenURL = down + e.vendors["prodoscore"].sim.TokenPath() })
+	cfg.Upstreams["hgemdown"] = e.upstream("hgem", func(u *config.Upstream) {
+		u.BaseURL, u.TokenURL = down, e.vendors["hgem"].url()+"/connect/token"
+	})
+	cfg.Upstreams["slow"] = e.upstream("hgem", func(u *config.Upstream) { u.Timeout.Duration = 300 * time.Millisecond })
 	hang := make(chan struct{})
 	defer close(hang)
 	e.vendors["hgem"].sim.HandleAPI("GET /api/slow", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -361,7 +365,7 @@ func TestValidate(t *testing.T) {
 		}
 		return code, string(out)
 	}
-	if code, out := run(e.allUpstreams()); code != 0 {
+	if code, out := run(string(yamlOf(t, e.allUpstreams()))); code != 0 {
 		t.Fatalf("valid config: exit %d: %s", code, out)
 	}
 	e.writeJSON("partial.json", map[string]string{"client_id": "x"})

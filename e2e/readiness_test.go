@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenproxy/tokenproxy/internal/config"
 	"github.com/tokenproxy/tokenproxy/internal/vendorsim"
 )
 
@@ -19,8 +20,10 @@ func TestReadinessWithOneVendorDown(t *testing.T) {
 	e := newEnv(t)
 	inspera := e.vendors["inspera"]
 	inspera.sim.SetTokenFault(&vendorsim.Fault{Hang: true})
-	p := e.start(opsConfig([]string{"log_level: info", "drain_delay: 30s"},
-		e.upstreamYAML("hgem"), e.upstreamYAML("inspera", "token_timeout: 1s")))
+	cfg := e.config("hgem", "inspera")
+	cfg.DrainDelay.Duration = 30 * time.Second
+	edit(cfg, "inspera", func(u *config.Upstream) { u.TokenTimeout.Duration = time.Second })
+	p := e.start(cfg)
 
 	waitFor(t, 20*time.Second, "hgem ready while inspera's token endpoint hangs", func() bool {
 		return get(t, p.admin+"/readyz?upstream=hgem").StatusCode == http.StatusOK

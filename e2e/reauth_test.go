@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenproxy/tokenproxy/internal/config"
 	"github.com/tokenproxy/tokenproxy/internal/vendorsim"
 )
 
@@ -20,7 +21,9 @@ func TestReauthBounded(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			e := newEnv(t)
 			v := e.vendors[kind]
-			p := e.start(configOf(e.upstreamYAML(kind, "reauth_min_interval: 3s")))
+			p := e.start(configOf(config.Upstreams{kind: e.upstream(kind, func(u *config.Upstream) {
+				u.ReauthMinInterval.Duration = 3 * time.Second
+			})}))
 			p.ready(t)
 			before := v.sim.TokenCalls()
 			v.sim.SetAPIFault(&vendorsim.Fault{Status: http.StatusUnauthorized})

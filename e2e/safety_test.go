@@ -14,12 +14,13 @@ import (
 	"net/textproto"
 	"net/url"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tokenproxy/tokenproxy/internal/config"
 )
 
 // Data-plane safety (CONTRACT.md §3): forward-proxy mode, no open proxy and
@@ -30,11 +31,12 @@ import (
 // prefixedConfig runs hgem with base_url {sim}/api, so that the simulator's
 // token endpoint (/connect/token) lies outside the base path and any escape
 // from it shows in the simulator's records.
-func prefixedConfig(e *env, top ...string) string {
+func prefixedConfig(e *env) config.Config {
 	v := e.vendors["hgem"]
-	return "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\nlog_level: debug\n" + strings.Join(top, "\n") +
-		"\nupstreams:\n" + strings.Replace(e.upstreamYAML("hgem"), "base_url: "+v.url()+"\n",
-		"base_url: "+v.url()+"/api\n    token_url: "+v.url()+"/connect/token\n", 1)
+	c := e.config("hgem")
+	c.LogLevel = "debug"
+	edit(c, "hgem", func(u *config.Upstream) { u.BaseURL, u.TokenURL = v.url()+"/api", v.url()+"/connect/token" })
+	return c
 }
 
 // hostOf is the host:port of an http(s) URL.
@@ -493,7 +495,9 @@ func TestHopByHopCannotStripInjection(t *testing.T) {
 
 func TestSlowAndOversizedHeaders(t *testing.T) {
 	e := newEnv(t)
-	p := e.start(prefixedConfig(e, "read_header_timeout: 1s"))
+	cfg := prefixedConfig(e)
+	cfg.ReadHeaderTimeout.Duration = time.Second
+	p := e.start(cfg)
 	p.ready(t)
 
 	t.Run("dribbled headers are cut off", func(t *testing.T) {
@@ -641,8 +645,8 @@ func TestSmuggling(t *testing.T) {
 		fmt.Fprint(w, n)
 	}))
 	wire := newWireUpstream(t, e)
-	cfg := prefixedConfig(e) + "  wire:\n    type: hgem\n    base_url: " + wire.url() + "\n    token_url: " + v.url() + "/connect/token\n" +
-		"    credentials: file:" + filepath.Join(e.dir, "hgem.json") + "\n    ca_file: " + e.caFile + "\n"
+	cfg := prefixedConfig(e)
+	cfg.Upstreams["wire"] = e.upstream("hgem", func(u *config.Upstream) { u.BaseURL, u.TokenURL = wire.url(), v.url()+"/connect/token" })
 	p := e.start(cfg)
 	p.ready(t)
 	host := strings.TrimPrefix(p.data, "http://")
@@ -716,6 +720,7 @@ func TestSmuggling(t *testing.T) {
 
 func TestListenersDefaultToLoopback(t *testing.T) {
 	e := newEnv(t)
+	// Its subject is a key left out: the configs are text.
 	upstreams := "upstreams:\n" + e.upstreamYAML("hgem")
 	validate := func(cfg string) (int, string) {
 		path := e.write("validate.yaml", []byte(cfg))
@@ -756,7 +761,7 @@ func TestListenersDefaultToLoopback(t *testing.T) {
 			}
 			l.Close()
 		}
-		p := e.start("log_level: debug\n" + upstreams)
+		p := e.startText("log_level: debug\n" + upstreams)
 		if p.data != "http://127.0.0.1:8080" || p.admin != "http://127.0.0.1:9901" {
 			t.Fatalf("listening on %s and %s, want the loopback defaults", p.data, p.admin)
 		}

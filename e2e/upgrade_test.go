@@ -113,7 +113,7 @@ func TestUpgradeWebSocketEachVendor(t *testing.T) {
 func TestUpgradeUpstreamClosesAndOtherProtocols(t *testing.T) {
 	e := newEnv(t)
 	v := e.vendors["hgem"]
-	p := e.start(opsConfig([]string{"log_level: info"}, e.upstreamYAML("hgem")))
+	p := e.start(e.config("hgem"))
 	p.ready(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -160,7 +160,7 @@ func TestUpgradeUpstreamClosesAndOtherProtocols(t *testing.T) {
 func TestUpgradeReplayedAfter401(t *testing.T) {
 	e := newEnv(t)
 	v := e.vendors["hgem"]
-	p := e.start(opsConfig([]string{"log_level: info"}, e.upstreamYAML("hgem")))
+	p := e.start(e.config("hgem"))
 	p.ready(t)
 	before := v.sim.TokenCalls()
 	v.sim.RevokeAll()
@@ -189,7 +189,9 @@ func TestUpgradeClosedAtShutdownTimeout(t *testing.T) {
 	e := newEnv(t)
 	v := e.vendors["hgem"]
 	const shutdownTimeout = 2 * time.Second
-	p := e.start(opsConfig([]string{"log_level: info", "shutdown_timeout: 2s"}, e.upstreamYAML("hgem")))
+	cfg := e.config("hgem")
+	cfg.ShutdownTimeout.Duration = shutdownTimeout
+	p := e.start(cfg)
 	p.ready(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -235,7 +237,9 @@ func TestUpgradeClosedAtShutdownTimeout(t *testing.T) {
 
 func TestUpgradeClosedByCallerEndsShutdownEarly(t *testing.T) {
 	e := newEnv(t)
-	p := e.start(opsConfig([]string{"log_level: info", "shutdown_timeout: 120s"}, e.upstreamYAML("hgem")))
+	cfg := e.config("hgem")
+	cfg.ShutdownTimeout.Duration = 120 * time.Second
+	p := e.start(cfg)
 	p.ready(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

@@ -21,6 +21,7 @@ import (
 
 	"github.com/hashicorp/vault/api"
 
+	"github.com/tokenproxy/tokenproxy/internal/config"
 	"github.com/tokenproxy/tokenproxy/internal/vaulttest"
 )
 
@@ -135,9 +136,9 @@ func vaultAny(m map[string]string) map[string]any {
 	return out
 }
 
-// approle is the auth block for the env's AppRole files.
-func (v *vaultEnv) approle() string {
-	return fmt.Sprintf("      method: approle\n      role_id_file: %s\n      secret_id_file: %s\n", v.roleFile, v.sidFile)
+// approle is the Vault login with the env's AppRole files.
+func (v *vaultEnv) approle() config.VaultAuth {
+	return config.VaultAuth{Method: "approle", RoleIDFile: v.roleFile, SecretIDFile: v.sidFile}
 }
 
 // vaultRoute is one upstream of a Vault test: its route name, type and reference.
@@ -155,20 +156,19 @@ func vaultKV2Routes() []vaultRoute {
 	return out
 }
 
-// config is a tokenproxy config reading its credentials from this Vault.
-func (v *vaultEnv) config(poll, auth string, routes ...vaultRoute) string {
-	s := "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\nlog_level: debug\nshutdown_timeout: 5s\n" +
-		"secrets:\n  vault:\n    address: " + v.srv.Addr() + "\n    poll_interval: " + poll + "\n    auth:\n" + auth +
-		"upstreams:\n"
+// vaultConfig is a tokenproxy config reading its credentials from this
+// Vault, polled every poll, logging in with auth; debug logs, and a
+// shutdown_timeout of 5s.
+func (v *vaultEnv) vaultConfig(poll time.Duration, auth config.VaultAuth, routes ...vaultRoute) config.Config {
+	c := newConfig()
+	c.LogLevel, c.ShutdownTimeout.Duration = "debug", 5*time.Second
+	vault := config.DefaultVault()
+	vault.Address, vault.PollInterval.Duration, vault.Auth = v.srv.Addr(), poll, auth
+	c.Secrets.Vault = &vault
 	for _, r := range routes {
-		vd := v.vendors[r.kind]
-		s += fmt.Sprintf("  %s:\n    type: %s\n    base_url: %s\n    credentials: %s\n    ca_file: %s\n",
-			r.name, r.kind, vd.url(), r.ref, v.caFile)
-		if r.kind == "prodoscore" {
-			s += fmt.Sprintf("    token_url: %s%s\n", vd.url(), vd.sim.TokenPath())
-		}
+		c.Upstreams[r.name] = v.upstream(r.kind, func(u *config.Upstream) { u.Credentials = r.ref })
 	}
-	return s
+	return c
 }
 
 // vaultCall sends kind's usual API call to route.
@@ -341,7 +341,7 @@ func TestVaultAllUpstreamsKVv2AndKVv1AppRole(t *testing.T) {
 	v := newVaultEnv(t)
 	v.seed(t)
 	routes := append(vaultKV2Routes(), vaultRoute{"inspera-kv1", "inspera", "vault:kv1/tokenproxy/inspera"})
-	p := v.start(v.config("60s", v.approle(), routes...))
+	p := v.start(v.vaultConfig(time.Minute, v.approle(), routes...))
 	p.ready(t)
 
 	for _, r := range routes {
@@ -384,7 +384,7 @@ func TestVaultTokenFile(t *testing.T) {
 	}
 	v.secrets = append(v.secrets, tok.Auth.ClientToken)
 	file := v.env.write("vault-token", []byte(tok.Auth.ClientToken+"\n"))
-	p := v.start(v.config("60s", "      method: token\n      token_file: "+file+"\n",
+	p := v.start(v.vaultConfig(time.Minute, config.VaultAuth{Method: "token", TokenFile: file},
 		vaultKV2Route("hgem"), vaultRoute{"inspera-kv1", "inspera", "vault:kv1/tokenproxy/inspera"}))
 	p.ready(t)
 	if r := vaultCall(t, p, "hgem", "hgem"); r.StatusCode != 200 {
@@ -431,7 +431,7 @@ func TestVaultRotationPickedUpWithoutAFailedRequest(t *testing.T) {
 	const poll = 500 * time.Millisecond
 	v := newVaultEnv(t)
 	v.seed(t)
-	p := v.start(v.config(poll.String(), v.approle(), vaultKV2Routes()...))
+	p := v.start(v.vaultConfig(poll, v.approle(), vaultKV2Routes()...))
 	p.ready(t)
 	hgem := v.vendors["hgem"]
 	oldGen := p.vaultStatus(t)["hgem"]["token_generation"].(float64)
@@ -520,7 +520,7 @@ func TestVaultRotationPickedUpWithoutAFailedRequest(t *testing.T) {
 func TestVaultRefusalRereadsAtOnce(t *testing.T) {
 	v := newVaultEnv(t)
 	v.seed(t)
-	p := v.start(v.config("1h", v.approle(), vaultKV2Routes()...))
+	p := v.start(v.vaultConfig(time.Hour, v.approle(), vaultKV2Routes()...))
 	p.ready(t)
 	hgem := v.vendors["hgem"]
 	reads := p.vaultReads(t, "success")
@@ -595,7 +595,7 @@ func TestVaultOutageKeepsServingAndRecovers(t *testing.T) {
 		v.vendors[k].sim.SetTokenLifetime(lifetime)
 	}
 	routes := append(vaultKV2Routes(), vaultRoute{"inspera-kv1", "inspera", "vault:kv1/tokenproxy/inspera"})
-	p := v.start(v.config("500ms", v.approle(), routes...))
+	p := v.start(v.vaultConfig(500*time.Millisecond, v.approle(), routes...))
 	p.ready(t)
 	kv1Version := p.vaultStatus(t)["inspera-kv1"]["credential_version"]
 
@@ -639,7 +639,7 @@ func TestVaultOutageKeepsServingAndRecovers(t *testing.T) {
 		return v.vendors["hgem"].sim.TokenCalls() > hgemCalls
 	})
 	for _, k := range vaultKinds {
-		for i, r := range v.vendors[k].sim.TokenRequests()[calls[k]:] {
+		for i, r := range answeredTokenRequests(t, v.vendors[k].sim, calls[k]) {
 			if r.Status != 200 {
 				t.Errorf("%s: token request %d during the outage answered %d", k, i, r.Status)
 			}
@@ -705,7 +705,7 @@ func TestVaultDownAtStart(t *testing.T) {
 	// it back on the same port later.
 	v.srv.Stop()
 	began := time.Now()
-	p := v.start(v.config("500ms", v.approle(), vaultKV2Routes()...))
+	p := v.start(v.vaultConfig(500*time.Millisecond, v.approle(), vaultKV2Routes()...))
 	listening := time.Since(began)
 
 	for _, kind := range vaultKinds {
@@ -768,7 +768,8 @@ func TestVaultBadSecretKeepsLastGood(t *testing.T) {
 	v.seed(t)
 	// Every case revokes the token in hand and wants a new one at once:
 	// reauth_min_interval is kept short (TestReauthBounded covers the bound).
-	cfg := strings.ReplaceAll(v.config("300ms", v.approle(), vaultKV2Routes()...), "    credentials: ", "    reauth_min_interval: 1ms\n    credentials: ")
+	cfg := v.vaultConfig(300*time.Millisecond, v.approle(), vaultKV2Routes()...)
+	everyUpstream(cfg, func(u *config.Upstream) { u.ReauthMinInterval.Duration = time.Millisecond })
 	p := v.start(cfg)
 	p.ready(t)
 	hgem := v.vendors["hgem"]
@@ -821,7 +822,7 @@ func TestVaultBadSecretKeepsLastGood(t *testing.T) {
 	if rz := get(t, p.admin+"/readyz"); rz.StatusCode != 200 {
 		t.Errorf("/readyz %d with a bad latest version and a good token: %s", rz.StatusCode, rz.body)
 	}
-	for i, r := range hgem.sim.TokenRequests() {
+	for i, r := range answeredTokenRequests(t, hgem.sim, 0) {
 		if r.Status != 200 {
 			t.Errorf("token request %d answered %d: the bad credentials were used", i, r.Status)
 		}

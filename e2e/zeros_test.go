@@ -7,6 +7,9 @@ import (
 	"io"
 	"net/http"
 	"testing"
+	"time"
+
+	"github.com/tokenproxy/tokenproxy/internal/config"
 )
 
 // An explicit zero is honoured by the running binary as README documents
@@ -20,7 +23,9 @@ func TestExplicitZerosHonoured(t *testing.T) {
 		n, _ := io.Copy(io.Discard, r.Body)
 		fmt.Fprintf(w, "%d", n)
 	}))
-	p := e.start(configOf(e.upstreamYAML("hgem", "replay_max_bytes: 0", "reauth_min_interval: 0s", "max_connections: 0")))
+	p := e.start(configOf(config.Upstreams{"hgem": e.upstream("hgem", func(u *config.Upstream) {
+		u.ReplayMaxBytes, u.ReauthMinInterval.Duration, u.MaxConnections = 0, 0, 0
+	})}))
 	p.ready(t)
 
 	var cfg struct {
@@ -35,13 +40,19 @@ func TestExplicitZerosHonoured(t *testing.T) {
 
 	// A body of one byte is over the limit: the 401 comes back as it is.
 	v.sim.RevokeAll()
-	calls := len(v.sim.APIRequests())
+	calls, gen := len(v.sim.APIRequests()), statusOf(t, p, "hgem").Generation
 	if r := do(t, "POST", p.data+"/hgem/api/upload", bytes.NewReader([]byte("x"))); r.StatusCode != http.StatusUnauthorized || r.Header.Get("Tokenproxy-Error") != "" {
 		t.Fatalf("POST with a body after a revocation: %d %q, want the vendor's 401", r.StatusCode, r.Header.Get("Tokenproxy-Error"))
 	}
 	if n := len(v.sim.APIRequests()) - calls; n != 1 {
 		t.Fatalf("%d attempts for a body with replay_max_bytes: 0, want 1", n)
 	}
+	// That 401 dropped the token, and a new one is fetched in the
+	// background: in hand before the next revocation, or it could outlive it.
+	waitFor(t, 10*time.Second, "the token that replaces the refused one", func() bool {
+		s := statusOf(t, p, "hgem")
+		return s.State == "ready" && s.Generation > gen
+	})
 	// Without a body the request is replayed; and with no reauth bound,
 	// each of two 401s in a row mints a new token.
 	for i := range 2 {

@@ -70,17 +70,21 @@ func DefaultUpstream() Upstream {
 	}
 }
 
-// defaultVault is a secrets.vault section that sets nothing. The address
+// DefaultVault is a secrets.vault section that sets nothing. The address
 // comes from $VAULT_ADDR, read when the file is, as the vault CLI reads it.
-func defaultVault() Vault {
+func DefaultVault() Vault {
 	return Vault{Address: os.Getenv("VAULT_ADDR"), PollInterval: Duration{DefaultPollInterval}}
 }
 
-func defaultSharing() Sharing {
+// DefaultSharing is a sharing section that sets nothing but its
+// required vault.path.
+func DefaultSharing() Sharing {
 	return Sharing{Lease: Duration{DefaultLease}, OnStoreUnavailable: DefaultOnStoreUnavailable}
 }
 
-func defaultTracing() Tracing {
+// DefaultTracing is a tracing section that sets nothing but its required
+// endpoint.
+func DefaultTracing() Tracing {
 	return Tracing{SampleRatio: DefaultSampleRatio, ServiceName: DefaultServiceName}
 }
 
@@ -125,21 +129,21 @@ func (m *Upstreams) UnmarshalYAML(n *yaml.Node) error {
 
 // UnmarshalYAML decodes the secrets.vault section over its defaults.
 func (v *Vault) UnmarshalYAML(n *yaml.Node) error {
-	*v = defaultVault()
+	*v = DefaultVault()
 	type plain Vault
 	return n.Decode((*plain)(v))
 }
 
 // UnmarshalYAML decodes the sharing section over its defaults.
 func (s *Sharing) UnmarshalYAML(n *yaml.Node) error {
-	*s = defaultSharing()
+	*s = DefaultSharing()
 	type plain Sharing
 	return n.Decode((*plain)(s))
 }
 
 // UnmarshalYAML decodes the tracing section over its defaults.
 func (t *Tracing) UnmarshalYAML(n *yaml.Node) error {
-	*t = defaultTracing()
+	*t = DefaultTracing()
 	type plain Tracing
 	return n.Decode((*plain)(t))
 }

@@ -7,8 +7,11 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/tokenproxy/tokenproxy/internal/vendor"
 )
 
 // A vendor's default scope is the setting in force when none is written, so
@@ -201,6 +204,85 @@ func TestMarshalledConfigLoadsBack(t *testing.T) {
 	want.TokenURL = "https://h/connect/token"
 	if got := back.Upstreams["h"]; !reflect.DeepEqual(got, want) {
 		t.Errorf("loaded back as\n  %+v\nwant\n  %+v", got, want)
+	}
+}
+
+// Code that builds a config (the e2e tests) starts from Defaults and the
+// sections' and entries' defaults, sets what it needs and marshals it with
+// yaml.v3: what that writes parses back as the same config, every section,
+// every kind of upstream and explicit zeros included, with the defaults
+// that depend on other keys derived as for a file that leaves them out.
+func TestDefaultsMarshalParseRoundTrip(t *testing.T) {
+	t.Setenv("VAULT_ADDR", "")
+	build := func() Config {
+		cfg := Defaults()
+		cfg.Listen, cfg.AdminListen, cfg.LogLevel = "127.0.0.1:0", "127.0.0.1:0", "debug"
+		cfg.DrainDelay.Duration = 2 * time.Second
+		cfg.AdminPprof = true
+		vault := DefaultVault()
+		vault.Address = "https://vault.example:8200"
+		vault.Auth = VaultAuth{Method: "approle", RoleIDFile: "/run/role_id", SecretIDFile: "/run/secret_id"}
+		cfg.Secrets.Vault = &vault
+		sharing := DefaultSharing()
+		sharing.Vault.Path = "secret/tokenproxy/shared"
+		cfg.Sharing = &sharing
+		tracing := DefaultTracing()
+		tracing.Endpoint = "http://127.0.0.1:4318"
+		cfg.Tracing = &tracing
+
+		cfg.Upstreams = Upstreams{}
+		entry := func(typ, base string) Upstream {
+			u := DefaultUpstream()
+			u.Type, u.BaseURL, u.Credentials = typ, base, "vault:secret/tokenproxy/"+typ
+			return u
+		}
+		for _, typ := range []string{"prominsight", "inspera", "hgem"} {
+			cfg.Upstreams[typ] = entry(typ, "https://"+typ+".example")
+		}
+		p := entry("prodoscore", "https://api.prodoscore.example")
+		p.TokenURL, p.CAFile = "https://auth.prodoscore.example/realms/p/protocol/openid-connect/token", "/etc/ca.pem"
+		cfg.Upstreams["prodoscore"] = p
+		zeros := entry("hgem", "https://hgem.example/v2")
+		zeros.ReplayMaxBytes, zeros.MaxConnections, zeros.ReauthMinInterval.Duration = 0, 0, 0
+		unshared := false
+		zeros.Shared = &unshared
+		cfg.Upstreams["zeros"] = zeros
+		o := entry("oauth2", "https://api.example")
+		o.TokenURL, o.Scope, o.Audience = "https://idp.example/token", "api:read", "https://api.example"
+		o.OAuth2 = &vendor.OAuth2{Grant: "password", AuthStyle: "body", Params: map[string]string{"resource": "api"},
+			Headers: map[string]string{"X-Api-Key": "{credential api_key}"}}
+		cfg.Upstreams["idp"] = o
+		s := entry("static", "https://weather.example")
+		s.Static = &vendor.Static{Headers: map[string]string{"X-Api-Key": "{credential api_key}"}}
+		cfg.Upstreams["weather"] = s
+		c := entry("custom", "https://api.ledger.example/v2")
+		c.Custom = &vendor.Description{
+			Token: &vendor.Request{URL: "/auth/session", Body: vendor.BodyJSON,
+				Fields: map[string]string{"keyId": "{credential key_id}", "secret": "{credential key_secret}"}},
+			Answer:  vendor.Answer{AccessToken: "result.jwt", ExpiresIn: "result.ttl"},
+			Headers: map[string]string{"Authorization": "Token {token}"},
+		}
+		cfg.Upstreams["ledger"] = c
+		return cfg
+	}
+	b, err := yaml.Marshal(build())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Parse(b)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, b)
+	}
+	got.lines = nil
+	want := build()
+	want.derive()
+	if !reflect.DeepEqual(*got, want) {
+		t.Errorf("parsed back as\n  %+v\nwant\n  %+v\nfrom:\n%s", *got, want, b)
+	}
+	// What derive filled in is there: the round trip compares something.
+	h, p := got.Upstreams["hgem"], got.Upstreams["prominsight"]
+	if h.TokenURL != "https://hgem.example/connect/token" || p.Scope != "session.read" || got.Secrets.Vault.Auth.Mount != "approle" {
+		t.Errorf("derived defaults missing: token_url %q scope %q mount %q", h.TokenURL, p.Scope, got.Secrets.Vault.Auth.Mount)
 	}
 }
 
