@@ -383,7 +383,7 @@ func TestVaultRotationAndBadVersionsThroughWatch(t *testing.T) {
 	changes, errs := make(chan Credentials, 10), make(chan error, 100)
 	w.OnChange = func(c Credentials) { changes <- c }
 	w.OnError = func(err error) {
-		h.noteErr(err)
+		h.rec.Note(err)
 		select {
 		case errs <- err:
 		default:
@@ -492,16 +492,16 @@ func TestVaultLeaksNothing(t *testing.T) {
 	h.read(context.Background(), "secret/tokenproxy/hgem")
 	vaultPutKV2(t, root, "tokenproxy/hgem", map[string]any{"api_key": "CANARY-crlf\r\n", "client_id": "CANARY-i", "client_secret": "CANARY-s"})
 	c := h.readOK(t, "secret/tokenproxy/hgem")
-	h.noteErr(Check(keysOf("hgem"), c))
-	h.noteErr(Check(keysOf("prodoscore"), c))
+	h.rec.Note(Check(keysOf("hgem"), c))
+	h.rec.Note(Check(keysOf("prodoscore"), c))
 	if err := root.Auth().Token().RevokeOrphan(h.v.client.Token()); err != nil {
 		t.Fatal(err)
 	}
 	h.readOK(t, "secret/tokenproxy/hgem")
 	srv.Stop()
 	h.read(context.Background(), "secret/tokenproxy/hgem")
-	if !strings.Contains(h.logs.String(), `"vault login failed"`) {
-		t.Errorf("the failed login was not logged:\n%s", h.logs.String())
+	if !strings.Contains(h.rec.Log.String(), `"vault login failed"`) {
+		t.Errorf("the failed login was not logged:\n%s", h.rec.Log.String())
 	}
 }
 
@@ -561,12 +561,9 @@ func TestVaultSetupScriptAndPolicy(t *testing.T) {
 // vaultHarness is one Vault under test, with what it logged and what it counted.
 type vaultHarness struct {
 	v                           *Vault
-	logs                        *testlog.Buffer
 	logins, loginErrs, renewals atomic.Int32
 	secrets                     []string // must never appear in logs or errors
-
-	mu   sync.Mutex
-	errs []string
+	rec                         testlog.Record
 }
 
 func startVault(t *testing.T) (*vaulttest.Server, *api.Client) {
@@ -592,16 +589,16 @@ func runVault(t *testing.T, srv *vaulttest.Server, a config.VaultAuth) *vaultHar
 
 func runVaultConfig(t *testing.T, srv *vaulttest.Server, cfg *config.Vault) *vaultHarness {
 	t.Helper()
-	logs := &testlog.Buffer{}
-	core := zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), logs, zapcore.DebugLevel)
+	h := &vaultHarness{secrets: []string{srv.RootToken(), "hvs.", "hvb.", "CANARY"}}
+	core := zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), &h.rec.Log, zapcore.DebugLevel)
 	v, err := NewVault(cfg, zap.New(core))
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &vaultHarness{v: v, logs: logs, secrets: []string{srv.RootToken(), "hvs.", "hvb.", "CANARY"}}
+	h.v = v
 	v.OnLogin = func(err error) {
 		if err != nil {
-			h.noteErr(err)
+			h.rec.Note(err)
 			h.loginErrs.Add(1)
 		} else {
 			h.logins.Add(1)
@@ -611,37 +608,22 @@ func runVaultConfig(t *testing.T, srv *vaulttest.Server, cfg *config.Vault) *vau
 		if err == nil {
 			h.renewals.Add(1)
 		}
-		h.noteErr(err)
+		h.rec.Note(err)
 	}
 	stop := vaultRunInBackground(t, v.Run)
 	t.Cleanup(func() {
 		stop()
-		h.mu.Lock()
-		defer h.mu.Unlock()
-		text := logs.String() + strings.Join(h.errs, "\n")
 		if t.Failed() {
-			t.Logf("tokenproxy's log:\n%s", logs.String())
+			t.Logf("tokenproxy's log:\n%s", h.rec.Log.String())
 		}
-		for _, s := range h.secrets {
-			if strings.Contains(text, s) {
-				t.Errorf("%q appears in a log line or error:\n%s", s, text)
-			}
-		}
+		h.rec.Hidden(t, h.secrets)
 	})
 	return h
 }
 
-func (h *vaultHarness) noteErr(err error) {
-	if err != nil {
-		h.mu.Lock()
-		h.errs = append(h.errs, err.Error())
-		h.mu.Unlock()
-	}
-}
-
 func (h *vaultHarness) read(ctx context.Context, path string) (Credentials, error) {
 	c, err := h.v.Secret(path).Read(ctx)
-	h.noteErr(err)
+	h.rec.Note(err)
 	return c, err
 }
 

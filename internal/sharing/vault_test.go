@@ -452,19 +452,16 @@ func startVault(t testing.TB) (*vaulttest.Server, *api.Client) {
 type loggedIn struct {
 	v         *secrets.Vault
 	tokenFile string
-	logs      *testlog.Buffer
 	logins    atomic.Int32
 	hide      []string
-
-	mu   sync.Mutex
-	errs []string
+	rec       testlog.Record
 }
 
 func logIn(t testing.TB, addr, token string) *loggedIn {
 	t.Helper()
-	h := &loggedIn{logs: &testlog.Buffer{}, tokenFile: filepath.Join(t.TempDir(), "token"), hide: []string{token, "hvs.", "CANARY"}}
+	h := &loggedIn{tokenFile: filepath.Join(t.TempDir(), "token"), hide: []string{token, "hvs.", "CANARY"}}
 	writeFile(t, h.tokenFile, token)
-	core := zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), h.logs, zapcore.DebugLevel)
+	core := zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), &h.rec.Log, zapcore.DebugLevel)
 	v, err := secrets.NewVault(&config.Vault{Address: addr, Auth: config.VaultAuth{Method: "token", Mount: "token", TokenFile: h.tokenFile}}, zap.New(core))
 	if err != nil {
 		t.Fatal(err)
@@ -473,7 +470,7 @@ func logIn(t testing.TB, addr, token string) *loggedIn {
 		if err == nil {
 			h.logins.Add(1)
 		}
-		h.note(err)
+		h.rec.Note(err)
 	}
 	h.v = v
 	ctx, cancel := context.WithCancel(context.Background())
@@ -482,24 +479,9 @@ func logIn(t testing.TB, addr, token string) *loggedIn {
 	t.Cleanup(func() {
 		cancel()
 		<-done
-		h.mu.Lock()
-		defer h.mu.Unlock()
-		text := h.logs.String() + strings.Join(h.errs, "\n")
-		for _, s := range h.hide {
-			if strings.Contains(text, s) {
-				t.Errorf("%q appears in a log line or error:\n%s", s, text)
-			}
-		}
+		h.rec.Hidden(t, h.hide)
 	})
 	return h
-}
-
-func (h *loggedIn) note(err error) {
-	if err != nil {
-		h.mu.Lock()
-		h.errs = append(h.errs, err.Error())
-		h.mu.Unlock()
-	}
 }
 
 // store is NewVault(h.v, path) whose errors h checks on cleanup.
@@ -514,19 +496,19 @@ type notedVault struct {
 
 func (n notedVault) Check(ctx context.Context) error {
 	err := n.s.Check(ctx)
-	n.h.note(err)
+	n.h.rec.Note(err)
 	return err
 }
 
 func (n notedVault) Load(ctx context.Context, name string) (Record, int, error) {
 	rec, v, err := n.s.Load(ctx, name)
-	n.h.note(err)
+	n.h.rec.Note(err)
 	return rec, v, err
 }
 
 func (n notedVault) Save(ctx context.Context, name string, rec Record, cas int) (int, error) {
 	v, err := n.s.Save(ctx, name, rec, cas)
-	n.h.note(err)
+	n.h.rec.Note(err)
 	return v, err
 }
 
