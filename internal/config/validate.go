@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/url"
 	"os"
 	"regexp"
 	"slices"
@@ -13,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tokenproxy/tokenproxy/internal/endpoint"
 	"github.com/tokenproxy/tokenproxy/internal/suggest"
 	"github.com/tokenproxy/tokenproxy/internal/vendor"
 )
@@ -149,17 +149,17 @@ func (c *Config) validateSharing(ps *Problems) {
 // spans carry no credential (a collector's own credentials go in
 // OTEL_EXPORTER_OTLP_HEADERS, never in the URL).
 func (t *Tracing) validate(ps *Problems) {
-	u, err := url.Parse(t.Endpoint)
+	err := endpoint.Check(t.Endpoint, endpoint.AnyHost)
 	switch {
 	case t.Endpoint == "":
 		ps.add("tracing.endpoint", "required: the OTLP/HTTP collector, e.g. http://127.0.0.1:4318")
-	case err != nil || u.Host == "" || u.Opaque != "" || (u.Scheme != "http" && u.Scheme != "https"):
+	case errors.Is(err, endpoint.ErrNotAbsolute) || errors.Is(err, endpoint.ErrScheme):
 		// Not echoed: a malformed URL may still hold a password.
 		ps.add("tracing.endpoint", "must be an http(s) URL, e.g. http://127.0.0.1:4318")
-	case u.User != nil:
+	case errors.Is(err, endpoint.ErrUserInfo):
 		ps.add("tracing.endpoint", "must not carry user info; put a collector's credentials in OTEL_EXPORTER_OTLP_HEADERS")
-	case u.RawQuery != "" || u.Fragment != "" || strings.ContainsAny(t.Endpoint, "?#"):
-		ps.add("tracing.endpoint", "must not have a query or fragment")
+	case err != nil:
+		ps.add("tracing.endpoint", "%s", err)
 	}
 	if r := t.SampleRatio; r < 0 || r > 1 || r != r {
 		ps.add("tracing.sample_ratio", "must be between 0 and 1")
@@ -173,7 +173,7 @@ func (t *Tracing) validate(ps *Problems) {
 // $VAULT_ADDR's, not written in the file, so that a problem says where to
 // look.
 func (v *Vault) validate(ps *Problems, fromEnv bool) {
-	u, err := url.Parse(v.Address)
+	err := endpoint.Check(v.Address, endpoint.AnyHost)
 	what := "the address"
 	if fromEnv {
 		what = "$VAULT_ADDR"
@@ -184,14 +184,18 @@ func (v *Vault) validate(ps *Problems, fromEnv bool) {
 		ps.add("secrets.vault.address", "must not be empty (leave the key out to use $VAULT_ADDR)")
 	case v.Address == "":
 		*ps = append(*ps, Problem{Path: "secrets.vault.address", Msg: "required (or set $VAULT_ADDR)", Env: "VAULT_ADDR"})
-	case err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "":
+	case errors.Is(err, endpoint.ErrNotAbsolute) || errors.Is(err, endpoint.ErrScheme):
 		// Shown without user info: a malformed URL may still hold a password.
 		ps.add("secrets.vault.address", "%s %q is not an http(s) URL", what, RedactURL(v.Address))
-	case u.User != nil:
+	case errors.Is(err, endpoint.ErrUserInfo):
 		// Every message naming the address (a failed login, a failed read,
 		// /status, check's lines) would carry it; Vault takes no
 		// credentials there anyway.
 		ps.add("secrets.vault.address", "%s must not carry user info (a name or password before @): Vault reads none from its address, and every message naming it would show it; log in with auth", what)
+	case err != nil && fromEnv:
+		ps.add("secrets.vault.address", "$VAULT_ADDR: %s", err)
+	case err != nil:
+		ps.add("secrets.vault.address", "%s", err)
 	}
 	a := v.Auth
 	switch a.Method {
@@ -233,8 +237,13 @@ func checkListen(ps *Problems, key, addr string) bool {
 		ps.add(key, "%q is not host:port", addr)
 		return false
 	}
-	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
-		ps.add(key, "%q has no valid port", addr)
+	n, err := strconv.Atoi(port)
+	switch {
+	case err != nil || strings.Trim(port, "0123456789") != "":
+		ps.add(key, "%q has no valid port: a port is a number from 0 (any free port) to 65535", addr)
+		return false
+	case n > 65535:
+		ps.add(key, "%q has no valid port: %s is out of range; a port is 0 (any free port) to 65535", addr, port)
 		return false
 	}
 	return true
@@ -278,33 +287,19 @@ func listenIP(host string) net.IP {
 	return net.ParseIP(host)
 }
 
-// checkURL accepts an absolute https URL, or http to a loopback host (for
-// local simulators); credentials must never cross a network in clear text.
+// checkURL checks a URL a credential or token is sent to (endpoint.Check,
+// LoopbackOnly): credentials must never cross a network in clear text.
 func checkURL(ps *Problems, key, raw string) {
 	if raw == "" {
 		ps.add(key, "required")
 		return
 	}
-	u, err := url.Parse(raw)
-	switch {
-	case err != nil || u.Host == "" || u.Opaque != "":
-		ps.add(key, "%q is not an absolute URL", raw)
-	case u.Scheme != "https" && !(u.Scheme == "http" && IsLoopback(u.Hostname())):
-		ps.add(key, "must use https (http is allowed only for a loopback host)")
-	case u.User != nil:
-		ps.add(key, "must not carry user info")
-	case u.RawQuery != "" || u.Fragment != "" || strings.HasSuffix(raw, "?") || strings.Contains(raw, "#"):
-		ps.add(key, "must not have a query or fragment")
+	switch err := endpoint.Check(raw, endpoint.LoopbackOnly); {
+	case errors.Is(err, endpoint.ErrNotAbsolute):
+		ps.add(key, "%q is not an absolute URL", RedactURL(raw))
+	case err != nil:
+		ps.add(key, "%s", err)
 	}
-}
-
-// IsLoopback reports whether host (no port) names this machine only.
-func IsLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // ParseRef splits a credentials reference into its source (vault, file, env)
@@ -347,10 +342,10 @@ func (c *Config) UpstreamNames() []string {
 // Warnings are accepted but worth an operator's attention.
 func (c *Config) Warnings() []Problem {
 	var ws []Problem
-	if host, _, _ := net.SplitHostPort(c.Listen); !IsLoopback(host) {
+	if host, _, _ := net.SplitHostPort(c.Listen); !endpoint.IsLoopback(host) {
 		ws = append(ws, Problem{Path: "listen", Msg: c.Listen + " is not a loopback address: anything that reaches it can call the upstreams with their credentials"})
 	}
-	if host, _, _ := net.SplitHostPort(c.AdminListen); !IsLoopback(host) {
+	if host, _, _ := net.SplitHostPort(c.AdminListen); !endpoint.IsLoopback(host) {
 		ws = append(ws, Problem{Path: "admin_listen", Msg: c.AdminListen + " is not a loopback address: anything that reaches it can read upstream state"})
 	}
 	return ws
