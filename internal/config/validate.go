@@ -63,7 +63,7 @@ func (c *Config) Validate() Problems {
 	if len(c.Upstreams) == 0 {
 		ps.add("upstreams", "at least one upstream is required")
 	}
-	usesVault := false
+	var vaultRefs []string // the credentials keys that name vault:
 	for _, name := range c.UpstreamNames() {
 		u := c.Upstreams[name]
 		p := join("upstreams", name)
@@ -77,7 +77,9 @@ func (c *Config) Validate() Problems {
 		if err != nil {
 			ps.add(p+".credentials", "%s", err)
 		}
-		usesVault = usesVault || src == "vault"
+		if src == "vault" && err == nil {
+			vaultRefs = append(vaultRefs, p+".credentials")
+		}
 		if u.Timeout.Duration <= 0 {
 			ps.add(p+".timeout", "must be positive")
 		}
@@ -103,8 +105,12 @@ func (c *Config) Validate() Problems {
 	if c.Tracing != nil {
 		c.Tracing.validate(&ps)
 	}
-	if usesVault && c.Secrets.Vault == nil {
-		ps.add("secrets.vault", "required: an upstream's credentials start with vault:")
+	if c.Secrets.Vault == nil {
+		// On the reference, not on the missing section: that has no line,
+		// and the user may have meant file: or env: there.
+		for _, key := range vaultRefs {
+			ps.add(key, "starts with vault:, but there is no secrets.vault section (Vault's address and auth) to read it with")
+		}
 	}
 	if v := c.Secrets.Vault; v != nil {
 		// Read with a file, an address not written there came from $VAULT_ADDR.
@@ -140,7 +146,8 @@ func (c *Config) validateSharing(ps *Problems) {
 		}
 	}
 	if s.Lease.Duration > 0 && s.Lease.Duration < 2*longest {
-		ps.add("sharing.lease", "%s is less than twice the token_timeout of upstream %s (%s): a holder must be able to mint and write back within its lease", s.Lease.Duration, which, longest)
+		*ps = append(*ps, Problem{Path: "sharing.lease", Also: []string{join(join("upstreams", which), "token_timeout")},
+			Msg: fmt.Sprintf("%s is less than twice the token_timeout of upstream %s (%s): a holder must be able to mint and write back within its lease", s.Lease.Duration, which, longest)})
 	}
 	checkOneOf(ps, "sharing.on_store_unavailable", s.OnStoreUnavailable, []string{"local", "fail"})
 }
