@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"regexp"
 	"slices"
@@ -346,7 +347,8 @@ func (c *Config) UpstreamNames() []string {
 	return names
 }
 
-// Warnings are accepted but worth an operator's attention.
+// Warnings are accepted but worth an operator's attention, each located
+// as Locate does.
 func (c *Config) Warnings() []Problem {
 	var ws []Problem
 	if host, _, _ := net.SplitHostPort(c.Listen); !endpoint.IsLoopback(host) {
@@ -355,8 +357,76 @@ func (c *Config) Warnings() []Problem {
 	if host, _, _ := net.SplitHostPort(c.AdminListen); !endpoint.IsLoopback(host) {
 		ws = append(ws, Problem{Path: "admin_listen", Msg: c.AdminListen + " is not a loopback address: anything that reaches it can read upstream state"})
 	}
+	ws = append(ws, c.forwardShadows()...)
+	for i := range ws {
+		ws[i] = c.Locate(ws[i])
+	}
 	return ws
 }
+
+// forwardShadows warns of upstreams that forward-proxy mode (CONTRACT.md
+// §3) cannot tell apart. A request in absolute form goes to the upstream
+// whose base_url has its host and port (no port in a base_url takes none,
+// 80 or 443) and the longest base path the request's path lies under, the
+// first by name among equals (internal/proxy, Table.forward). So where two
+// base_urls have the same host, an overlapping port and the same path, the
+// later by name is reached only by route (/{name}/...) for those requests.
+// Two accounts at one vendor are a real setup in route mode: a warning,
+// not a problem.
+func (c *Config) forwardShadows() []Problem {
+	type base struct {
+		name string
+		u    *url.URL
+	}
+	var bases []base // by name: the proxy's order among equal paths
+	for _, name := range c.UpstreamNames() {
+		if u, err := url.Parse(c.Upstreams[name].BaseURL); err == nil && u.Host != "" {
+			bases = append(bases, base{name, u})
+		}
+	}
+	var ws []Problem
+	for j, b := range bases {
+		for _, a := range bases[:j] {
+			hosts, ok := sharedHost(a.u, b.u)
+			if !ok || forwardPath(a.u) != forwardPath(b.u) {
+				continue
+			}
+			where := "under its path " + forwardPath(b.u) + "/"
+			if forwardPath(b.u) == "" {
+				where = "at any path"
+			}
+			ws = append(ws, Problem{Path: join(join("upstreams", b.name), "base_url"), Also: []string{join(join("upstreams", a.name), "base_url")},
+				Msg: fmt.Sprintf("upstreams %s and %s have the same host and path: forward-proxy requests (HTTP_PROXY) for %s %s all reach %s, the first by name; %s gets them only by route (/%s/...)",
+					a.name, b.name, hosts, where, a.name, b.name, b.name)})
+			break // one warning per shadowed upstream, naming the one that wins
+		}
+	}
+	return ws
+}
+
+// sharedHost reports whether a forward-proxy request can match both base
+// URLs' hosts, as the proxy matches them (by host name, case aside; a
+// base_url's explicit port must be the request's; none accepts none, 80
+// or 443), and names the requests that do.
+func sharedHost(a, b *url.URL) (string, bool) {
+	if !strings.EqualFold(a.Hostname(), b.Hostname()) {
+		return "", false
+	}
+	pa, pb := a.Port(), b.Port()
+	switch {
+	case pa == pb:
+		return b.Host, true
+	case pa == "" && (pb == "80" || pb == "443"):
+		return b.Host, true
+	case pb == "" && (pa == "80" || pa == "443"):
+		return a.Host, true
+	}
+	return "", false
+}
+
+// forwardPath is a base URL's path as forward-proxy matching compares it:
+// escaped, without a trailing slash.
+func forwardPath(u *url.URL) string { return strings.TrimSuffix(u.EscapedPath(), "/") }
 
 // validateVendor checks what u's vendor description asks of it: a token_url
 // where the vendor has no default, the scope rule, settings the vendor
