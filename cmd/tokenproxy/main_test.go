@@ -123,6 +123,8 @@ func TestValidate(t *testing.T) {
 			"F: valid (1 upstreams; credentials and files it points to not read (--offline))\n", ""},
 		{"credentials incomplete", strings.Replace(hgemBlock, "secrets/hgem.json", "secrets/partial.json", 1), nil, 2,
 			"", "upstreams.hgem.credentials: file:D/secrets/partial.json: missing key client_secret (line 5)\n"},
+		{"credentials file with a nested value", strings.Replace(hgemBlock, "secrets/hgem.json", "secrets/nested.yaml", 1), nil, 2,
+			"", "upstreams.hgem.credentials: file:D/secrets/nested.yaml: key client_secret, on line 3 of the file: the value is an object, not a string (line 5)\n"},
 		{"ca_file not PEM", hgemBlock + "    ca_file: secrets/hgem.json\n", nil, 2,
 			"", "upstreams.hgem.ca_file: D/secrets/hgem.json: no PEM certificate in it (line 6)\n"},
 		{"ca_file not PEM, offline", hgemBlock + "    ca_file: secrets/hgem.json\n", []string{"--offline"}, 0,
@@ -148,6 +150,7 @@ func TestValidate(t *testing.T) {
 	}
 	write(t, dir, "secrets/hgem.json", `{"api_key": "k", "client_id": "i", "client_secret": "s"}`)
 	write(t, dir, "secrets/partial.json", `{"api_key": "k", "client_id": "i"}`)
+	write(t, dir, "secrets/nested.yaml", "api_key: k\nclient_id: i\nclient_secret:\n  value: s\n")
 	t.Setenv("VAULT_ADDR", "")
 	t.Setenv("VAULT_TOKEN", "")
 	for i, c := range cases {
