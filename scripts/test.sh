@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # The project's whole test run, as CI runs it (.ci/run calls this script).
-# Needs only Go: it builds the Vault server the integration tests use (once,
-# about ten minutes, cached outside the tree) and fetches staticcheck from
-# the Go module proxy.
+# Needs Go, and root with access to Debian's mirrors where a command is
+# missing (need, below, installs its package with apt-get); it builds the
+# Vault server the integration tests use (once, about ten minutes, cached
+# outside the tree) and fetches staticcheck from the Go module proxy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n== %s\n' "$*"; }
 
-# need installs the Debian packages that provide a missing command: CI starts
-# on a machine that has only Go.
+# need installs the Debian packages that provide a missing command (as root,
+# from Debian's mirrors): CI starts on a machine that has only Go.
 need() {
 	command -v "$1" >/dev/null && return
 	echo "installing Debian's ${*:2} for $1"

@@ -123,6 +123,8 @@ func TestValidate(t *testing.T) {
 			"F: valid (1 upstreams; credentials and files it points to not read (--offline))\n", ""},
 		{"credentials incomplete", strings.Replace(hgemBlock, "secrets/hgem.json", "secrets/partial.json", 1), nil, 2,
 			"", "upstreams.hgem.credentials: file:D/secrets/partial.json: missing key client_secret (line 5)\n"},
+		{"credentials file with a nested value", strings.Replace(hgemBlock, "secrets/hgem.json", "secrets/nested.yaml", 1), nil, 2,
+			"", "upstreams.hgem.credentials: file:D/secrets/nested.yaml: key client_secret, on line 3 of the file: the value is an object, not a string (line 5)\n"},
 		{"ca_file not PEM", hgemBlock + "    ca_file: secrets/hgem.json\n", nil, 2,
 			"", "upstreams.hgem.ca_file: D/secrets/hgem.json: no PEM certificate in it (line 6)\n"},
 		{"ca_file not PEM, offline", hgemBlock + "    ca_file: secrets/hgem.json\n", []string{"--offline"}, 0,
@@ -140,10 +142,15 @@ func TestValidate(t *testing.T) {
 		{"syntax", "upstreams:\n  hgem:\n    type: hgem\n   base_url: https://x\n", nil, 2,
 			"", "F:4: not valid YAML: did not find expected key\n"},
 		{"warning", "listen: 0.0.0.0:8080\n" + hgemBlock, nil, 0,
-			"F: valid (1 upstreams)\n", "listen: warning: 0.0.0.0:8080 is not a loopback address: anything that reaches it can call the upstreams with their credentials\n"},
+			"F: valid (1 upstreams)\n", "listen: warning: 0.0.0.0:8080 is not a loopback address: anything that reaches it can call the upstreams with their credentials (line 1)\n"},
+		{"two upstreams at one host", hgemBlock + "  hgem-2:\n    type: hgem\n    base_url: https://results-api.hgem.com/\n    credentials: file:secrets/hgem.json\n", nil, 0,
+			"F: valid (2 upstreams)\n", "upstreams.hgem-2.base_url: warning: upstreams hgem and hgem-2 have the same host and path: forward-proxy requests (HTTP_PROXY) for results-api.hgem.com at any path all reach hgem, the first by name; hgem-2 gets them only by route (/hgem-2/...) (lines 8 and 4)\n"},
+		{"a port out of range", strings.Replace(hgemBlock, "hgem.com", "hgem.com:99999", 1), nil, 2,
+			"", "upstreams.hgem.base_url: port 99999 is out of range; a port is 1 to 65535 (or none, for the scheme's default) (line 4)\n"},
 	}
 	write(t, dir, "secrets/hgem.json", `{"api_key": "k", "client_id": "i", "client_secret": "s"}`)
 	write(t, dir, "secrets/partial.json", `{"api_key": "k", "client_id": "i"}`)
+	write(t, dir, "secrets/nested.yaml", "api_key: k\nclient_id: i\nclient_secret:\n  value: s\n")
 	t.Setenv("VAULT_ADDR", "")
 	t.Setenv("VAULT_TOKEN", "")
 	for i, c := range cases {

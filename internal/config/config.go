@@ -344,15 +344,36 @@ func parentKey(p string) (string, bool) {
 	return p[:last], true
 }
 
-// syntaxProblem locates a YAML syntax error on the line where the text
-// stops being YAML: the line after the longest run of whole lines, from the
-// top, that still parses (with the same parser). yaml.v3's own line is the
-// one where the enclosing block began (libyaml's context mark: an
-// indentation mistake on line 4 of a mapping opened on line 1 is reported
-// at line 1); it is kept only when the search gives up.
+// syntaxProblem names a YAML syntax error of the config file name by its
+// line (SyntaxError), in our words where we have some, else in the parser's.
 func syntaxProblem(name string, b []byte, err error) Problem {
+	line, hint := SyntaxError(b, err)
+	msg := hint
+	if msg == "" {
+		msg = strings.TrimPrefix(err.Error(), "yaml: ")
+		if _, after, ok := strings.Cut(msg, ": "); ok && strings.HasPrefix(msg, "line ") {
+			msg = after
+		}
+	}
+	where := name
+	if line > 0 {
+		where = fmt.Sprintf("%s:%d", name, line)
+	}
+	return Problem{Path: where, Msg: "not valid YAML: " + msg}
+}
+
+// SyntaxError locates err, yaml.v3's error for the text b, on the line
+// where the text stops being YAML: the line after the longest run of whole
+// lines, from the top, that still parses (with the same parser). yaml.v3's
+// own line is the one where the enclosing block began (libyaml's context
+// mark: an indentation mistake on line 4 of a mapping opened on line 1 is
+// reported at line 1); it is kept only when the search gives up. line is 0
+// when neither is known. hint, when not "", says what is wrong in words
+// built from the text's shape alone, never quoting it (a tab in the
+// indentation, a quoted string never closed), so that it is fit to show for
+// a file of secrets; the parser's own message may quote the text.
+func SyntaxError(b []byte, err error) (line int, hint string) {
 	msg := strings.TrimPrefix(err.Error(), "yaml: ")
-	line := 0
 	if rest, ok := strings.CutPrefix(msg, "line "); ok {
 		if n, after, ok := strings.Cut(rest, ": "); ok {
 			if l, convErr := strconv.Atoi(n); convErr == nil {
@@ -366,19 +387,15 @@ func syntaxProblem(name string, b []byte, err error) Problem {
 	}
 	if msg == "found unexpected end of stream" {
 		// libyaml's words for a quoted scalar that runs to the end.
-		msg = "a quoted string that starts here is never closed"
+		hint = "a quoted string that starts here is never closed"
 	}
 	if line > 0 && line <= len(lines) {
 		indent := lines[line-1][:len(lines[line-1])-len(bytes.TrimLeft(lines[line-1], " \t"))]
 		if bytes.IndexByte(indent, '\t') >= 0 {
-			msg = "a tab in the indentation; YAML indents with spaces only"
+			hint = "a tab in the indentation; YAML indents with spaces only"
 		}
 	}
-	where := name
-	if line > 0 {
-		where = fmt.Sprintf("%s:%d", name, line)
-	}
-	return Problem{Path: where, Msg: "not valid YAML: " + msg}
+	return line, hint
 }
 
 // maxProbes bounds brokenLine's search: each probe parses the text so far.

@@ -134,7 +134,7 @@ upstreams:
   Bad_Name: {type: hgem, base_url: "https://x", credentials: "file:/c.json"}
 `, []string{"upstreams.Bad_Name: route name must match", "upstreams.a.credentials: must be a reference",
 			"upstreams.b.credentials: vault reference must be", "upstreams.c.credentials: env reference",
-			"secrets.vault: required"}},
+			"upstreams.d.credentials: starts with vault:, but there is no secrets.vault section"}},
 		{"vault auth", `
 secrets:
   vault: {address: "https://v:8200", auth: {method: approle}}

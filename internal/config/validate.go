@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tokenproxy/tokenproxy/internal/endpoint"
 	"github.com/tokenproxy/tokenproxy/internal/suggest"
 	"github.com/tokenproxy/tokenproxy/internal/vendor"
 )
@@ -63,7 +64,7 @@ func (c *Config) Validate() Problems {
 	if len(c.Upstreams) == 0 {
 		ps.add("upstreams", "at least one upstream is required")
 	}
-	usesVault := false
+	var vaultRefs []string // the credentials keys that name vault:
 	for _, name := range c.UpstreamNames() {
 		u := c.Upstreams[name]
 		p := join("upstreams", name)
@@ -77,7 +78,9 @@ func (c *Config) Validate() Problems {
 		if err != nil {
 			ps.add(p+".credentials", "%s", err)
 		}
-		usesVault = usesVault || src == "vault"
+		if src == "vault" && err == nil {
+			vaultRefs = append(vaultRefs, p+".credentials")
+		}
 		if u.Timeout.Duration <= 0 {
 			ps.add(p+".timeout", "must be positive")
 		}
@@ -103,8 +106,12 @@ func (c *Config) Validate() Problems {
 	if c.Tracing != nil {
 		c.Tracing.validate(&ps)
 	}
-	if usesVault && c.Secrets.Vault == nil {
-		ps.add("secrets.vault", "required: an upstream's credentials start with vault:")
+	if c.Secrets.Vault == nil {
+		// On the reference, not on the missing section: that has no line,
+		// and the user may have meant file: or env: there.
+		for _, key := range vaultRefs {
+			ps.add(key, "starts with vault:, but there is no secrets.vault section (Vault's address and auth) to read it with")
+		}
 	}
 	if v := c.Secrets.Vault; v != nil {
 		// Read with a file, an address not written there came from $VAULT_ADDR.
@@ -140,7 +147,8 @@ func (c *Config) validateSharing(ps *Problems) {
 		}
 	}
 	if s.Lease.Duration > 0 && s.Lease.Duration < 2*longest {
-		ps.add("sharing.lease", "%s is less than twice the token_timeout of upstream %s (%s): a holder must be able to mint and write back within its lease", s.Lease.Duration, which, longest)
+		*ps = append(*ps, Problem{Path: "sharing.lease", Also: []string{join(join("upstreams", which), "token_timeout")},
+			Msg: fmt.Sprintf("%s is less than twice the token_timeout of upstream %s (%s): a holder must be able to mint and write back within its lease", s.Lease.Duration, which, longest)})
 	}
 	checkOneOf(ps, "sharing.on_store_unavailable", s.OnStoreUnavailable, []string{"local", "fail"})
 }
@@ -149,17 +157,17 @@ func (c *Config) validateSharing(ps *Problems) {
 // spans carry no credential (a collector's own credentials go in
 // OTEL_EXPORTER_OTLP_HEADERS, never in the URL).
 func (t *Tracing) validate(ps *Problems) {
-	u, err := url.Parse(t.Endpoint)
+	err := endpoint.Check(t.Endpoint, endpoint.AnyHost)
 	switch {
 	case t.Endpoint == "":
 		ps.add("tracing.endpoint", "required: the OTLP/HTTP collector, e.g. http://127.0.0.1:4318")
-	case err != nil || u.Host == "" || u.Opaque != "" || (u.Scheme != "http" && u.Scheme != "https"):
+	case errors.Is(err, endpoint.ErrNotAbsolute) || errors.Is(err, endpoint.ErrScheme):
 		// Not echoed: a malformed URL may still hold a password.
 		ps.add("tracing.endpoint", "must be an http(s) URL, e.g. http://127.0.0.1:4318")
-	case u.User != nil:
+	case errors.Is(err, endpoint.ErrUserInfo):
 		ps.add("tracing.endpoint", "must not carry user info; put a collector's credentials in OTEL_EXPORTER_OTLP_HEADERS")
-	case u.RawQuery != "" || u.Fragment != "" || strings.ContainsAny(t.Endpoint, "?#"):
-		ps.add("tracing.endpoint", "must not have a query or fragment")
+	case err != nil:
+		ps.add("tracing.endpoint", "%s", err)
 	}
 	if r := t.SampleRatio; r < 0 || r > 1 || r != r {
 		ps.add("tracing.sample_ratio", "must be between 0 and 1")
@@ -173,7 +181,7 @@ func (t *Tracing) validate(ps *Problems) {
 // $VAULT_ADDR's, not written in the file, so that a problem says where to
 // look.
 func (v *Vault) validate(ps *Problems, fromEnv bool) {
-	u, err := url.Parse(v.Address)
+	err := endpoint.Check(v.Address, endpoint.AnyHost)
 	what := "the address"
 	if fromEnv {
 		what = "$VAULT_ADDR"
@@ -184,14 +192,18 @@ func (v *Vault) validate(ps *Problems, fromEnv bool) {
 		ps.add("secrets.vault.address", "must not be empty (leave the key out to use $VAULT_ADDR)")
 	case v.Address == "":
 		*ps = append(*ps, Problem{Path: "secrets.vault.address", Msg: "required (or set $VAULT_ADDR)", Env: "VAULT_ADDR"})
-	case err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "":
+	case errors.Is(err, endpoint.ErrNotAbsolute) || errors.Is(err, endpoint.ErrScheme):
 		// Shown without user info: a malformed URL may still hold a password.
 		ps.add("secrets.vault.address", "%s %q is not an http(s) URL", what, RedactURL(v.Address))
-	case u.User != nil:
+	case errors.Is(err, endpoint.ErrUserInfo):
 		// Every message naming the address (a failed login, a failed read,
 		// /status, check's lines) would carry it; Vault takes no
 		// credentials there anyway.
 		ps.add("secrets.vault.address", "%s must not carry user info (a name or password before @): Vault reads none from its address, and every message naming it would show it; log in with auth", what)
+	case err != nil && fromEnv:
+		ps.add("secrets.vault.address", "$VAULT_ADDR: %s", err)
+	case err != nil:
+		ps.add("secrets.vault.address", "%s", err)
 	}
 	a := v.Auth
 	switch a.Method {
@@ -233,8 +245,13 @@ func checkListen(ps *Problems, key, addr string) bool {
 		ps.add(key, "%q is not host:port", addr)
 		return false
 	}
-	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
-		ps.add(key, "%q has no valid port", addr)
+	n, err := strconv.Atoi(port)
+	switch {
+	case err != nil || strings.Trim(port, "0123456789") != "":
+		ps.add(key, "%q has no valid port: a port is a number from 0 (any free port) to 65535", addr)
+		return false
+	case n > 65535:
+		ps.add(key, "%q has no valid port: %s is out of range; a port is 0 (any free port) to 65535", addr, port)
 		return false
 	}
 	return true
@@ -278,33 +295,19 @@ func listenIP(host string) net.IP {
 	return net.ParseIP(host)
 }
 
-// checkURL accepts an absolute https URL, or http to a loopback host (for
-// local simulators); credentials must never cross a network in clear text.
+// checkURL checks a URL a credential or token is sent to (endpoint.Check,
+// LoopbackOnly): credentials must never cross a network in clear text.
 func checkURL(ps *Problems, key, raw string) {
 	if raw == "" {
 		ps.add(key, "required")
 		return
 	}
-	u, err := url.Parse(raw)
-	switch {
-	case err != nil || u.Host == "" || u.Opaque != "":
-		ps.add(key, "%q is not an absolute URL", raw)
-	case u.Scheme != "https" && !(u.Scheme == "http" && IsLoopback(u.Hostname())):
-		ps.add(key, "must use https (http is allowed only for a loopback host)")
-	case u.User != nil:
-		ps.add(key, "must not carry user info")
-	case u.RawQuery != "" || u.Fragment != "" || strings.HasSuffix(raw, "?") || strings.Contains(raw, "#"):
-		ps.add(key, "must not have a query or fragment")
+	switch err := endpoint.Check(raw, endpoint.LoopbackOnly); {
+	case errors.Is(err, endpoint.ErrNotAbsolute):
+		ps.add(key, "%q is not an absolute URL", RedactURL(raw))
+	case err != nil:
+		ps.add(key, "%s", err)
 	}
-}
-
-// IsLoopback reports whether host (no port) names this machine only.
-func IsLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // ParseRef splits a credentials reference into its source (vault, file, env)
@@ -344,17 +347,86 @@ func (c *Config) UpstreamNames() []string {
 	return names
 }
 
-// Warnings are accepted but worth an operator's attention.
+// Warnings are accepted but worth an operator's attention, each located
+// as Locate does.
 func (c *Config) Warnings() []Problem {
 	var ws []Problem
-	if host, _, _ := net.SplitHostPort(c.Listen); !IsLoopback(host) {
+	if host, _, _ := net.SplitHostPort(c.Listen); !endpoint.IsLoopback(host) {
 		ws = append(ws, Problem{Path: "listen", Msg: c.Listen + " is not a loopback address: anything that reaches it can call the upstreams with their credentials"})
 	}
-	if host, _, _ := net.SplitHostPort(c.AdminListen); !IsLoopback(host) {
+	if host, _, _ := net.SplitHostPort(c.AdminListen); !endpoint.IsLoopback(host) {
 		ws = append(ws, Problem{Path: "admin_listen", Msg: c.AdminListen + " is not a loopback address: anything that reaches it can read upstream state"})
+	}
+	ws = append(ws, c.forwardShadows()...)
+	for i := range ws {
+		ws[i] = c.Locate(ws[i])
 	}
 	return ws
 }
+
+// forwardShadows warns of upstreams that forward-proxy mode (CONTRACT.md
+// §3) cannot tell apart. A request in absolute form goes to the upstream
+// whose base_url has its host and port (no port in a base_url takes none,
+// 80 or 443) and the longest base path the request's path lies under, the
+// first by name among equals (internal/proxy, Table.forward). So where two
+// base_urls have the same host, an overlapping port and the same path, the
+// later by name is reached only by route (/{name}/...) for those requests.
+// Two accounts at one vendor are a real setup in route mode: a warning,
+// not a problem.
+func (c *Config) forwardShadows() []Problem {
+	type base struct {
+		name string
+		u    *url.URL
+	}
+	var bases []base // by name: the proxy's order among equal paths
+	for _, name := range c.UpstreamNames() {
+		if u, err := url.Parse(c.Upstreams[name].BaseURL); err == nil && u.Host != "" {
+			bases = append(bases, base{name, u})
+		}
+	}
+	var ws []Problem
+	for j, b := range bases {
+		for _, a := range bases[:j] {
+			hosts, ok := sharedHost(a.u, b.u)
+			if !ok || forwardPath(a.u) != forwardPath(b.u) {
+				continue
+			}
+			where := "under its path " + forwardPath(b.u) + "/"
+			if forwardPath(b.u) == "" {
+				where = "at any path"
+			}
+			ws = append(ws, Problem{Path: join(join("upstreams", b.name), "base_url"), Also: []string{join(join("upstreams", a.name), "base_url")},
+				Msg: fmt.Sprintf("upstreams %s and %s have the same host and path: forward-proxy requests (HTTP_PROXY) for %s %s all reach %s, the first by name; %s gets them only by route (/%s/...)",
+					a.name, b.name, hosts, where, a.name, b.name, b.name)})
+			break // one warning per shadowed upstream, naming the one that wins
+		}
+	}
+	return ws
+}
+
+// sharedHost reports whether a forward-proxy request can match both base
+// URLs' hosts, as the proxy matches them (by host name, case aside; a
+// base_url's explicit port must be the request's; none accepts none, 80
+// or 443), and names the requests that do.
+func sharedHost(a, b *url.URL) (string, bool) {
+	if !strings.EqualFold(a.Hostname(), b.Hostname()) {
+		return "", false
+	}
+	pa, pb := a.Port(), b.Port()
+	switch {
+	case pa == pb:
+		return b.Host, true
+	case pa == "" && (pb == "80" || pb == "443"):
+		return b.Host, true
+	case pb == "" && (pa == "80" || pa == "443"):
+		return a.Host, true
+	}
+	return "", false
+}
+
+// forwardPath is a base URL's path as forward-proxy matching compares it:
+// escaped, without a trailing slash.
+func forwardPath(u *url.URL) string { return strings.TrimSuffix(u.EscapedPath(), "/") }
 
 // validateVendor checks what u's vendor description asks of it: a token_url
 // where the vendor has no default, the scope rule, settings the vendor

@@ -1,16 +1,17 @@
 package vendor
 
 import (
+	"errors"
 	"fmt"
-	"net"
 	"net/http"
-	"net/url"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/tokenproxy/tokenproxy/internal/endpoint"
 )
 
 // Problem is one thing wrong with a description, at a key path relative to
@@ -132,22 +133,14 @@ func checkTokenURL(ps *problems, path, raw string) {
 		}
 		return
 	}
-	u, err := url.Parse(raw)
-	switch {
-	case err != nil || u.Host == "" || u.Opaque != "":
+	switch err := endpoint.Check(raw, endpoint.LoopbackOnly); {
+	case errors.Is(err, endpoint.ErrNotAbsolute):
 		ps.add(path, "%q is neither a path after base_url (/oauth/token) nor an absolute URL", raw)
-	case u.Scheme != "https" && !(u.Scheme == "http" && isLoopback(u.Hostname())):
-		ps.add(path, "must use https (http is allowed only for a loopback host)")
-	case u.User != nil:
-		ps.add(path, "must not carry user info")
-	case u.RawQuery != "" || u.Fragment != "" || strings.ContainsAny(raw, "?#"):
+	case errors.Is(err, endpoint.ErrQuery):
 		ps.add(path, "must not have a query or fragment (use query for parameters)")
+	case err != nil:
+		ps.add(path, "%s", err)
 	}
-}
-
-func isLoopback(host string) bool {
-	ip := net.ParseIP(host)
-	return host == "localhost" || ip != nil && ip.IsLoopback()
 }
 
 var pathRE = regexp.MustCompile(`^[^.\s]+(\.[^.\s]+)*$`)
