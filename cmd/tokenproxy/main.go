@@ -251,10 +251,7 @@ func validate(c *command, args []string, stdout, stderr io.Writer) int {
 	if !c.needConfig(*path, stderr) {
 		return exitUsage
 	}
-	cfg, ps := config.Inspect(*path)
-	if cfg != nil && !*offline {
-		ps = append(ps, daemon.LocalProblems(cfg, daemon.Options{})...)
-	}
+	cfg, ps := daemon.Validate(*path, daemon.Options{}, !*offline)
 	if *offline {
 		// Away from where it runs, an environment variable the config
 		// relies on is not a problem of the file: say so, and go on.

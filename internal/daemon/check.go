@@ -138,11 +138,26 @@ func ended(ctx context.Context, budget time.Duration, what string, err error) er
 	return fmt.Errorf("%s within token_timeout (%s): %w", what, budget, err)
 }
 
+// Validate reads the config at path and returns every problem `tokenproxy
+// validate` reports, each on its key path with its line: the file's own
+// (config.Inspect) and, with local, what the file points to on this machine
+// (LocalProblems). The config is nil when the file could not be decoded.
+// validate and every reload call it, so that a reload rejects exactly what
+// validate rejects (CONTRACT.md §1).
+func Validate(path string, opt Options, local bool) (*config.Config, config.Problems) {
+	cfg, ps := config.Inspect(path)
+	if cfg != nil && local {
+		ps = append(ps, LocalProblems(cfg, opt)...)
+	}
+	return cfg, ps
+}
+
 // LocalProblems checks, as the daemon would load them and without touching
 // the network, what cfg points to on this machine: each upstream's ca_file
 // and file: or env: credentials (every key the type needs), and Vault's
 // ca_file. Vault itself is not contacted. Problems are on their key paths,
-// for `tokenproxy validate`.
+// for `tokenproxy validate`, a reload (through Validate) and start-up.
+// Vault credentials are not checked: that needs the network.
 func LocalProblems(cfg *config.Config, opt Options) config.Problems {
 	opt.defaults()
 	var ps config.Problems

@@ -13,7 +13,9 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -118,6 +120,22 @@ func (d *Daemon) start() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	cfg := d.cfg
+	// The checks of validate and of a reload, in their words. Credentials
+	// that cannot be read do not stop the process (CONTRACT.md §1: that
+	// upstream answers 503 until they can be, and its watch keeps trying);
+	// anything else (a CA bundle) is a bad config.
+	var bad config.Problems
+	for _, p := range LocalProblems(cfg, d.opt) {
+		if strings.HasSuffix(p.Path, ".credentials") {
+			d.log.Error("credentials unavailable at start; the upstream answers 503 until they can be read",
+				zap.String("problem", p.String()))
+			continue
+		}
+		bad = append(bad, p)
+	}
+	if len(bad) > 0 {
+		return &bad
+	}
 	vault, stop, err := startVault(cfg.Secrets.Vault, d.log, d.metrics)
 	if err != nil {
 		return err
@@ -251,7 +269,9 @@ func (d *Daemon) table() *proxy.Table {
 // It returns the exit code: 1 when a listener cannot be bound, in which
 // case no credential was read and no vendor called (CONTRACT.md §6: a pod
 // crash-looping on a busy port must not hit every token endpoint on every
-// restart).
+// restart); 2 when a file the config points to fails validate's checks
+// (a CA bundle; credentials that cannot be read are logged, and the
+// process runs).
 func (d *Daemon) Run(ctx context.Context, signals <-chan os.Signal) int {
 	defer d.flushLog()
 	defer d.log.Sync()
@@ -274,6 +294,9 @@ func (d *Daemon) Run(ctx context.Context, signals <-chan os.Signal) int {
 		adm.Close()
 		d.log.Error("cannot start", zap.Error(err))
 		d.closeAll()
+		if _, bad := err.(*config.Problems); bad {
+			return 2 // what validate rejects (CONTRACT.md §1: 2, a bad config)
+		}
 		return 1
 	}
 	dataSrv := d.server(d.proxy)
@@ -380,16 +403,21 @@ func (d *Daemon) reload() {
 }
 
 func (d *Daemon) apply() error {
-	cfg, err := config.Load(d.path)
-	if err != nil {
-		return err
-	}
+	// What validate rejects, a reload rejects, with the same words: the
+	// file's problems and what it points to on this machine (credentials,
+	// CA bundles), read before anything running is touched.
+	cfg, ps := Validate(d.path, d.opt, true)
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if ps = d.newProblems(cfg, ps); len(ps) > 0 {
+		return &ps
+	}
 	p := planReload(d.cfg, cfg)
+	cfg, _ = inForce(d.cfg, cfg)
 	if len(p.AtRestart) > 0 {
 		d.log.Warn("changes to these settings take effect only at restart", zap.Strings("keys", p.AtRestart))
 	}
+	var err error
 	vault, stopVault := d.vault, func() {}
 	if p.Vault {
 		if vault, stopVault, err = startVault(cfg.Secrets.Vault, d.log, d.metrics); err != nil {
@@ -436,6 +464,33 @@ func (d *Daemon) apply() error {
 		prevStopVault()
 	}
 	return nil
+}
+
+// newProblems is ps without the problems the running config has as well:
+// a file that an upstream the reload keeps as it is (or an unchanged
+// secrets.vault) points to. Rejecting the reload for those would protect
+// nothing and hold back every other change (reverting to the config in
+// force included), so they are logged instead, as at start. d.mu held.
+func (d *Daemon) newProblems(cfg *config.Config, ps config.Problems) config.Problems {
+	var out config.Problems
+	for _, p := range ps {
+		if cfg != nil && d.hasToo(cfg, p.Path) {
+			d.log.Warn("not rejected: the config in force has this problem too", zap.String("problem", p.String()))
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// hasToo reports whether the key at path is one the running config has
+// alike in cfg, together with everything it is read with.
+func (d *Daemon) hasToo(cfg *config.Config, path string) bool {
+	if rest, ok := strings.CutPrefix(path, "upstreams."); ok {
+		name, _, _ := strings.Cut(rest, ".")
+		return keep(d.cfg, cfg, name)
+	}
+	return strings.HasPrefix(path, "secrets.vault.") && reflect.DeepEqual(cfg.Secrets.Vault, d.cfg.Secrets.Vault)
 }
 
 func (d *Daemon) config() *config.Config {

@@ -133,3 +133,37 @@ func TestReloadPlan(t *testing.T) {
 		})
 	}
 }
+
+// What a reload puts in force keeps the running value of every setting
+// that waits for a restart, and takes the file's for the rest; a second
+// reload of the same file still names what is pending.
+func TestInForceKeepsRestartOnlySettings(t *testing.T) {
+	base := "upstreams:\n  a: {type: hgem, base_url: \"https://a\", credentials: \"env:A\"}\n"
+	running := mustParse(t, base)
+	file := mustParse(t, "listen: 127.0.0.1:1\nadmin_listen: 127.0.0.1:2\nread_header_timeout: 3s\n"+
+		"tracing: {endpoint: \"http://127.0.0.1:4318\"}\nlog_level: debug\ndrain_delay: 3s\n"+base)
+	next, pending := inForce(running, file)
+	keys := make([]string, len(restartOnly))
+	for i, s := range restartOnly {
+		keys[i] = s.key
+		got, was := reflect.ValueOf(s.field(next)).Elem().Interface(), reflect.ValueOf(s.field(running)).Elem().Interface()
+		if !reflect.DeepEqual(got, was) {
+			t.Errorf("%s in force: %v, want the running %v", s.key, got, was)
+		}
+	}
+	if !reflect.DeepEqual(pending, keys) {
+		t.Errorf("pending %v, want %v", pending, keys)
+	}
+	if next.LogLevel != "debug" || next.DrainDelay != file.DrainDelay || !reflect.DeepEqual(next.Upstreams, file.Upstreams) {
+		t.Errorf("settings a reload applies: log_level %q, drain_delay %v: want the file's", next.LogLevel, next.DrainDelay)
+	}
+	if file.Listen != "127.0.0.1:1" {
+		t.Errorf("inForce changed the config it was given: listen %q", file.Listen)
+	}
+	if _, again := inForce(next, file); !reflect.DeepEqual(again, keys) {
+		t.Errorf("a second reload of the same file: pending %v, want %v", again, keys)
+	}
+	if _, none := inForce(running, mustParse(t, base)); none != nil {
+		t.Errorf("no change: pending %v", none)
+	}
+}

@@ -54,20 +54,38 @@ func planReload(old, cfg *config.Config) plan {
 	p.Vault = !reflect.DeepEqual(cfg.Secrets.Vault, old.Secrets.Vault)
 	p.CheckSharing = p.Vault || !reflect.DeepEqual(cfg.Sharing, old.Sharing)
 	p.LogLevel = cfg.LogLevel != old.LogLevel
-	for _, k := range []struct {
-		key     string
-		changed bool
-	}{
-		{"listen", cfg.Listen != old.Listen},
-		{"admin_listen", cfg.AdminListen != old.AdminListen},
-		{"read_header_timeout", cfg.ReadHeaderTimeout != old.ReadHeaderTimeout},
-		{"tracing", !reflect.DeepEqual(cfg.Tracing, old.Tracing)},
-	} {
-		if k.changed {
-			p.AtRestart = append(p.AtRestart, k.key)
+	_, p.AtRestart = inForce(old, cfg)
+	return p
+}
+
+// restartOnly are the settings that only a restart applies: the listeners
+// are bound, their servers built and the tracer started once, at start.
+// field reaches the setting in a config, as a pointer.
+var restartOnly = []struct {
+	key   string
+	field func(*config.Config) any
+}{
+	{"listen", func(c *config.Config) any { return &c.Listen }},
+	{"admin_listen", func(c *config.Config) any { return &c.AdminListen }},
+	{"read_header_timeout", func(c *config.Config) any { return &c.ReadHeaderTimeout }},
+	{"tracing", func(c *config.Config) any { return &c.Tracing }},
+}
+
+// inForce is cfg as a reload from running puts it in force: every
+// restart-only setting keeps running's value, so that /config shows what
+// serves (README: "the config in force"). pending are the keys whose value
+// in cfg waits for a restart, in restartOnly's order; a later reload from
+// the config returned names them again while the file still differs.
+func inForce(running, cfg *config.Config) (next *config.Config, pending []string) {
+	c := *cfg
+	for _, s := range restartOnly {
+		have, want := reflect.ValueOf(s.field(running)).Elem(), reflect.ValueOf(s.field(&c)).Elem()
+		if !reflect.DeepEqual(have.Interface(), want.Interface()) {
+			pending = append(pending, s.key)
+			want.Set(have)
 		}
 	}
-	return p
+	return &c, pending
 }
 
 // keep reports whether upstream name may keep its running cache, and so its

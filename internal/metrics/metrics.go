@@ -7,7 +7,9 @@
 // scrape, at zero (CONTRACT.md §5), so that increase() and rate() see the
 // first event: the packages that record a family declare its label values
 // when an upstream starts (InitRoutes, InitTokens, InitSecrets, InitVault),
-// and Forget drops an upstream that a reload removed.
+// and Forget drops an upstream that a reload removed. An upstream that a
+// reload keeps or rebuilds keeps every series and count: only Forget
+// deletes series of an upstream.
 package metrics
 
 import (
@@ -175,7 +177,9 @@ func (m *Metrics) InitRoutes(upstreams, upstreamErrors, noUpstreamErrors []strin
 // InitTokens creates the zero series of an upstream's token cache: fetches
 // by result, their histogram, failures by reason, re-auths, coalesced waits,
 // and, for a shared upstream (shared non-nil), its shared-token results.
-// An upstream that no longer shares loses its shared-token series.
+// Series that exist keep their counts: an upstream that a reload rebuilt
+// (or that no longer shares) is still the same upstream, and a counter
+// that dropped to 0 would read as a reset.
 func (m *Metrics) InitTokens(upstream string, reasons, shared []string) {
 	if m == nil {
 		return
@@ -189,21 +193,18 @@ func (m *Metrics) InitTokens(upstream string, reasons, shared []string) {
 	}
 	m.Reauth.WithLabelValues(upstream)
 	m.Coalesced.WithLabelValues(upstream)
-	if shared == nil {
-		m.SharedTokens.DeletePartialMatch(prometheus.Labels{"upstream": upstream})
-	}
 	for _, r := range shared {
 		m.SharedTokens.WithLabelValues(upstream, r)
 	}
 }
 
 // InitSecrets creates the zero series of an upstream's credential reads
-// from source; those of another source it read before are dropped.
+// from source. Those of another source it read before stay, with their
+// counts, as InitTokens keeps its series: only Forget drops an upstream's.
 func (m *Metrics) InitSecrets(upstream, source string) {
 	if m == nil {
 		return
 	}
-	m.SecretReads.DeletePartialMatch(prometheus.Labels{"upstream": upstream})
 	for _, r := range results {
 		m.SecretReads.WithLabelValues(upstream, source, r)
 	}

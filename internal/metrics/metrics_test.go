@@ -81,13 +81,14 @@ func TestZeroSeriesAndForget(t *testing.T) {
 	}
 	check("declared")
 
-	// b stops sharing and reads from Vault now; then a is removed.
+	// b stops sharing and reads from Vault now: its series stay, and the
+	// new source's are added; then a is removed.
 	m.InitTokens("b", []string{"refused", "timeout"}, nil)
 	m.InitSecrets("b", "vault")
 	if v := testutil.ToFloat64(m.SecretReads.WithLabelValues("b", "vault", "error")); v != 0 {
 		t.Fatal(v)
 	}
-	counts["tokenproxy_shared_token_total"] = 2
+	counts["tokenproxy_secret_reads_total"] = 6
 	check("b changed")
 	m.Forget("a")
 	for name, n := range counts {
@@ -96,6 +97,81 @@ func TestZeroSeriesAndForget(t *testing.T) {
 		}
 	}
 	counts["tokenproxy_proxy_errors_total"] = 2
-	counts["tokenproxy_shared_token_total"] = 0
+	counts["tokenproxy_secret_reads_total"] = 4 // b's file and vault reads
 	check("a forgotten")
+}
+
+// An upstream that a reload rebuilds is declared again, with whatever
+// changed (its source, its reasons, whether it shares): no series of it
+// loses its count, in any family with an upstream label; only Forget drops
+// them.
+func TestDeclaredAgainKeepsCounts(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := New(reg, Build{})
+	declare := func(source string, shared []string) {
+		m.InitRoutes([]string{"b"}, []string{"upstream_timeout"}, nil)
+		m.InitTokens("b", []string{"refused"}, shared)
+		m.InitSecrets("b", source)
+	}
+	declare("file", []string{"hit", "error"})
+	// One event in every family with an upstream label.
+	m.Request("b", 200, "upstream_timeout", time.Millisecond)
+	done := m.Started("b")
+	m.TokenFetch("b", "refused", time.Millisecond)
+	m.TokenExpiresAt("b", time.Now().Add(time.Hour))
+	m.Reauthed("b")
+	m.SecretRead("b", "file", errors.New("gone"))
+	m.CoalescedWait("b")
+	m.Replayed("b")
+	m.SharedToken("b", "hit")
+	before := seriesOf(t, reg, "b")
+	families := map[string]bool{}
+	for k := range before {
+		families[strings.SplitN(k, "{", 2)[0]] = true
+	}
+	if len(families) != 13 {
+		t.Fatalf("%d families with an upstream label recorded, want 13: %v", len(families), families)
+	}
+
+	declare("vault", nil)
+	declare("env", []string{"minted"})
+	after := seriesOf(t, reg, "b")
+	for k, v := range before {
+		if got, ok := after[k]; !ok || got != v {
+			t.Errorf("%s: %v (present %v) after b was declared again, was %v", k, got, ok, v)
+		}
+	}
+	done()
+}
+
+// seriesOf is every series of upstream in reg, with its value (a
+// histogram's: its count).
+func seriesOf(t *testing.T, reg *prometheus.Registry, upstream string) map[string]float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		for _, mt := range mf.GetMetric() {
+			key, of := mf.GetName()+"{", false
+			for _, l := range mt.GetLabel() {
+				key += l.GetName() + "=" + l.GetValue() + ","
+				of = of || (l.GetName() == "upstream" && l.GetValue() == upstream)
+			}
+			if !of {
+				continue
+			}
+			switch {
+			case mt.Counter != nil:
+				out[key+"}"] = mt.Counter.GetValue()
+			case mt.Gauge != nil:
+				out[key+"}"] = mt.Gauge.GetValue()
+			case mt.Histogram != nil:
+				out[key+"}"] = float64(mt.Histogram.GetSampleCount())
+			}
+		}
+	}
+	return out
 }
