@@ -341,6 +341,20 @@ func (h *Handler) modifyResponse(resp *http.Response) error {
 func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	x := exchangeOf(r.Context())
 	name := x.route.Name
+	if sw, ok := w.(*statusWriter); ok && sw.hijacked {
+		// The caller's connection was taken over for a protocol switch
+		// and writing the 101 to it failed: the caller is gone as well.
+		x.switched = false
+		panic(http.ErrAbortHandler)
+	}
+	if r.Context().Err() != nil {
+		// The caller went away (net/http cancels the context when its
+		// connection closes, or is half-closed): no answer may go out, not
+		// even the empty 200 net/http would send for a handler that wrote
+		// nothing. Aborting closes the connection; ServeHTTP's deferred
+		// code still logs and counts the request, as 499.
+		panic(http.ErrAbortHandler)
+	}
 	var be *broker.Error
 	switch {
 	case errors.As(err, &be):
@@ -352,8 +366,6 @@ func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 		e.write(w)
 	case errors.Is(err, errHeaderTimeout):
 		writeError(w, http.StatusGatewayTimeout, CodeUpstreamTimeout, name+": the upstream did not answer within "+x.route.Timeout.String(), name)
-	case r.Context().Err() != nil:
-		// The caller went away; nobody reads an answer (logged as 499).
 	case x.switched:
 		// The upstream answered 101 but the switch could not be completed
 		// (another protocol than the one asked for, or the caller's
@@ -395,6 +407,7 @@ type statusWriter struct {
 	errCode  string // Tokenproxy-Error, when tokenproxy answered (Error.write)
 	bytes    int64
 	onHijack func(net.Conn) // set for requests that ask to switch protocols
+	hijacked bool
 }
 
 func (s *statusWriter) WriteHeader(code int) {
