@@ -428,6 +428,19 @@ func TestRedirectsAreRewrittenNotFollowed(t *testing.T) {
 		if r.StatusCode != 302 || r.Header.Get("Location") != want["own"] || r2.StatusCode != 302 || r2.Header.Get("Location") != want["attacker"] {
 			t.Errorf("got %d %q and %d %q", r.StatusCode, r.Header.Get("Location"), r2.StatusCode, r2.Header.Get("Location"))
 		}
+		// A client using the proxy (curl -L with http_proxy) follows the
+		// rewritten Location through it, in absolute form: it names the
+		// proxy itself and is routed by its path, by IP and as localhost.
+		port := hostPort(t, p.data)
+		own, _, _ := strings.Cut(want["own"], "#") // a client sends no fragment
+		for _, loc := range []string{own, strings.Replace(own, "127.0.0.1", "localhost", 1)} {
+			before := len(v.sim.APIRequests())
+			r := rawOnce(t, p, rawGET(loc, hostOf(t, v.url())))
+			reqs := v.sim.APIRequests()
+			if r.StatusCode == http.StatusForbidden || len(reqs) != before+1 || reqs[len(reqs)-1].Path != "/api/visits/1001" {
+				t.Errorf("following %s through the proxy (port %s): %d %s, want it routed to /api/visits/1001", loc, port, r.StatusCode, r.body)
+			}
+		}
 	})
 	att.check(t)
 }

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
@@ -172,7 +173,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var err *Error
-	if r.URL.IsAbs() {
+	if r.URL.IsAbs() && !h.addressedToSelf(r) {
 		x.route, x.target, err = h.table.Load().forward(r)
 	} else {
 		x.route, x.target, err = h.table.Load().byRoute(r)
@@ -277,19 +278,67 @@ func logPath(r *http.Request) string {
 }
 
 // localOrigin is how the caller reaches this proxy, for rewriting Location:
-// the configured listen address, or the request's Host when the proxy
-// listens on every interface.
+// the configured listen address, or, when the proxy listens on every
+// interface, the request's Host (in forward-proxy mode that is the
+// upstream's, so the address the connection came in on).
 func (h *Handler) localOrigin(r *http.Request) string {
 	host, port, err := net.SplitHostPort(h.listen)
+	local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
 	if err == nil && host != "" && host != "0.0.0.0" && host != "::" {
 		// Port 0 asks the kernel for a port: "host:0" reaches nothing, the
 		// address this connection came in on does.
-		if a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok && port == "0" {
-			return "http://" + a.String()
+		if local != nil && port == "0" {
+			return "http://" + local.String()
 		}
 		return "http://" + h.listen
 	}
+	if r.URL.IsAbs() && local != nil {
+		return "http://" + local.String()
+	}
 	return "http://" + r.Host
+}
+
+// addressedToSelf reports whether an absolute-form request names
+// tokenproxy's own data plane: http, and host and port those of the
+// configured listen address or of the address the connection came in on
+// (localhost too, for a loopback address). A client using tokenproxy as its
+// HTTP proxy sends a rewritten Location (http://{listen}/{name}/...) so;
+// it is routed as the path alone would be.
+func (h *Handler) addressedToSelf(r *http.Request) bool {
+	if r.URL.Scheme != "http" || r.URL.User != nil {
+		return false
+	}
+	host, port := r.URL.Hostname(), r.URL.Port()
+	if port == "" {
+		port = "80"
+	}
+	addrs := []string{h.listen}
+	if a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+		addrs = append(addrs, a.String())
+	}
+	for _, a := range addrs {
+		ah, ap, err := net.SplitHostPort(a)
+		if err != nil || ap != port || ah == "" {
+			continue
+		}
+		ip, err := netip.ParseAddr(ah)
+		switch {
+		case err != nil:
+			if strings.EqualFold(ah, host) {
+				return true
+			}
+		case ip.IsUnspecified():
+		case strings.EqualFold(host, "localhost"):
+			if ip.IsLoopback() {
+				return true
+			}
+		default:
+			if hip, err := netip.ParseAddr(host); err == nil && hip == ip {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // callerCredentials are the headers removed from every outbound request,

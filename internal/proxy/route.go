@@ -12,7 +12,7 @@ import (
 // and query are taken from the request line as the caller wrote them, so
 // that they reach the upstream byte for byte; the Host header plays no part.
 func (t *Table) byRoute(r *http.Request) (*Route, *url.URL, *Error) {
-	path, query, _ := strings.Cut(r.RequestURI, "?")
+	path, query := requestTarget(r)
 	if path == "*" {
 		// OPTIONS * (RFC 9110 §9.3.7), or the preface of HTTP/2 with prior
 		// knowledge, which net/http hands over as PRI *.
@@ -41,6 +41,25 @@ func (t *Table) byRoute(r *http.Request) (*Route, *url.URL, *Error) {
 	return rt, u, nil
 }
 
+// requestTarget is the escaped path and the raw query of the request line
+// as the caller wrote them; in absolute form, what follows the authority
+// (an empty path is /).
+func requestTarget(r *http.Request) (path, query string) {
+	target := r.RequestURI
+	if r.URL.IsAbs() {
+		_, rest, _ := strings.Cut(target, "://")
+		target = "/"
+		if i := strings.IndexAny(rest, "/?"); i >= 0 {
+			target = rest[i:]
+		}
+		if strings.HasPrefix(target, "?") {
+			target = "/" + target
+		}
+	}
+	path, query, _ = strings.Cut(target, "?")
+	return path, query
+}
+
 // forward handles a request in absolute form (a client that uses tokenproxy
 // as its HTTP_PROXY): the host must be an upstream's base_url host, and the
 // path, forwarded as written, must lie under that base_url's path.
@@ -54,15 +73,7 @@ func (t *Table) forward(r *http.Request) (*Route, *url.URL, *Error) {
 	if r.URL.Host == "" {
 		return nil, nil, badRequest("the URL has no host")
 	}
-	// The path and query as written: what follows the authority.
-	_, rest, _ := strings.Cut(r.RequestURI, "://")
-	path, query := "/", ""
-	if i := strings.IndexAny(rest, "/?"); i >= 0 {
-		path, query, _ = strings.Cut(rest[i:], "?")
-		if path == "" {
-			path = "/"
-		}
-	}
+	path, query := requestTarget(r)
 	var hostMatch *Route
 	for _, rt := range t.sorted() {
 		if !sameHost(rt.Base, r.URL) {

@@ -1,0 +1,181 @@
+package proxy
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tokenproxy/tokenproxy/internal/metrics"
+)
+
+// seenRequest is what the recording upstream received.
+type seenRequest struct {
+	method, path string
+	header       http.Header
+	body         string
+	bodyErr      error
+	trailer      http.Header
+}
+
+// recRig is a data plane (a real listener, with metrics and a log) in front
+// of an HTTPS upstream that records every request it gets and answers with
+// answer (200 "ok" when nil).
+type recRig struct {
+	h    *Handler
+	srv  *httptest.Server
+	logs *observer.ObservedLogs
+	base *url.URL
+
+	mu     sync.Mutex
+	seen   []seenRequest
+	answer http.HandlerFunc
+}
+
+func newRecRig(t *testing.T, basePath string, answer http.HandlerFunc) *recRig {
+	t.Helper()
+	g := &recRig{answer: answer}
+	up := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		g.mu.Lock()
+		g.seen = append(g.seen, seenRequest{method: r.Method, path: r.URL.EscapedPath(), header: r.Header.Clone(),
+			body: string(b), bodyErr: err, trailer: r.Trailer.Clone()})
+		g.mu.Unlock()
+		if g.answer != nil {
+			g.answer(w, r)
+			return
+		}
+		io.WriteString(w, "ok")
+	}))
+	t.Cleanup(up.Close)
+	g.base, _ = url.Parse(up.URL + basePath)
+	tr := NewClient(up.Client().Transport.(*http.Transport))
+	t.Cleanup(tr.CloseIdleConnections)
+	route := &Route{Name: "up", Base: g.base, KeyHeaders: []string{"Hgem-Api-Key"}, Tokens: &switchTokens{}, Transport: tr,
+		Timeout: 10 * time.Second, ReplayMaxBytes: 1 << 20}
+	core, logs := observer.New(zap.InfoLevel)
+	g.logs = logs
+	g.h = New(NewTable([]*Route{route}), "127.0.0.1:0", metrics.New(prometheus.NewRegistry(), metrics.Build{Version: "test"}), zap.New(core))
+	g.srv = httptest.NewServer(g.h)
+	t.Cleanup(g.srv.Close)
+	return g
+}
+
+func (g *recRig) requests() []seenRequest {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return append([]seenRequest(nil), g.seen...)
+}
+
+func (g *recRig) addr() string { return g.srv.Listener.Addr().String() }
+
+// raw sends req as written on a new connection and reads one answer.
+func (g *recRig) raw(t *testing.T, req string) (*http.Response, string) {
+	t.Helper()
+	c, err := net.Dial("tcp", g.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, req); err != nil {
+		t.Fatal(err)
+	}
+	method, _, _ := strings.Cut(req, " ")
+	resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: method})
+	if err != nil {
+		t.Fatalf("%q: %v", req, err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, string(b)
+}
+
+// A client using tokenproxy as its HTTP proxy follows a rewritten Location
+// (http://{listen}/{name}/...) through the proxy, in absolute form: that
+// names tokenproxy itself, and is routed as the path alone would be, by the
+// address the connection came in on (the configured port is 0 here) and as
+// localhost. Any other port is another host.
+func TestAbsoluteFormToSelfIsRoutedByPath(t *testing.T) {
+	g := newRecRig(t, "/base", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/base/redir" {
+			w.Header().Set("Location", "/base/foo?x=1")
+			w.WriteHeader(http.StatusFound)
+		}
+	})
+	_, port, _ := net.SplitHostPort(g.addr())
+	// The redirect, asked in forward-proxy mode, names the proxy itself.
+	resp, _ := g.raw(t, "GET http://"+g.base.Host+"/base/redir HTTP/1.1\r\nHost: "+g.base.Host+"\r\n\r\n")
+	loc := resp.Header.Get("Location")
+	if resp.StatusCode != http.StatusFound || loc != "http://"+g.addr()+"/up/foo?x=1" {
+		t.Fatalf("redirect: %d Location %q", resp.StatusCode, loc)
+	}
+	for _, target := range []string{loc, "http://localhost:" + port + "/up/foo?x=1", "http://127.0.0.1:" + port + "?x=1"} {
+		resp, body := g.raw(t, "GET "+target+" HTTP/1.1\r\nHost: elsewhere.example\r\n\r\n")
+		seen := g.requests()
+		last := seen[len(seen)-1]
+		want := "/base/foo"
+		if strings.HasSuffix(target, port+"?x=1") {
+			// No path: "/" names no upstream.
+			if resp.StatusCode != http.StatusNotFound || resp.Header.Get("Tokenproxy-Error") != CodeUnknownUpstream {
+				t.Errorf("%s: %d %s, want 404 unknown_upstream", target, resp.StatusCode, body)
+			}
+			continue
+		}
+		if resp.StatusCode != http.StatusOK || last.path != want {
+			t.Errorf("%s: %d %s, upstream saw %s, want 200 from %s", target, resp.StatusCode, body, last.path, want)
+		}
+	}
+	other, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other.Close()
+	for _, target := range []string{"http://" + other.Addr().String() + "/up/foo", "http://localhost.:" + port + "/up/foo", "http://user@" + g.addr() + "/up/foo"} {
+		resp, body := g.raw(t, "GET "+target+" HTTP/1.1\r\nHost: x\r\n\r\n")
+		if resp.StatusCode != http.StatusForbidden && resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("%s: %d %s, want it refused as another host", target, resp.StatusCode, body)
+		}
+	}
+}
+
+func TestAddressedToSelf(t *testing.T) {
+	cases := []struct {
+		listen, target string
+		want           bool
+	}{
+		{"127.0.0.1:8080", "http://127.0.0.1:8080/up/x", true},
+		{"127.0.0.1:8080", "http://localhost:8080/up/x", true},
+		{"127.0.0.1:8080", "http://LOCALHOST:8080/up/x", true},
+		{"127.0.0.1:8080", "http://127.0.0.1:8081/up/x", false},
+		{"127.0.0.1:8080", "http://127.0.0.1/up/x", false},
+		{"127.0.0.1:8080", "https://127.0.0.1:8080/up/x", false},
+		{"127.0.0.1:8080", "http://10.0.0.1:8080/up/x", false},
+		{"127.0.0.1:80", "http://127.0.0.1/up/x", true},
+		{"[::1]:8080", "http://[::1]:8080/up/x", true},
+		{"[::1]:8080", "http://[0:0::1]:8080/up/x", true},
+		{"[::1]:8080", "http://localhost:8080/up/x", true},
+		{"localhost:8080", "http://localhost:8080/up/x", true},
+		{"10.0.0.1:8080", "http://localhost:8080/up/x", false},
+		{"10.0.0.1:8080", "http://10.0.0.1:8080/up/x", true},
+		{"0.0.0.0:8080", "http://0.0.0.0:8080/up/x", false},
+		{"0.0.0.0:8080", "http://localhost:8080/up/x", false},
+	}
+	for _, c := range cases {
+		h := &Handler{listen: c.listen}
+		if got := h.addressedToSelf(mustRequest(t, c.target)); got != c.want {
+			t.Errorf("listen %s, %s: %v, want %v", c.listen, c.target, got, c.want)
+		}
+	}
+}
