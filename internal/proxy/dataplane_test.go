@@ -12,10 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
-
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tokenproxy/tokenproxy/internal/metrics"
 )
@@ -176,6 +176,51 @@ func TestAddressedToSelf(t *testing.T) {
 		h := &Handler{listen: c.listen}
 		if got := h.addressedToSelf(mustRequest(t, c.target)); got != c.want {
 			t.Errorf("listen %s, %s: %v, want %v", c.listen, c.target, got, c.want)
+		}
+	}
+}
+
+// A request body the caller framed badly is the caller's fault: 400
+// bad_request naming the problem, the connection closed after it, never
+// 502 upstream_unreachable nor an upstream error in the log; whether the
+// body was being read whole (up to ReplayMaxBytes) or streamed.
+func TestMalformedCallerBodyIs400(t *testing.T) {
+	cases := []struct{ name, body, want string }{
+		{"bad chunk line", "ZZ\r\nabc\r\n0\r\n\r\n", "invalid byte in chunk length"},
+		{"bare LF", "3\nabc\r\n0\r\n\r\n", "chunked line ends with bare LF"},
+		{"oversized chunk length", "ffffffffffffffffffff\r\nabc\r\n0\r\n\r\n", "chunk length too large"},
+		{"bad chunk after streaming began", "8\r\n12345678\r\nZZ\r\n", "invalid byte in chunk length"},
+	}
+	for _, streamed := range []bool{false, true} {
+		g := newRecRig(t, "", nil)
+		if streamed {
+			g.h.table.Load().byName["up"].ReplayMaxBytes = 4
+		}
+		for i, c := range cases {
+			req := "POST /up/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + c.body
+			resp, body := g.raw(t, req)
+			if resp.StatusCode != http.StatusBadRequest || resp.Header.Get("Tokenproxy-Error") != CodeBadRequest ||
+				!strings.Contains(body, "request body") || !strings.Contains(body, c.want) || !resp.Close {
+				t.Errorf("%s (streamed %v): %d %q close %v, want 400 bad_request naming %q, connection closed",
+					c.name, streamed, resp.StatusCode, body, resp.Close, c.want)
+			}
+			waitUntil(t, "the log line", func() bool { return g.logs.FilterMessage("request").Len() == i+1 })
+			if line := g.logs.FilterMessage("request").All()[i].ContextMap(); line["error"] != CodeBadRequest {
+				t.Errorf("%s: logged %v", c.name, line)
+			}
+		}
+		if n := g.logs.FilterMessage("upstream unreachable").Len(); n != 0 {
+			t.Errorf("streamed %v: a malformed caller body blamed on the upstream %d times", streamed, n)
+		}
+		if !streamed && len(g.requests()) != 0 {
+			t.Errorf("a body read whole before sending reached the upstream: %+v", g.requests())
+		}
+		m := g.h.metrics
+		if n := testutil.ToFloat64(m.ProxyErrors.WithLabelValues("up", CodeUnreachable)); n != 0 {
+			t.Errorf("streamed %v: %v counted as upstream_unreachable", streamed, n)
+		}
+		if n := testutil.ToFloat64(m.ProxyErrors.WithLabelValues("up", CodeBadRequest)); n != float64(len(cases)) {
+			t.Errorf("streamed %v: %v counted as bad_request, want %d", streamed, n, len(cases))
 		}
 	}
 }

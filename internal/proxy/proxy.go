@@ -405,7 +405,13 @@ func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 		panic(http.ErrAbortHandler)
 	}
 	var be *broker.Error
+	var bodyErr *BodyError
 	switch {
+	case errors.As(err, &bodyErr):
+		// The body's framing cannot be trusted, nor what follows it on the
+		// connection.
+		w.Header().Set("Connection", "close")
+		writeError(w, http.StatusBadRequest, CodeBadRequest, bodyErr.Error(), name)
 	case errors.As(err, &be):
 		status := http.StatusServiceUnavailable
 		if be.Code == broker.CodeTokenEndpoint {

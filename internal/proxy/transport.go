@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -31,6 +32,11 @@ type injector struct {
 func (in *injector) RoundTrip(req *http.Request) (*http.Response, error) {
 	x := exchangeOf(req.Context())
 	rt := x.route
+	var cb *callerBody
+	if req.Body != nil && req.Body != http.NoBody {
+		cb = &callerBody{rc: req.Body}
+		req.Body = cb
+	}
 	replayable, err := bufferBody(req, rt.ReplayMaxBytes)
 	if err != nil {
 		return nil, err
@@ -40,6 +46,13 @@ func (in *injector) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	resp, err := in.send(req, x, tok.Header.SetOn)
+	if err != nil && cb != nil {
+		// Request.Write hides the body's error from the upstream
+		// connection's; the caller's body failing is the caller's fault.
+		if be := cb.err.Load(); be != nil {
+			err = be
+		}
+	}
 	if err != nil || resp.StatusCode != http.StatusUnauthorized {
 		return resp, err
 	}
@@ -173,6 +186,34 @@ func bufferBody(req *http.Request, max int64) (bool, error) {
 	req.TransferEncoding = nil
 	return true, nil
 }
+
+// BodyError is a failure to read the caller's request body (malformed
+// chunked framing, a connection that broke off): the caller's fault, never
+// the upstream's, answered 400 when no answer has started.
+type BodyError struct{ Err error }
+
+func (e *BodyError) Error() string { return "the request body could not be read: " + e.Err.Error() }
+func (e *BodyError) Unwrap() error { return e.Err }
+
+// callerBody is the caller's request body as the transport reads it: its
+// read errors become *BodyError, and the first is kept, as Request.Write
+// does not pass it on in a form errors.As finds.
+type callerBody struct {
+	rc  io.ReadCloser
+	err atomic.Pointer[BodyError]
+}
+
+func (b *callerBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	if err != nil && err != io.EOF {
+		be := &BodyError{Err: err}
+		b.err.CompareAndSwap(nil, be)
+		return n, be
+	}
+	return n, err
+}
+
+func (b *callerBody) Close() error { return b.rc.Close() }
 
 type readCloser struct {
 	io.Reader
