@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -221,6 +222,41 @@ func TestMalformedCallerBodyIs400(t *testing.T) {
 		}
 		if n := testutil.ToFloat64(m.ProxyErrors.WithLabelValues("up", CodeBadRequest)); n != float64(len(cases)) {
 			t.Errorf("streamed %v: %v counted as bad_request, want %d", streamed, n, len(cases))
+		}
+	}
+}
+
+// An upstream that answers 101 to a request that asked for no protocol
+// switch, or switches to another protocol than the one asked for, gets its
+// connection closed, and the caller 502 upstream_unreachable saying so,
+// never a tunnel.
+func TestUnaskedSwitchIsRefused(t *testing.T) {
+	closed := make(chan string, 4)
+	g := newRecRig(t, "", func(w http.ResponseWriter, r *http.Request) {
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer c.Close()
+		io.WriteString(brw, "HTTP/1.1 101 Switching Protocols\r\n"+strings.ReplaceAll(r.Header.Get("X-Answer"), `\n`, "\r\n")+"\r\ntunnel bytes")
+		brw.Flush()
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, err = io.Copy(io.Discard, brw)
+		closed <- fmt.Sprint(err)
+	})
+	cases := []struct{ name, asked, answer, want string }{
+		{"no Upgrade asked nor named", "", "", "asked for no protocol switch"},
+		{"no Upgrade asked", "", "Connection: Upgrade\r\nUpgrade: websocket\r\n", "asked for no protocol switch"},
+		{"another protocol", "Connection: Upgrade\r\nUpgrade: websocket\r\n", "Connection: Upgrade\r\nUpgrade: h2c\r\n", `switched to protocol \"h2c\" (101) though the request asked for \"websocket\"`},
+	}
+	for _, c := range cases {
+		resp, body := g.raw(t, "GET /up/x HTTP/1.1\r\nHost: x\r\n"+c.asked+"X-Answer: "+strings.ReplaceAll(c.answer, "\r\n", "\\n")+"\r\n\r\n")
+		if resp.StatusCode != http.StatusBadGateway || resp.Header.Get("Tokenproxy-Error") != CodeUnreachable || !strings.Contains(body, c.want) {
+			t.Errorf("%s: %d %q, want 502 upstream_unreachable saying %q", c.name, resp.StatusCode, body, c.want)
+		}
+		if err := <-closed; err != "<nil>" {
+			t.Errorf("%s: the upstream's connection was not closed: %s", c.name, err)
 		}
 	}
 }

@@ -406,7 +406,11 @@ func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 	}
 	var be *broker.Error
 	var bodyErr *BodyError
+	var switchErr *SwitchError
 	switch {
+	case errors.As(err, &switchErr):
+		h.log.Warn("protocol switch refused", zap.String("upstream", name), zap.String("error", switchErr.Error()))
+		writeError(w, http.StatusBadGateway, CodeUnreachable, name+": "+switchErr.Error(), name)
 	case errors.As(err, &bodyErr):
 		// The body's framing cannot be trusted, nor what follows it on the
 		// connection.
@@ -422,9 +426,8 @@ func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 	case errors.Is(err, errHeaderTimeout):
 		writeError(w, http.StatusGatewayTimeout, CodeUpstreamTimeout, name+": the upstream did not answer within "+x.route.Timeout.String(), name)
 	case x.switched:
-		// The upstream answered 101 but the switch could not be completed
-		// (another protocol than the one asked for, or the caller's
-		// connection failed).
+		// The upstream answered the 101 asked for, but the caller's
+		// connection could not be taken over.
 		h.log.Warn("protocol switch failed", zap.String("upstream", name), zap.String("error", shortError(err)))
 		writeError(w, http.StatusBadGateway, CodeUnreachable, name+": the upstream's protocol switch failed: "+shortError(err), name)
 	default:

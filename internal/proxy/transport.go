@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -145,6 +146,9 @@ func (in *injector) send(req *http.Request, x *exchange, inject func(http.Header
 	resp, err := rt.Transport.RoundTripUntil(out, deadline)
 	x.attempts++
 	x.upstreamTime += time.Since(start)
+	if err == nil && resp.StatusCode == http.StatusSwitchingProtocols {
+		err = checkSwitch(out.Header, resp)
+	}
 	if span != nil {
 		switch {
 		case errors.Is(err, errHeaderTimeout):
@@ -159,6 +163,29 @@ func (in *injector) send(req *http.Request, x *exchange, inject func(http.Header
 		}
 	}
 	return resp, err
+}
+
+// SwitchError is an upstream's 101 that the request did not ask for: no
+// Upgrade at all, or another protocol than the one named (RFC 9110 §15.2.2:
+// a server switches only to a protocol the client listed).
+type SwitchError struct{ Asked, Got string }
+
+func (e *SwitchError) Error() string {
+	if e.Asked == "" {
+		return "the upstream switched protocols (101) though the request asked for no protocol switch"
+	}
+	return "the upstream switched to protocol " + strconv.QuoteToASCII(e.Got) + " (101) though the request asked for " + strconv.Quote(e.Asked)
+}
+
+// checkSwitch refuses a 101 the request did not ask for, closing the
+// upstream's connection (which would otherwise become a tunnel).
+func checkSwitch(h http.Header, resp *http.Response) error {
+	asked, got := upgradeType(h), upgradeType(resp.Header)
+	if asked != "" && printable(got) && strings.EqualFold(asked, got) {
+		return nil
+	}
+	resp.Body.Close()
+	return &SwitchError{Asked: asked, Got: got}
 }
 
 // bufferBody keeps a body of at most max bytes in memory so that it can be
