@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -257,6 +258,65 @@ func TestUnaskedSwitchIsRefused(t *testing.T) {
 		}
 		if err := <-closed; err != "<nil>" {
 			t.Errorf("%s: the upstream's connection was not closed: %s", c.name, err)
+		}
+	}
+}
+
+// The caller's headers that could impersonate or steer on some upstream
+// framework never reach it: every X-Forwarded-*, X-Original-URL,
+// X-Rewrite-URL, and any spelling of a credential header that a CGI/WSGI
+// framework reads as the same (case, "_" for "-"). Names merely like them
+// pass.
+func TestSteeringAndCredentialHeadersRemoved(t *testing.T) {
+	g := newRecRig(t, "", nil)
+	removed := []string{
+		"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Forwarded-Port", "X-Forwarded-Prefix",
+		"X-Forwarded-Server", "X-Forwarded-Ssl", "x-forwarded-anything", "X_Forwarded_For", "X-FORWARDED_HOST",
+		"Forwarded", "X-Original-URL", "x-original-url", "X-Rewrite-URL", "X_Rewrite_Url",
+		"Authorization", "Proxy-Authorization", "Proxy_Authorization", "AUTHORIZATION",
+		"hgem-api-key", "hgem_api_key", "HGEM_API_KEY", "Hgem-Api_Key",
+	}
+	kept := []string{"X-Forwarded", "X-Forwardedfor", "X-Original-Urls", "Authorization-Hint", "Hgem-Api-Keys", "X-Caller"}
+	req := "GET /up/x HTTP/1.1\r\nHost: x\r\n"
+	for _, h := range append(append([]string(nil), removed...), kept...) {
+		req += h + ": caller-" + h + "\r\n"
+	}
+	resp, body := g.raw(t, req+"\r\n")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+	got := g.requests()[0].header
+	for k, vs := range got {
+		for _, v := range vs {
+			if strings.HasPrefix(v, "caller-") && !slices.Contains(kept, strings.TrimPrefix(v, "caller-")) {
+				t.Errorf("the upstream got the caller's %s: %s", k, v)
+			}
+		}
+	}
+	for _, k := range kept {
+		if v := got.Get(k); v != "caller-"+k {
+			t.Errorf("%s: the upstream got %q, want the caller's", k, v)
+		}
+	}
+	if a, k := got.Values("Authorization"), got.Values("Hgem-Api-Key"); len(a) != 1 || a[0] != "Bearer "+tokenCanary || len(k) != 1 || k[0] != keyCanary {
+		t.Errorf("injected: Authorization %d values, Hgem-Api-Key %d values, want the token's alone", len(a), len(k))
+	}
+}
+
+func TestSameName(t *testing.T) {
+	for _, c := range []struct {
+		a, b string
+		want bool
+	}{
+		{"Hgem-Api-Key", "hgem_api_key", true},
+		{"PROXY_AUTHORIZATION", "Proxy-Authorization", true},
+		{"Authorization", "Authorisation", false},
+		{"Authorization", "Authorization_", false},
+		{"a-b", "a_b", true},
+		{"a-b", "a.b", false},
+	} {
+		if got := sameName(c.a, c.b); got != c.want {
+			t.Errorf("sameName(%q, %q) = %v", c.a, c.b, got)
 		}
 	}
 }

@@ -341,25 +341,81 @@ func (h *Handler) addressedToSelf(r *http.Request) bool {
 	return false
 }
 
-// callerCredentials are the headers removed from every outbound request,
-// besides the route's KeyHeaders.
-var callerCredentials = []string{"Authorization", "Proxy-Authorization", "Forwarded"}
+// callerHeaders are the caller's headers removed from every outbound
+// request, besides the route's KeyHeaders and every X-Forwarded-*: the
+// credentials, and those that some frameworks take to say who called or
+// which URL was asked (X-Original-URL and X-Rewrite-URL override the path
+// in IIS and Symfony). Names match with "_" read as "-": CGI and WSGI
+// map both to the same variable (HTTP_PROXY_AUTHORIZATION).
+var callerHeaders = []string{"Authorization", "Proxy-Authorization", "Forwarded", "X-Original-URL", "X-Rewrite-URL"}
+
+// forwardedPrefix starts the names of the headers proxies add to say whom
+// they forwarded for (X-Forwarded-For, -Host, -Proto, -Port, -Prefix, ...).
+const forwardedPrefix = "x-forwarded-"
+
+// stripped reports whether the caller's header named k is removed before
+// the request goes to rt's upstream.
+func (rt *Route) stripped(k string) bool {
+	if len(k) >= len(forwardedPrefix) && sameName(k[:len(forwardedPrefix)], forwardedPrefix) {
+		return true
+	}
+	for _, c := range callerHeaders {
+		if sameName(k, c) {
+			return true
+		}
+	}
+	for _, c := range rt.KeyHeaders {
+		if sameName(k, c) {
+			return true
+		}
+	}
+	return false
+}
+
+// sameName compares header names ignoring ASCII case, with "_" and "-"
+// the same.
+func sameName(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if x == y {
+			continue
+		}
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x == '_' {
+			x = '-'
+		}
+		if y == '_' {
+			y = '-'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
 
 // rewrite points the outbound request at the route's target and removes
-// every credential the caller sent; the injector adds the upstream's own.
+// every credential the caller sent, and the headers that say who called or
+// which URL was asked (stripped); the injector adds the upstream's own.
 func rewrite(pr *httputil.ProxyRequest) {
 	x := exchangeOf(pr.In.Context())
 	pr.Out.URL = x.target
 	pr.Out.Host = "" // the target's host, never the caller's Host header
 	pr.Out.RequestURI = ""
-	for _, k := range callerCredentials {
-		pr.Out.Header.Del(k)
-	}
-	for _, k := range x.route.KeyHeaders {
-		pr.Out.Header.Del(k)
+	for k := range pr.Out.Header {
+		if x.route.stripped(k) {
+			delete(pr.Out.Header, k)
+		}
 	}
 	pr.Out.Header[requestIDHeader] = x.idValue
-	// Rewrite already drops X-Forwarded-For/-Host/-Proto from the caller.
 }
 
 // modifyResponse rewrites a Location on the upstream's own origin to the
