@@ -364,6 +364,7 @@ func TestRedirectsAreRewrittenNotFollowed(t *testing.T) {
 		"relative":       "/api/visits/1001",
 		"base":           v.url() + "/api",
 		"outside-base":   v.url() + "/connect/token",
+		"relative-out":   "/connect/token",
 		"other-port":     "https://127.0.0.1:" + hostPort(t, att.tls.URL) + "/api/visits",
 		"other-name":     "https://localhost:" + simPort + "/api/visits",
 		"other-scheme":   "http://" + hostOf(t, v.url()) + "/api/visits",
@@ -395,6 +396,9 @@ func TestRedirectsAreRewrittenNotFollowed(t *testing.T) {
 		"own":      local + "/visits/1001?x=1&y=%2F#top",
 		"relative": local + "/visits/1001",
 		"base":     local,
+		// Outside base_url's path: absolute on the upstream, never a
+		// local path (which could name another upstream's route).
+		"relative-out": v.url() + "/connect/token",
 	}
 	for name, loc := range locations {
 		if want[name] == "" {

@@ -320,3 +320,29 @@ func TestSameName(t *testing.T) {
 		}
 	}
 }
+
+// A relative Location outside the upstream's base path, followed on
+// tokenproxy as a local path, would name another upstream's route and get
+// that upstream's credentials: it comes back absolute, on the upstream.
+func TestRelativeLocationOutsideBaseStaysOnTheUpstream(t *testing.T) {
+	g := newRecRig(t, "/base/v1", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Location", r.URL.Query().Get("to"))
+		w.WriteHeader(http.StatusFound)
+	})
+	lh := *g.h.table.Load().byName["up"]
+	lh.Name = "lh"
+	g.h.SetTable(NewTable([]*Route{g.h.table.Load().byName["up"], &lh}))
+	local := "http://" + g.addr()
+	for to, want := range map[string]string{
+		"/lh/z":                      g.base.Scheme + "://" + g.base.Host + "/lh/z",
+		"/base/v1/next?a=1":          local + "/up/next?a=1",
+		"next":                       local + "/up/next",
+		"/base/v2":                   g.base.Scheme + "://" + g.base.Host + "/base/v2",
+		"https://other.example/lh/z": "https://other.example/lh/z",
+	} {
+		resp, _ := g.raw(t, "GET /up/r?to="+url.QueryEscape(to)+" HTTP/1.1\r\nHost: x\r\n\r\n")
+		if got := resp.Header.Get("Location"); resp.StatusCode != http.StatusFound || got != want {
+			t.Errorf("Location %s: %d %q, want %q", to, resp.StatusCode, got, want)
+		}
+	}
+}

@@ -211,6 +211,11 @@ func checkSegment(seg string) *Error {
 
 // localLocation rewrites a Location on the upstream's origin and under its
 // base path to the local URL that reaches the same place through the proxy.
+// One on that origin but outside the base path, when relative, becomes the
+// absolute URL on the upstream: resolved against the local URL instead, it
+// would name another upstream's route (base /v1, Location /other/x: the
+// route "other"), and the caller would get that upstream's credentials
+// injected. Any other Location is left as it is (ok false).
 func localLocation(rt *Route, sent *url.URL, loc, local string) (string, bool) {
 	u, err := sent.Parse(loc)
 	if err != nil || !strings.EqualFold(u.Scheme, rt.Base.Scheme) || !sameOrigin(u, rt.Base) {
@@ -219,7 +224,10 @@ func localLocation(rt *Route, sent *url.URL, loc, local string) (string, bool) {
 	base := rt.basePath()
 	p := u.EscapedPath()
 	if p != base && !strings.HasPrefix(p, base+"/") {
-		return "", false
+		if l, err := url.Parse(loc); err == nil && l.IsAbs() {
+			return "", false
+		}
+		return u.String(), true
 	}
 	out := local + "/" + rt.Name + strings.TrimPrefix(p, base)
 	if u.RawQuery != "" {
