@@ -346,3 +346,41 @@ func TestRelativeLocationOutsideBaseStaysOnTheUpstream(t *testing.T) {
 		}
 	}
 }
+
+// HTTP/1.0 with Transfer-Encoding: net/http ignores it (golang/go#12785) and
+// reads the body by Content-Length, or as empty, so the rest of the chunked
+// body would be read as another request on a kept-alive connection. Every
+// HTTP/1.0 connection is closed after its answer: what was smuggled behind
+// the body never reaches an upstream. (The mis-framed body itself still
+// does: net/http gives no sign of the Transfer-Encoding it dropped.)
+func TestHTTP10ConnectionsClosedAfterTheAnswer(t *testing.T) {
+	g := newRecRig(t, "", nil)
+	smuggled := "GET /up/smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+	cases := []string{
+		"POST /up/a HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n5\r\n" + smuggled,
+		"POST /up/a HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n" + smuggled,
+		"GET /up/a HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n" + smuggled,
+		"POST /up/a HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\nContent-Length: 3\r\n\r\nabc" + smuggled,
+	}
+	for _, req := range cases {
+		c, err := net.Dial("tcp", g.addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, req)
+		got, err := io.ReadAll(c) // to the close: the test fails on the deadline otherwise
+		c.Close()
+		if err != nil || strings.Count(string(got), "HTTP/1.") != 1 || !strings.Contains(string(got), "Connection: close\r\n") {
+			t.Errorf("%q: got %q (%v), want one answer with Connection: close, then the close", req, got, err)
+		}
+	}
+	for _, r := range g.requests() {
+		if r.path != "/a" {
+			t.Errorf("the upstream got %s %s", r.method, r.path)
+		}
+	}
+	if n := len(g.requests()); n != len(cases) {
+		t.Errorf("the upstream got %d requests, want %d", n, len(cases))
+	}
+}

@@ -162,10 +162,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		x.endSpan(r, status, sw)
 	}()
 
-	if len(r.TransferEncoding) > 0 {
+	if len(r.TransferEncoding) > 0 || r.ProtoAtLeast(1, 0) && !r.ProtoAtLeast(1, 1) {
 		// net/http drops a Content-Length sent beside Transfer-Encoding and
 		// reads the chunked body; RFC 9112 §6.1 then wants the connection
 		// closed after the response, so that nothing smuggled can follow.
+		// On HTTP/1.0 net/http ignores Transfer-Encoding and deletes the
+		// header (golang/go#12785), so a chunked body is read by its
+		// Content-Length or as empty, and its rest would be read as
+		// another request: §6.1 wants that connection closed too, and as
+		// the header cannot be seen here, every HTTP/1.0 one is.
 		w.Header().Set("Connection", "close")
 	}
 	if r.Method == http.MethodConnect {
