@@ -384,3 +384,37 @@ func TestHTTP10ConnectionsClosedAfterTheAnswer(t *testing.T) {
 		t.Errorf("the upstream got %d requests, want %d", n, len(cases))
 	}
 }
+
+// A caller's request trailers reach the upstream after the body, whether
+// the body was read whole (and replayed after a 401, trailers and all) or
+// streamed; trailer fields that would be stripped as headers are not sent.
+func TestRequestTrailersForwarded(t *testing.T) {
+	for _, replayMax := range []int64{1 << 20, 4} {
+		g := newRecRig(t, "", func(w http.ResponseWriter, r *http.Request) {
+			if r.Header.Get("Authorization") != "Bearer tok-2" {
+				w.WriteHeader(http.StatusUnauthorized)
+			}
+		})
+		rt := g.h.table.Load().byName["up"]
+		rt.ReplayMaxBytes, rt.Tokens = replayMax, &genTokens{gen: 1}
+		req := "POST /up/t HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n" +
+			"Trailer: X-Checksum, Authorization, hgem_api_key, X-Forwarded-Host\r\n\r\n" +
+			"5\r\nhello\r\n6\r\n world\r\n0\r\n" +
+			"X-Checksum: sum-1\r\nAuthorization: Bearer caller\r\nhgem_api_key: caller-key\r\nX-Forwarded-Host: evil\r\n\r\n"
+		resp, body := g.raw(t, req)
+		seen := g.requests()
+		want := 2 // the 401, then the replay
+		if replayMax == 4 {
+			want = 1 // streamed: its 401 goes back
+		}
+		if len(seen) != want {
+			t.Fatalf("replay_max_bytes %d: the upstream got %d requests (%d %s), want %d", replayMax, len(seen), resp.StatusCode, body, want)
+		}
+		for i, s := range seen {
+			if s.body != "hello world" || s.bodyErr != nil || len(s.trailer) != 1 || s.trailer.Get("X-Checksum") != "sum-1" {
+				t.Errorf("replay_max_bytes %d, attempt %d: body %q (%v), trailer %v, want the body and X-Checksum alone",
+					replayMax, i, s.body, s.bodyErr, s.trailer)
+			}
+		}
+	}
+}

@@ -36,6 +36,8 @@ func (in *injector) RoundTrip(req *http.Request) (*http.Response, error) {
 	var cb *callerBody
 	if req.Body != nil && req.Body != http.NoBody {
 		cb = &callerBody{rc: req.Body}
+		req.Trailer = forwardedTrailer(rt, x.in.Trailer)
+		cb.trailer, cb.from = req.Trailer, x.in.Trailer
 		req.Body = cb
 	}
 	replayable, err := bufferBody(req, rt.ReplayMaxBytes)
@@ -209,8 +211,15 @@ func bufferBody(req *http.Request, max int64) (bool, error) {
 	req.Body.Close()
 	req.Body = io.NopCloser(bytes.NewReader(head))
 	req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(head)), nil }
-	req.ContentLength = int64(len(head))
-	req.TransferEncoding = nil
+	if len(req.Trailer) == 0 {
+		req.ContentLength = int64(len(head))
+		req.TransferEncoding = nil
+	} else {
+		// Trailer fields go only with chunked framing (RFC 9112 §7.1.2);
+		// their values, set when the body ended, go with every attempt.
+		req.ContentLength = -1
+		req.TransferEncoding = []string{"chunked"}
+	}
 	return true, nil
 }
 
@@ -224,20 +233,48 @@ func (e *BodyError) Unwrap() error { return e.Err }
 
 // callerBody is the caller's request body as the transport reads it: its
 // read errors become *BodyError, and the first is kept, as Request.Write
-// does not pass it on in a form errors.As finds.
+// does not pass it on in a form errors.As finds. At its end the caller's
+// trailer fields (from, which net/http fills then) are copied into trailer,
+// the outbound request's, which Request.Write sends after the body.
 type callerBody struct {
-	rc  io.ReadCloser
-	err atomic.Pointer[BodyError]
+	rc      io.ReadCloser
+	err     atomic.Pointer[BodyError]
+	trailer http.Header
+	from    http.Header
 }
 
 func (b *callerBody) Read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
-	if err != nil && err != io.EOF {
+	switch {
+	case err == io.EOF:
+		for k := range b.trailer {
+			b.trailer[k] = b.from[k]
+		}
+	case err != nil:
 		be := &BodyError{Err: err}
 		b.err.CompareAndSwap(nil, be)
 		return n, be
 	}
 	return n, err
+}
+
+// forwardedTrailer is the outbound request's Trailer: the fields the
+// caller announced (RFC 9110 §6.5), their values set when its body ends,
+// less those stripped from its headers (a credential in a trailer would
+// reach an upstream that merges trailers into the header) and the
+// X-Request-Id; nil when none is left.
+func forwardedTrailer(rt *Route, announced http.Header) http.Header {
+	var t http.Header
+	for k := range announced {
+		if rt.stripped(k) || sameName(k, requestIDHeader) || sameName(k, "Host") {
+			continue
+		}
+		if t == nil {
+			t = http.Header{}
+		}
+		t[k] = nil
+	}
+	return t
 }
 
 func (b *callerBody) Close() error { return b.rc.Close() }
