@@ -156,8 +156,8 @@ func TestLocalLocation(t *testing.T) {
 		{"https://API.example:443/v1", "http://127.0.0.1:8080/up"},
 		{"/v1/next", "http://127.0.0.1:8080/up/next"},
 		{"next", "http://127.0.0.1:8080/up/next"},
-		{"https://api.example/other", ""},        // outside the base path
-		{"/lh/z", "https://api.example/lh/z"},    // outside it, relative: absolute on the upstream, never a local path
+		{"https://api.example/other", ""},     // outside the base path
+		{"/lh/z", "https://api.example/lh/z"}, // outside it, relative: absolute on the upstream, never a local path
 		{"/v1x/z?q#f", "https://api.example/v1x/z?q#f"},
 		{"../../other", "https://api.example/other"},
 		{"//api.example/lh/z", "https://api.example/lh/z"},
