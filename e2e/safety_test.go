@@ -364,6 +364,7 @@ func TestRedirectsAreRewrittenNotFollowed(t *testing.T) {
 		"relative":       "/api/visits/1001",
 		"base":           v.url() + "/api",
 		"outside-base":   v.url() + "/connect/token",
+		"relative-out":   "/connect/token",
 		"other-port":     "https://127.0.0.1:" + hostPort(t, att.tls.URL) + "/api/visits",
 		"other-name":     "https://localhost:" + simPort + "/api/visits",
 		"other-scheme":   "http://" + hostOf(t, v.url()) + "/api/visits",
@@ -395,6 +396,9 @@ func TestRedirectsAreRewrittenNotFollowed(t *testing.T) {
 		"own":      local + "/visits/1001?x=1&y=%2F#top",
 		"relative": local + "/visits/1001",
 		"base":     local,
+		// Outside base_url's path: absolute on the upstream, never a
+		// local path (which could name another upstream's route).
+		"relative-out": v.url() + "/connect/token",
 	}
 	for name, loc := range locations {
 		if want[name] == "" {
@@ -427,6 +431,19 @@ func TestRedirectsAreRewrittenNotFollowed(t *testing.T) {
 		r2 := rawOnce(t, p, rawGET(strings.Replace(v.url(), "https:", "http:", 1)+"/api/redirect/attacker", hostOf(t, v.url())))
 		if r.StatusCode != 302 || r.Header.Get("Location") != want["own"] || r2.StatusCode != 302 || r2.Header.Get("Location") != want["attacker"] {
 			t.Errorf("got %d %q and %d %q", r.StatusCode, r.Header.Get("Location"), r2.StatusCode, r2.Header.Get("Location"))
+		}
+		// A client using the proxy (curl -L with http_proxy) follows the
+		// rewritten Location through it, in absolute form: it names the
+		// proxy itself and is routed by its path, by IP and as localhost.
+		port := hostPort(t, p.data)
+		own, _, _ := strings.Cut(want["own"], "#") // a client sends no fragment
+		for _, loc := range []string{own, strings.Replace(own, "127.0.0.1", "localhost", 1)} {
+			before := len(v.sim.APIRequests())
+			r := rawOnce(t, p, rawGET(loc, hostOf(t, v.url())))
+			reqs := v.sim.APIRequests()
+			if r.StatusCode == http.StatusForbidden || len(reqs) != before+1 || reqs[len(reqs)-1].Path != "/api/visits/1001" {
+				t.Errorf("following %s through the proxy (port %s): %d %s, want it routed to /api/visits/1001", loc, port, r.StatusCode, r.body)
+			}
 		}
 	})
 	att.check(t)

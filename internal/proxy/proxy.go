@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
@@ -161,10 +162,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		x.endSpan(r, status, sw)
 	}()
 
-	if len(r.TransferEncoding) > 0 {
+	if len(r.TransferEncoding) > 0 || r.ProtoAtLeast(1, 0) && !r.ProtoAtLeast(1, 1) {
 		// net/http drops a Content-Length sent beside Transfer-Encoding and
 		// reads the chunked body; RFC 9112 §6.1 then wants the connection
 		// closed after the response, so that nothing smuggled can follow.
+		// On HTTP/1.0 net/http ignores Transfer-Encoding and deletes the
+		// header (golang/go#12785), so a chunked body is read by its
+		// Content-Length or as empty, and its rest would be read as
+		// another request: §6.1 wants that connection closed too, and as
+		// the header cannot be seen here, every HTTP/1.0 one is.
 		w.Header().Set("Connection", "close")
 	}
 	if r.Method == http.MethodConnect {
@@ -172,7 +178,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var err *Error
-	if r.URL.IsAbs() {
+	if r.URL.IsAbs() && !h.addressedToSelf(r) {
 		x.route, x.target, err = h.table.Load().forward(r)
 	} else {
 		x.route, x.target, err = h.table.Load().byRoute(r)
@@ -277,40 +283,144 @@ func logPath(r *http.Request) string {
 }
 
 // localOrigin is how the caller reaches this proxy, for rewriting Location:
-// the configured listen address, or the request's Host when the proxy
-// listens on every interface.
+// the configured listen address, or, when the proxy listens on every
+// interface, the request's Host (in forward-proxy mode that is the
+// upstream's, so the address the connection came in on).
 func (h *Handler) localOrigin(r *http.Request) string {
 	host, port, err := net.SplitHostPort(h.listen)
+	local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
 	if err == nil && host != "" && host != "0.0.0.0" && host != "::" {
 		// Port 0 asks the kernel for a port: "host:0" reaches nothing, the
 		// address this connection came in on does.
-		if a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok && port == "0" {
-			return "http://" + a.String()
+		if local != nil && port == "0" {
+			return "http://" + local.String()
 		}
 		return "http://" + h.listen
+	}
+	if r.URL.IsAbs() && local != nil {
+		return "http://" + local.String()
 	}
 	return "http://" + r.Host
 }
 
-// callerCredentials are the headers removed from every outbound request,
-// besides the route's KeyHeaders.
-var callerCredentials = []string{"Authorization", "Proxy-Authorization", "Forwarded"}
+// addressedToSelf reports whether an absolute-form request names
+// tokenproxy's own data plane: http, and host and port those of the
+// configured listen address or of the address the connection came in on
+// (localhost too, for a loopback address). A client using tokenproxy as its
+// HTTP proxy sends a rewritten Location (http://{listen}/{name}/...) so;
+// it is routed as the path alone would be.
+func (h *Handler) addressedToSelf(r *http.Request) bool {
+	if r.URL.Scheme != "http" || r.URL.User != nil {
+		return false
+	}
+	host, port := r.URL.Hostname(), r.URL.Port()
+	if port == "" {
+		port = "80"
+	}
+	addrs := []string{h.listen}
+	if a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+		addrs = append(addrs, a.String())
+	}
+	for _, a := range addrs {
+		ah, ap, err := net.SplitHostPort(a)
+		if err != nil || ap != port || ah == "" {
+			continue
+		}
+		ip, err := netip.ParseAddr(ah)
+		switch {
+		case err != nil:
+			if strings.EqualFold(ah, host) {
+				return true
+			}
+		case ip.IsUnspecified():
+		case strings.EqualFold(host, "localhost"):
+			if ip.IsLoopback() {
+				return true
+			}
+		default:
+			if hip, err := netip.ParseAddr(host); err == nil && hip == ip {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// callerHeaders are the caller's headers removed from every outbound
+// request, besides the route's KeyHeaders and every X-Forwarded-*: the
+// credentials, and those that some frameworks take to say who called or
+// which URL was asked (X-Original-URL and X-Rewrite-URL override the path
+// in IIS and Symfony). Names match with "_" read as "-": CGI and WSGI
+// map both to the same variable (HTTP_PROXY_AUTHORIZATION).
+var callerHeaders = []string{"Authorization", "Proxy-Authorization", "Forwarded", "X-Original-URL", "X-Rewrite-URL"}
+
+// forwardedPrefix starts the names of the headers proxies add to say whom
+// they forwarded for (X-Forwarded-For, -Host, -Proto, -Port, -Prefix, ...).
+const forwardedPrefix = "x-forwarded-"
+
+// stripped reports whether the caller's header named k is removed before
+// the request goes to rt's upstream.
+func (rt *Route) stripped(k string) bool {
+	if len(k) >= len(forwardedPrefix) && sameName(k[:len(forwardedPrefix)], forwardedPrefix) {
+		return true
+	}
+	for _, c := range callerHeaders {
+		if sameName(k, c) {
+			return true
+		}
+	}
+	for _, c := range rt.KeyHeaders {
+		if sameName(k, c) {
+			return true
+		}
+	}
+	return false
+}
+
+// sameName compares header names ignoring ASCII case, with "_" and "-"
+// the same.
+func sameName(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if x == y {
+			continue
+		}
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x == '_' {
+			x = '-'
+		}
+		if y == '_' {
+			y = '-'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
 
 // rewrite points the outbound request at the route's target and removes
-// every credential the caller sent; the injector adds the upstream's own.
+// every credential the caller sent, and the headers that say who called or
+// which URL was asked (stripped); the injector adds the upstream's own.
 func rewrite(pr *httputil.ProxyRequest) {
 	x := exchangeOf(pr.In.Context())
 	pr.Out.URL = x.target
 	pr.Out.Host = "" // the target's host, never the caller's Host header
 	pr.Out.RequestURI = ""
-	for _, k := range callerCredentials {
-		pr.Out.Header.Del(k)
-	}
-	for _, k := range x.route.KeyHeaders {
-		pr.Out.Header.Del(k)
+	for k := range pr.Out.Header {
+		if x.route.stripped(k) {
+			delete(pr.Out.Header, k)
+		}
 	}
 	pr.Out.Header[requestIDHeader] = x.idValue
-	// Rewrite already drops X-Forwarded-For/-Host/-Proto from the caller.
 }
 
 // modifyResponse rewrites a Location on the upstream's own origin to the
@@ -341,8 +451,32 @@ func (h *Handler) modifyResponse(resp *http.Response) error {
 func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	x := exchangeOf(r.Context())
 	name := x.route.Name
+	if sw, ok := w.(*statusWriter); ok && sw.hijacked {
+		// The caller's connection was taken over for a protocol switch
+		// and writing the 101 to it failed: the caller is gone as well.
+		x.switched = false
+		panic(http.ErrAbortHandler)
+	}
+	if r.Context().Err() != nil {
+		// The caller went away (net/http cancels the context when its
+		// connection closes, or is half-closed): no answer may go out, not
+		// even the empty 200 net/http would send for a handler that wrote
+		// nothing. Aborting closes the connection; ServeHTTP's deferred
+		// code still logs and counts the request, as 499.
+		panic(http.ErrAbortHandler)
+	}
 	var be *broker.Error
+	var bodyErr *BodyError
+	var switchErr *SwitchError
 	switch {
+	case errors.As(err, &switchErr):
+		h.log.Warn("protocol switch refused", zap.String("upstream", name), zap.String("error", switchErr.Error()))
+		writeError(w, http.StatusBadGateway, CodeUnreachable, name+": "+switchErr.Error(), name)
+	case errors.As(err, &bodyErr):
+		// The body's framing cannot be trusted, nor what follows it on the
+		// connection.
+		w.Header().Set("Connection", "close")
+		writeError(w, http.StatusBadRequest, CodeBadRequest, bodyErr.Error(), name)
 	case errors.As(err, &be):
 		status := http.StatusServiceUnavailable
 		if be.Code == broker.CodeTokenEndpoint {
@@ -352,12 +486,9 @@ func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 		e.write(w)
 	case errors.Is(err, errHeaderTimeout):
 		writeError(w, http.StatusGatewayTimeout, CodeUpstreamTimeout, name+": the upstream did not answer within "+x.route.Timeout.String(), name)
-	case r.Context().Err() != nil:
-		// The caller went away; nobody reads an answer (logged as 499).
 	case x.switched:
-		// The upstream answered 101 but the switch could not be completed
-		// (another protocol than the one asked for, or the caller's
-		// connection failed).
+		// The upstream answered the 101 asked for, but the caller's
+		// connection could not be taken over.
 		h.log.Warn("protocol switch failed", zap.String("upstream", name), zap.String("error", shortError(err)))
 		writeError(w, http.StatusBadGateway, CodeUnreachable, name+": the upstream's protocol switch failed: "+shortError(err), name)
 	default:
@@ -395,6 +526,7 @@ type statusWriter struct {
 	errCode  string // Tokenproxy-Error, when tokenproxy answered (Error.write)
 	bytes    int64
 	onHijack func(net.Conn) // set for requests that ask to switch protocols
+	hijacked bool
 }
 
 func (s *statusWriter) WriteHeader(code int) {

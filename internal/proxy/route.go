@@ -12,7 +12,7 @@ import (
 // and query are taken from the request line as the caller wrote them, so
 // that they reach the upstream byte for byte; the Host header plays no part.
 func (t *Table) byRoute(r *http.Request) (*Route, *url.URL, *Error) {
-	path, query, _ := strings.Cut(r.RequestURI, "?")
+	path, query := requestTarget(r)
 	if path == "*" {
 		// OPTIONS * (RFC 9110 §9.3.7), or the preface of HTTP/2 with prior
 		// knowledge, which net/http hands over as PRI *.
@@ -41,6 +41,25 @@ func (t *Table) byRoute(r *http.Request) (*Route, *url.URL, *Error) {
 	return rt, u, nil
 }
 
+// requestTarget is the escaped path and the raw query of the request line
+// as the caller wrote them; in absolute form, what follows the authority
+// (an empty path is /).
+func requestTarget(r *http.Request) (path, query string) {
+	target := r.RequestURI
+	if r.URL.IsAbs() {
+		_, rest, _ := strings.Cut(target, "://")
+		target = "/"
+		if i := strings.IndexAny(rest, "/?"); i >= 0 {
+			target = rest[i:]
+		}
+		if strings.HasPrefix(target, "?") {
+			target = "/" + target
+		}
+	}
+	path, query, _ = strings.Cut(target, "?")
+	return path, query
+}
+
 // forward handles a request in absolute form (a client that uses tokenproxy
 // as its HTTP_PROXY): the host must be an upstream's base_url host, and the
 // path, forwarded as written, must lie under that base_url's path.
@@ -54,15 +73,7 @@ func (t *Table) forward(r *http.Request) (*Route, *url.URL, *Error) {
 	if r.URL.Host == "" {
 		return nil, nil, badRequest("the URL has no host")
 	}
-	// The path and query as written: what follows the authority.
-	_, rest, _ := strings.Cut(r.RequestURI, "://")
-	path, query := "/", ""
-	if i := strings.IndexAny(rest, "/?"); i >= 0 {
-		path, query, _ = strings.Cut(rest[i:], "?")
-		if path == "" {
-			path = "/"
-		}
-	}
+	path, query := requestTarget(r)
 	var hostMatch *Route
 	for _, rt := range t.sorted() {
 		if !sameHost(rt.Base, r.URL) {
@@ -200,6 +211,11 @@ func checkSegment(seg string) *Error {
 
 // localLocation rewrites a Location on the upstream's origin and under its
 // base path to the local URL that reaches the same place through the proxy.
+// One on that origin but outside the base path, when relative, becomes the
+// absolute URL on the upstream: resolved against the local URL instead, it
+// would name another upstream's route (base /v1, Location /other/x: the
+// route "other"), and the caller would get that upstream's credentials
+// injected. Any other Location is left as it is (ok false).
 func localLocation(rt *Route, sent *url.URL, loc, local string) (string, bool) {
 	u, err := sent.Parse(loc)
 	if err != nil || !strings.EqualFold(u.Scheme, rt.Base.Scheme) || !sameOrigin(u, rt.Base) {
@@ -208,7 +224,10 @@ func localLocation(rt *Route, sent *url.URL, loc, local string) (string, bool) {
 	base := rt.basePath()
 	p := u.EscapedPath()
 	if p != base && !strings.HasPrefix(p, base+"/") {
-		return "", false
+		if l, err := url.Parse(loc); err == nil && l.IsAbs() {
+			return "", false
+		}
+		return u.String(), true
 	}
 	out := local + "/" + rt.Name + strings.TrimPrefix(p, base)
 	if u.RawQuery != "" {

@@ -156,7 +156,11 @@ func TestLocalLocation(t *testing.T) {
 		{"https://API.example:443/v1", "http://127.0.0.1:8080/up"},
 		{"/v1/next", "http://127.0.0.1:8080/up/next"},
 		{"next", "http://127.0.0.1:8080/up/next"},
-		{"https://api.example/other", ""},        // outside the base path
+		{"https://api.example/other", ""},     // outside the base path
+		{"/lh/z", "https://api.example/lh/z"}, // outside it, relative: absolute on the upstream, never a local path
+		{"/v1x/z?q#f", "https://api.example/v1x/z?q#f"},
+		{"../../other", "https://api.example/other"},
+		{"//api.example/lh/z", "https://api.example/lh/z"},
 		{"http://api.example/v1/x", ""},          // another scheme is another origin
 		{"https://api.example:8443/v1/x", ""},    // another port too
 		{"https://storage.example/blob?sig", ""}, // another host: passed through

@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -31,6 +33,13 @@ type injector struct {
 func (in *injector) RoundTrip(req *http.Request) (*http.Response, error) {
 	x := exchangeOf(req.Context())
 	rt := x.route
+	var cb *callerBody
+	if req.Body != nil && req.Body != http.NoBody {
+		cb = &callerBody{rc: req.Body}
+		req.Trailer = forwardedTrailer(rt, x.in.Trailer)
+		cb.trailer, cb.from = req.Trailer, x.in.Trailer
+		req.Body = cb
+	}
 	replayable, err := bufferBody(req, rt.ReplayMaxBytes)
 	if err != nil {
 		return nil, err
@@ -40,6 +49,13 @@ func (in *injector) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	resp, err := in.send(req, x, tok.Header.SetOn)
+	if err != nil && cb != nil {
+		// Request.Write hides the body's error from the upstream
+		// connection's; the caller's body failing is the caller's fault.
+		if be := cb.err.Load(); be != nil {
+			err = be
+		}
+	}
 	if err != nil || resp.StatusCode != http.StatusUnauthorized {
 		return resp, err
 	}
@@ -132,6 +148,9 @@ func (in *injector) send(req *http.Request, x *exchange, inject func(http.Header
 	resp, err := rt.Transport.RoundTripUntil(out, deadline)
 	x.attempts++
 	x.upstreamTime += time.Since(start)
+	if err == nil && resp.StatusCode == http.StatusSwitchingProtocols {
+		err = checkSwitch(out.Header, resp)
+	}
 	if span != nil {
 		switch {
 		case errors.Is(err, errHeaderTimeout):
@@ -146,6 +165,29 @@ func (in *injector) send(req *http.Request, x *exchange, inject func(http.Header
 		}
 	}
 	return resp, err
+}
+
+// SwitchError is an upstream's 101 that the request did not ask for: no
+// Upgrade at all, or another protocol than the one named (RFC 9110 §15.2.2:
+// a server switches only to a protocol the client listed).
+type SwitchError struct{ Asked, Got string }
+
+func (e *SwitchError) Error() string {
+	if e.Asked == "" {
+		return "the upstream switched protocols (101) though the request asked for no protocol switch"
+	}
+	return "the upstream switched to protocol " + strconv.QuoteToASCII(e.Got) + " (101) though the request asked for " + strconv.Quote(e.Asked)
+}
+
+// checkSwitch refuses a 101 the request did not ask for, closing the
+// upstream's connection (which would otherwise become a tunnel).
+func checkSwitch(h http.Header, resp *http.Response) error {
+	asked, got := upgradeType(h), upgradeType(resp.Header)
+	if asked != "" && printable(got) && strings.EqualFold(asked, got) {
+		return nil
+	}
+	resp.Body.Close()
+	return &SwitchError{Asked: asked, Got: got}
 }
 
 // bufferBody keeps a body of at most max bytes in memory so that it can be
@@ -169,10 +211,73 @@ func bufferBody(req *http.Request, max int64) (bool, error) {
 	req.Body.Close()
 	req.Body = io.NopCloser(bytes.NewReader(head))
 	req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(head)), nil }
-	req.ContentLength = int64(len(head))
-	req.TransferEncoding = nil
+	if len(req.Trailer) == 0 {
+		req.ContentLength = int64(len(head))
+		req.TransferEncoding = nil
+	} else {
+		// Trailer fields go only with chunked framing (RFC 9112 §7.1.2);
+		// their values, set when the body ended, go with every attempt.
+		req.ContentLength = -1
+		req.TransferEncoding = []string{"chunked"}
+	}
 	return true, nil
 }
+
+// BodyError is a failure to read the caller's request body (malformed
+// chunked framing, a connection that broke off): the caller's fault, never
+// the upstream's, answered 400 when no answer has started.
+type BodyError struct{ Err error }
+
+func (e *BodyError) Error() string { return "the request body could not be read: " + e.Err.Error() }
+func (e *BodyError) Unwrap() error { return e.Err }
+
+// callerBody is the caller's request body as the transport reads it: its
+// read errors become *BodyError, and the first is kept, as Request.Write
+// does not pass it on in a form errors.As finds. At its end the caller's
+// trailer fields (from, which net/http fills then) are copied into trailer,
+// the outbound request's, which Request.Write sends after the body.
+type callerBody struct {
+	rc      io.ReadCloser
+	err     atomic.Pointer[BodyError]
+	trailer http.Header
+	from    http.Header
+}
+
+func (b *callerBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	switch {
+	case err == io.EOF:
+		for k := range b.trailer {
+			b.trailer[k] = b.from[k]
+		}
+	case err != nil:
+		be := &BodyError{Err: err}
+		b.err.CompareAndSwap(nil, be)
+		return n, be
+	}
+	return n, err
+}
+
+// forwardedTrailer is the outbound request's Trailer: the fields the
+// caller announced (RFC 9110 §6.5), their values set when its body ends,
+// less those stripped from its headers (a credential in a trailer would
+// reach an upstream that merges trailers into the header) and the
+// X-Request-Id; nil when none is left.
+func forwardedTrailer(rt *Route, announced http.Header) http.Header {
+	var t http.Header
+	for k := range announced {
+		if rt.stripped(k) || sameName(k, requestIDHeader) || sameName(k, "Host") {
+			continue
+		}
+		if t == nil {
+			t = http.Header{}
+		}
+		t[k] = nil
+	}
+	return t
+}
+
+func (b *callerBody) Close() error { return b.rc.Close() }
 
 type readCloser struct {
 	io.Reader

@@ -141,8 +141,11 @@ func (s *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	// WriteHeader.
 	s.ResponseWriter.Header()[requestIDHeader] = s.id
 	c, brw, err := http.NewResponseController(s.ResponseWriter).Hijack()
-	if err == nil && s.onHijack != nil {
-		s.onHijack(c)
+	if err == nil {
+		s.hijacked = true
+		if s.onHijack != nil {
+			s.onHijack(c)
+		}
 	}
 	return c, brw, err
 }

@@ -1,0 +1,420 @@
+package proxy
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/tokenproxy/tokenproxy/internal/metrics"
+)
+
+// seenRequest is what the recording upstream received.
+type seenRequest struct {
+	method, path string
+	header       http.Header
+	body         string
+	bodyErr      error
+	trailer      http.Header
+}
+
+// recRig is a data plane (a real listener, with metrics and a log) in front
+// of an HTTPS upstream that records every request it gets and answers with
+// answer (200 "ok" when nil).
+type recRig struct {
+	h    *Handler
+	srv  *httptest.Server
+	logs *observer.ObservedLogs
+	base *url.URL
+
+	mu     sync.Mutex
+	seen   []seenRequest
+	answer http.HandlerFunc
+}
+
+func newRecRig(t *testing.T, basePath string, answer http.HandlerFunc) *recRig {
+	t.Helper()
+	g := &recRig{answer: answer}
+	up := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		g.mu.Lock()
+		g.seen = append(g.seen, seenRequest{method: r.Method, path: r.URL.EscapedPath(), header: r.Header.Clone(),
+			body: string(b), bodyErr: err, trailer: r.Trailer.Clone()})
+		g.mu.Unlock()
+		if g.answer != nil {
+			g.answer(w, r)
+			return
+		}
+		io.WriteString(w, "ok")
+	}))
+	t.Cleanup(up.Close)
+	g.base, _ = url.Parse(up.URL + basePath)
+	tr := NewClient(up.Client().Transport.(*http.Transport))
+	t.Cleanup(tr.CloseIdleConnections)
+	route := &Route{Name: "up", Base: g.base, KeyHeaders: []string{"Hgem-Api-Key"}, Tokens: &switchTokens{}, Transport: tr,
+		Timeout: 10 * time.Second, ReplayMaxBytes: 1 << 20}
+	core, logs := observer.New(zap.InfoLevel)
+	g.logs = logs
+	g.h = New(NewTable([]*Route{route}), "127.0.0.1:0", metrics.New(prometheus.NewRegistry(), metrics.Build{Version: "test"}), zap.New(core))
+	g.srv = httptest.NewServer(g.h)
+	t.Cleanup(g.srv.Close)
+	return g
+}
+
+func (g *recRig) requests() []seenRequest {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return append([]seenRequest(nil), g.seen...)
+}
+
+func (g *recRig) addr() string { return g.srv.Listener.Addr().String() }
+
+// raw sends req as written on a new connection and reads one answer.
+func (g *recRig) raw(t *testing.T, req string) (*http.Response, string) {
+	t.Helper()
+	c, err := net.Dial("tcp", g.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, req); err != nil {
+		t.Fatal(err)
+	}
+	method, _, _ := strings.Cut(req, " ")
+	resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: method})
+	if err != nil {
+		t.Fatalf("%q: %v", req, err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, string(b)
+}
+
+// A client using tokenproxy as its HTTP proxy follows a rewritten Location
+// (http://{listen}/{name}/...) through the proxy, in absolute form: that
+// names tokenproxy itself, and is routed as the path alone would be, by the
+// address the connection came in on (the configured port is 0 here) and as
+// localhost. Any other port is another host.
+func TestAbsoluteFormToSelfIsRoutedByPath(t *testing.T) {
+	g := newRecRig(t, "/base", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/base/redir" {
+			w.Header().Set("Location", "/base/foo?x=1")
+			w.WriteHeader(http.StatusFound)
+		}
+	})
+	_, port, _ := net.SplitHostPort(g.addr())
+	// The redirect, asked in forward-proxy mode, names the proxy itself.
+	resp, _ := g.raw(t, "GET http://"+g.base.Host+"/base/redir HTTP/1.1\r\nHost: "+g.base.Host+"\r\n\r\n")
+	loc := resp.Header.Get("Location")
+	if resp.StatusCode != http.StatusFound || loc != "http://"+g.addr()+"/up/foo?x=1" {
+		t.Fatalf("redirect: %d Location %q", resp.StatusCode, loc)
+	}
+	for _, target := range []string{loc, "http://localhost:" + port + "/up/foo?x=1", "http://127.0.0.1:" + port + "?x=1"} {
+		resp, body := g.raw(t, "GET "+target+" HTTP/1.1\r\nHost: elsewhere.example\r\n\r\n")
+		seen := g.requests()
+		last := seen[len(seen)-1]
+		want := "/base/foo"
+		if strings.HasSuffix(target, port+"?x=1") {
+			// No path: "/" names no upstream.
+			if resp.StatusCode != http.StatusNotFound || resp.Header.Get("Tokenproxy-Error") != CodeUnknownUpstream {
+				t.Errorf("%s: %d %s, want 404 unknown_upstream", target, resp.StatusCode, body)
+			}
+			continue
+		}
+		if resp.StatusCode != http.StatusOK || last.path != want {
+			t.Errorf("%s: %d %s, upstream saw %s, want 200 from %s", target, resp.StatusCode, body, last.path, want)
+		}
+	}
+	other, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other.Close()
+	for _, target := range []string{"http://" + other.Addr().String() + "/up/foo", "http://localhost.:" + port + "/up/foo", "http://user@" + g.addr() + "/up/foo"} {
+		resp, body := g.raw(t, "GET "+target+" HTTP/1.1\r\nHost: x\r\n\r\n")
+		if resp.StatusCode != http.StatusForbidden && resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("%s: %d %s, want it refused as another host", target, resp.StatusCode, body)
+		}
+	}
+}
+
+func TestAddressedToSelf(t *testing.T) {
+	cases := []struct {
+		listen, target string
+		want           bool
+	}{
+		{"127.0.0.1:8080", "http://127.0.0.1:8080/up/x", true},
+		{"127.0.0.1:8080", "http://localhost:8080/up/x", true},
+		{"127.0.0.1:8080", "http://LOCALHOST:8080/up/x", true},
+		{"127.0.0.1:8080", "http://127.0.0.1:8081/up/x", false},
+		{"127.0.0.1:8080", "http://127.0.0.1/up/x", false},
+		{"127.0.0.1:8080", "https://127.0.0.1:8080/up/x", false},
+		{"127.0.0.1:8080", "http://10.0.0.1:8080/up/x", false},
+		{"127.0.0.1:80", "http://127.0.0.1/up/x", true},
+		{"[::1]:8080", "http://[::1]:8080/up/x", true},
+		{"[::1]:8080", "http://[0:0::1]:8080/up/x", true},
+		{"[::1]:8080", "http://localhost:8080/up/x", true},
+		{"localhost:8080", "http://localhost:8080/up/x", true},
+		{"10.0.0.1:8080", "http://localhost:8080/up/x", false},
+		{"10.0.0.1:8080", "http://10.0.0.1:8080/up/x", true},
+		{"0.0.0.0:8080", "http://0.0.0.0:8080/up/x", false},
+		{"0.0.0.0:8080", "http://localhost:8080/up/x", false},
+	}
+	for _, c := range cases {
+		h := &Handler{listen: c.listen}
+		if got := h.addressedToSelf(mustRequest(t, c.target)); got != c.want {
+			t.Errorf("listen %s, %s: %v, want %v", c.listen, c.target, got, c.want)
+		}
+	}
+}
+
+// A request body the caller framed badly is the caller's fault: 400
+// bad_request naming the problem, the connection closed after it, never
+// 502 upstream_unreachable nor an upstream error in the log; whether the
+// body was being read whole (up to ReplayMaxBytes) or streamed.
+func TestMalformedCallerBodyIs400(t *testing.T) {
+	cases := []struct{ name, body, want string }{
+		{"bad chunk line", "ZZ\r\nabc\r\n0\r\n\r\n", "invalid byte in chunk length"},
+		{"bare LF", "3\nabc\r\n0\r\n\r\n", "chunked line ends with bare LF"},
+		{"oversized chunk length", "ffffffffffffffffffff\r\nabc\r\n0\r\n\r\n", "chunk length too large"},
+		{"bad chunk after streaming began", "8\r\n12345678\r\nZZ\r\n", "invalid byte in chunk length"},
+	}
+	for _, streamed := range []bool{false, true} {
+		g := newRecRig(t, "", nil)
+		if streamed {
+			g.h.table.Load().byName["up"].ReplayMaxBytes = 4
+		}
+		for i, c := range cases {
+			req := "POST /up/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + c.body
+			resp, body := g.raw(t, req)
+			if resp.StatusCode != http.StatusBadRequest || resp.Header.Get("Tokenproxy-Error") != CodeBadRequest ||
+				!strings.Contains(body, "request body") || !strings.Contains(body, c.want) || !resp.Close {
+				t.Errorf("%s (streamed %v): %d %q close %v, want 400 bad_request naming %q, connection closed",
+					c.name, streamed, resp.StatusCode, body, resp.Close, c.want)
+			}
+			waitUntil(t, "the log line", func() bool { return g.logs.FilterMessage("request").Len() == i+1 })
+			if line := g.logs.FilterMessage("request").All()[i].ContextMap(); line["error"] != CodeBadRequest {
+				t.Errorf("%s: logged %v", c.name, line)
+			}
+		}
+		if n := g.logs.FilterMessage("upstream unreachable").Len(); n != 0 {
+			t.Errorf("streamed %v: a malformed caller body blamed on the upstream %d times", streamed, n)
+		}
+		if !streamed && len(g.requests()) != 0 {
+			t.Errorf("a body read whole before sending reached the upstream: %+v", g.requests())
+		}
+		m := g.h.metrics
+		if n := testutil.ToFloat64(m.ProxyErrors.WithLabelValues("up", CodeUnreachable)); n != 0 {
+			t.Errorf("streamed %v: %v counted as upstream_unreachable", streamed, n)
+		}
+		if n := testutil.ToFloat64(m.ProxyErrors.WithLabelValues("up", CodeBadRequest)); n != float64(len(cases)) {
+			t.Errorf("streamed %v: %v counted as bad_request, want %d", streamed, n, len(cases))
+		}
+	}
+}
+
+// An upstream that answers 101 to a request that asked for no protocol
+// switch, or switches to another protocol than the one asked for, gets its
+// connection closed, and the caller 502 upstream_unreachable saying so,
+// never a tunnel.
+func TestUnaskedSwitchIsRefused(t *testing.T) {
+	closed := make(chan string, 4)
+	g := newRecRig(t, "", func(w http.ResponseWriter, r *http.Request) {
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer c.Close()
+		io.WriteString(brw, "HTTP/1.1 101 Switching Protocols\r\n"+strings.ReplaceAll(r.Header.Get("X-Answer"), `\n`, "\r\n")+"\r\ntunnel bytes")
+		brw.Flush()
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, err = io.Copy(io.Discard, brw)
+		closed <- fmt.Sprint(err)
+	})
+	cases := []struct{ name, asked, answer, want string }{
+		{"no Upgrade asked nor named", "", "", "asked for no protocol switch"},
+		{"no Upgrade asked", "", "Connection: Upgrade\r\nUpgrade: websocket\r\n", "asked for no protocol switch"},
+		{"another protocol", "Connection: Upgrade\r\nUpgrade: websocket\r\n", "Connection: Upgrade\r\nUpgrade: h2c\r\n", `switched to protocol \"h2c\" (101) though the request asked for \"websocket\"`},
+	}
+	for _, c := range cases {
+		resp, body := g.raw(t, "GET /up/x HTTP/1.1\r\nHost: x\r\n"+c.asked+"X-Answer: "+strings.ReplaceAll(c.answer, "\r\n", "\\n")+"\r\n\r\n")
+		if resp.StatusCode != http.StatusBadGateway || resp.Header.Get("Tokenproxy-Error") != CodeUnreachable || !strings.Contains(body, c.want) {
+			t.Errorf("%s: %d %q, want 502 upstream_unreachable saying %q", c.name, resp.StatusCode, body, c.want)
+		}
+		if err := <-closed; err != "<nil>" {
+			t.Errorf("%s: the upstream's connection was not closed: %s", c.name, err)
+		}
+	}
+}
+
+// The caller's headers that could impersonate or steer on some upstream
+// framework never reach it: every X-Forwarded-*, X-Original-URL,
+// X-Rewrite-URL, and any spelling of a credential header that a CGI/WSGI
+// framework reads as the same (case, "_" for "-"). Names merely like them
+// pass.
+func TestSteeringAndCredentialHeadersRemoved(t *testing.T) {
+	g := newRecRig(t, "", nil)
+	removed := []string{
+		"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Forwarded-Port", "X-Forwarded-Prefix",
+		"X-Forwarded-Server", "X-Forwarded-Ssl", "x-forwarded-anything", "X_Forwarded_For", "X-FORWARDED_HOST",
+		"Forwarded", "X-Original-URL", "x-original-url", "X-Rewrite-URL", "X_Rewrite_Url",
+		"Authorization", "Proxy-Authorization", "Proxy_Authorization", "AUTHORIZATION",
+		"hgem-api-key", "hgem_api_key", "HGEM_API_KEY", "Hgem-Api_Key",
+	}
+	kept := []string{"X-Forwarded", "X-Forwardedfor", "X-Original-Urls", "Authorization-Hint", "Hgem-Api-Keys", "X-Caller"}
+	req := "GET /up/x HTTP/1.1\r\nHost: x\r\n"
+	for _, h := range append(append([]string(nil), removed...), kept...) {
+		req += h + ": caller-" + h + "\r\n"
+	}
+	resp, body := g.raw(t, req+"\r\n")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+	got := g.requests()[0].header
+	for k, vs := range got {
+		for _, v := range vs {
+			if strings.HasPrefix(v, "caller-") && !slices.Contains(kept, strings.TrimPrefix(v, "caller-")) {
+				t.Errorf("the upstream got the caller's %s: %s", k, v)
+			}
+		}
+	}
+	for _, k := range kept {
+		if v := got.Get(k); v != "caller-"+k {
+			t.Errorf("%s: the upstream got %q, want the caller's", k, v)
+		}
+	}
+	if a, k := got.Values("Authorization"), got.Values("Hgem-Api-Key"); len(a) != 1 || a[0] != "Bearer "+tokenCanary || len(k) != 1 || k[0] != keyCanary {
+		t.Errorf("injected: Authorization %d values, Hgem-Api-Key %d values, want the token's alone", len(a), len(k))
+	}
+}
+
+func TestSameName(t *testing.T) {
+	for _, c := range []struct {
+		a, b string
+		want bool
+	}{
+		{"Hgem-Api-Key", "hgem_api_key", true},
+		{"PROXY_AUTHORIZATION", "Proxy-Authorization", true},
+		{"Authorization", "Authorisation", false},
+		{"Authorization", "Authorization_", false},
+		{"a-b", "a_b", true},
+		{"a-b", "a.b", false},
+	} {
+		if got := sameName(c.a, c.b); got != c.want {
+			t.Errorf("sameName(%q, %q) = %v", c.a, c.b, got)
+		}
+	}
+}
+
+// A relative Location outside the upstream's base path, followed on
+// tokenproxy as a local path, would name another upstream's route and get
+// that upstream's credentials: it comes back absolute, on the upstream.
+func TestRelativeLocationOutsideBaseStaysOnTheUpstream(t *testing.T) {
+	g := newRecRig(t, "/base/v1", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Location", r.URL.Query().Get("to"))
+		w.WriteHeader(http.StatusFound)
+	})
+	lh := *g.h.table.Load().byName["up"]
+	lh.Name = "lh"
+	g.h.SetTable(NewTable([]*Route{g.h.table.Load().byName["up"], &lh}))
+	local := "http://" + g.addr()
+	for to, want := range map[string]string{
+		"/lh/z":                      g.base.Scheme + "://" + g.base.Host + "/lh/z",
+		"/base/v1/next?a=1":          local + "/up/next?a=1",
+		"next":                       local + "/up/next",
+		"/base/v2":                   g.base.Scheme + "://" + g.base.Host + "/base/v2",
+		"https://other.example/lh/z": "https://other.example/lh/z",
+	} {
+		resp, _ := g.raw(t, "GET /up/r?to="+url.QueryEscape(to)+" HTTP/1.1\r\nHost: x\r\n\r\n")
+		if got := resp.Header.Get("Location"); resp.StatusCode != http.StatusFound || got != want {
+			t.Errorf("Location %s: %d %q, want %q", to, resp.StatusCode, got, want)
+		}
+	}
+}
+
+// HTTP/1.0 with Transfer-Encoding: net/http ignores it (golang/go#12785) and
+// reads the body by Content-Length, or as empty, so the rest of the chunked
+// body would be read as another request on a kept-alive connection. Every
+// HTTP/1.0 connection is closed after its answer: what was smuggled behind
+// the body never reaches an upstream. (The mis-framed body itself still
+// does: net/http gives no sign of the Transfer-Encoding it dropped.)
+func TestHTTP10ConnectionsClosedAfterTheAnswer(t *testing.T) {
+	g := newRecRig(t, "", nil)
+	smuggled := "GET /up/smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+	cases := []string{
+		"POST /up/a HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n5\r\n" + smuggled,
+		"POST /up/a HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n" + smuggled,
+		"GET /up/a HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n" + smuggled,
+		"POST /up/a HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\nContent-Length: 3\r\n\r\nabc" + smuggled,
+	}
+	for _, req := range cases {
+		c, err := net.Dial("tcp", g.addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, req)
+		got, err := io.ReadAll(c) // to the close: the test fails on the deadline otherwise
+		c.Close()
+		if err != nil || strings.Count(string(got), "HTTP/1.") != 1 || !strings.Contains(string(got), "Connection: close\r\n") {
+			t.Errorf("%q: got %q (%v), want one answer with Connection: close, then the close", req, got, err)
+		}
+	}
+	for _, r := range g.requests() {
+		if r.path != "/a" {
+			t.Errorf("the upstream got %s %s", r.method, r.path)
+		}
+	}
+	if n := len(g.requests()); n != len(cases) {
+		t.Errorf("the upstream got %d requests, want %d", n, len(cases))
+	}
+}
+
+// A caller's request trailers reach the upstream after the body, whether
+// the body was read whole (and replayed after a 401, trailers and all) or
+// streamed; trailer fields that would be stripped as headers are not sent.
+func TestRequestTrailersForwarded(t *testing.T) {
+	for _, replayMax := range []int64{1 << 20, 4} {
+		g := newRecRig(t, "", func(w http.ResponseWriter, r *http.Request) {
+			if r.Header.Get("Authorization") != "Bearer tok-2" {
+				w.WriteHeader(http.StatusUnauthorized)
+			}
+		})
+		rt := g.h.table.Load().byName["up"]
+		rt.ReplayMaxBytes, rt.Tokens = replayMax, &genTokens{gen: 1}
+		req := "POST /up/t HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n" +
+			"Trailer: X-Checksum, Authorization, hgem_api_key, X-Forwarded-Host\r\n\r\n" +
+			"5\r\nhello\r\n6\r\n world\r\n0\r\n" +
+			"X-Checksum: sum-1\r\nAuthorization: Bearer caller\r\nhgem_api_key: caller-key\r\nX-Forwarded-Host: evil\r\n\r\n"
+		resp, body := g.raw(t, req)
+		seen := g.requests()
+		want := 2 // the 401, then the replay
+		if replayMax == 4 {
+			want = 1 // streamed: its 401 goes back
+		}
+		if len(seen) != want {
+			t.Fatalf("replay_max_bytes %d: the upstream got %d requests (%d %s), want %d", replayMax, len(seen), resp.StatusCode, body, want)
+		}
+		for i, s := range seen {
+			if s.body != "hello world" || s.bodyErr != nil || len(s.trailer) != 1 || s.trailer.Get("X-Checksum") != "sum-1" {
+				t.Errorf("replay_max_bytes %d, attempt %d: body %q (%v), trailer %v, want the body and X-Checksum alone",
+					replayMax, i, s.body, s.bodyErr, s.trailer)
+			}
+		}
+	}
+}
