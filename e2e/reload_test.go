@@ -290,3 +290,89 @@ func (f families) upstreamSeries(upstream string) []sample {
 	}
 	return out
 }
+
+// Only a problem of what the config points to on this machine (a file an
+// unchanged upstream reads) may pass a reload as one the running config has
+// too; a problem of the file's own text never does. Here removing the
+// sharing section leaves `shared: false` on an upstream that is otherwise
+// unchanged: validate refuses it, and so must the reload.
+func TestReloadNeverExcusesTheFilesOwnProblems(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.config("hgem")
+	// Vault is needed by sharing's validation, not by hgem's file:
+	// credentials: an address where nothing listens does.
+	v, sh := config.DefaultVault(), config.DefaultSharing()
+	v.Address = "http://127.0.0.1:1"
+	v.Auth = config.VaultAuth{Method: "token", TokenFile: e.write("vault-token", []byte("not-a-token"))}
+	sh.Vault.Path = "secret/tokenproxy/shared"
+	cfg.Secrets.Vault, cfg.Sharing = &v, &sh
+	edit(cfg, "hgem", func(u *config.Upstream) { no := false; u.Shared = &no })
+	path := e.writeConfig("share.yaml", cfg)
+	p := e.startArgs("run", "--config", path)
+	waitFor(t, 20*time.Second, "hgem's token", func() bool { return call(t, p, "hgem").StatusCode == 200 })
+	hgem := e.vendors["hgem"]
+	token, calls := tokenUsed(t, p, hgem), hgem.sim.TokenCalls()
+
+	cfg.Sharing = nil
+	e.writeConfig("share.yaml", cfg)
+	code, out := validateOut(t, path)
+	want := strings.TrimSpace(out)
+	if code != 2 || !strings.HasPrefix(want, "upstreams.hgem.shared: ") {
+		t.Fatalf("validate: exit %d, %q: want 2 on upstreams.hgem.shared", code, want)
+	}
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, 20*time.Second, "the rejected reload", func() bool {
+		v, _ := scrapeMetrics(t, p).value("tokenproxy_config_reloads_total", "result", "error")
+		return v == 1
+	})
+	if st := configStatus(t, p); st["last_reload_error"] != want {
+		t.Errorf("/status config: %v\nwant last_reload_error %q, as validate says", st, want)
+	}
+	if countLogged(p, "not rejected: the config in force has this problem too") != 0 {
+		t.Error("the file's own problem was excused as one the running config has")
+	}
+	if tok := tokenUsed(t, p, hgem); tok != token || hgem.sim.TokenCalls() != calls {
+		t.Errorf("hgem changed token after a rejected reload")
+	}
+}
+
+// A reload that changes only how often file: credentials are re-read keeps
+// every upstream's cache and warm token (CONTRACT.md §1): a new cache would
+// mint a token that a one-live-token vendor refuses while the first lives.
+// It also says again what validate warns of.
+func TestReloadOfPollIntervalKeepsTokens(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.config("hgem", "inspera")
+	path := e.writeConfig("poll.yaml", cfg)
+	p := e.startArgs("run", "--config", path)
+	p.ready(t)
+	hgem := e.vendors["hgem"]
+	token, calls := tokenUsed(t, p, hgem), hgem.sim.TokenCalls()
+
+	cfg.Secrets.PollInterval = config.Duration{Duration: 7 * time.Second}
+	// A second upstream on hgem's base_url: validate and run warn of it,
+	// and so must a reload.
+	cfg.Upstreams["hgem-dup"] = cfg.Upstreams["hgem"]
+	e.writeConfig("poll.yaml", cfg)
+	_, out := validateOut(t, path)
+	if !strings.Contains(out, "hgem and hgem-dup") {
+		t.Fatalf("validate printed %q, want the shared-host warning", out)
+	}
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, 20*time.Second, "the reload", func() bool { return countLogged(p, "config reloaded") == 1 })
+	waitFor(t, 10*time.Second, "the warning after the reload", func() bool {
+		for _, l := range p.logLines() {
+			if msg, _ := l["msg"].(string); l["level"] == "warn" && strings.Contains(msg, "hgem and hgem-dup") {
+				return true
+			}
+		}
+		return false
+	})
+	if tok := tokenUsed(t, p, hgem); tok != token {
+		t.Errorf("hgem changed token on a reload of poll_interval alone")
+	}
+	// hgem-dup is new and mints its own; hgem made no new token request.
+	if got := hgem.sim.TokenCalls(); got != calls+1 {
+		t.Errorf("hgem's token endpoint saw %d requests after the reload, want %d (hgem-dup's first token only)", got, calls+1)
+	}
+}

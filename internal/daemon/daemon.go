@@ -400,16 +400,25 @@ func (d *Daemon) reload() {
 		return
 	}
 	d.log.Info("config reloaded", zap.String("config", d.path))
+	for _, w := range d.config().Warnings() {
+		d.log.Warn(w.String())
+	}
 }
 
 func (d *Daemon) apply() error {
 	// What validate rejects, a reload rejects, with the same words: the
 	// file's problems and what it points to on this machine (credentials,
 	// CA bundles), read before anything running is touched.
-	cfg, ps := Validate(d.path, d.opt, true)
+	// Only the latter may be excused (newProblems): the file's own
+	// problems are the new config's alone.
+	cfg, ps := Validate(d.path, d.opt, false)
+	var local config.Problems
+	if cfg != nil {
+		local = LocalProblems(cfg, d.opt)
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if ps = d.newProblems(cfg, ps); len(ps) > 0 {
+	if ps = append(ps, d.newProblems(cfg, local)...); len(ps) > 0 {
 		return &ps
 	}
 	p := planReload(d.cfg, cfg)
@@ -430,6 +439,8 @@ func (d *Daemon) apply() error {
 	next := map[string]*running{}
 	for _, name := range p.Keep {
 		next[name] = d.ups[name]
+		kind, _, _ := config.ParseRef(cfg.Upstreams[name].Credentials)
+		next[name].watch.SetInterval(cfg.PollInterval(kind))
 		next[name].watch.Kick() // a reload also re-reads credentials
 	}
 	for _, name := range p.Start {
@@ -466,9 +477,11 @@ func (d *Daemon) apply() error {
 	return nil
 }
 
-// newProblems is ps without the problems the running config has as well:
-// a file that an upstream the reload keeps as it is (or an unchanged
-// secrets.vault) points to. Rejecting the reload for those would protect
+// newProblems is ps, the problems of what the new config points to on this
+// machine (LocalProblems), without those the running config has as well: a
+// file that an upstream the reload keeps as it is (or an unchanged
+// secrets.vault) points to. The file's own problems never pass through
+// here. Rejecting the reload for those would protect
 // nothing and hold back every other change (reverting to the config in
 // force included), so they are logged instead, as at start. d.mu held.
 func (d *Daemon) newProblems(cfg *config.Config, ps config.Problems) config.Problems {

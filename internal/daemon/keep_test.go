@@ -53,12 +53,12 @@ upstreams:
   a: {type: hgem, base_url: "https://a", credentials: "vault:secret/a"}
   f: {type: hgem, base_url: "https://f", credentials: "file:/etc/f.json"}
 `, map[string]bool{"a": false, "f": true}},
-		{"file poll interval", base, vault + `
+		{"poll interval: kept, the running watch takes it", base, vault + `
   poll_interval: 5s
 upstreams:
   a: {type: hgem, base_url: "https://a", credentials: "vault:secret/a"}
   f: {type: hgem, base_url: "https://f", credentials: "file:/etc/f.json"}
-`, map[string]bool{"a": true, "f": false}},
+`, map[string]bool{"a": true, "f": true}},
 		{"sharing turned on: shared ones restart", base, shared, map[string]bool{"a": false, "f": false}},
 		{"shared: true written out is the same", shared, vault + `
 sharing: {vault: {path: secret/shared}}

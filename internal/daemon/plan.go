@@ -91,7 +91,10 @@ func inForce(running, cfg *config.Config) (next *config.Config, pending []string
 // keep reports whether upstream name may keep its running cache, and so its
 // warm token, across a reload from old to cfg: nothing it is built from
 // changed (its settings, the Vault its credentials or shared token come
-// from, how often they are re-read, how it shares).
+// from, how it shares). A new secrets.poll_interval alone is applied to the
+// running watch (SetInterval): re-reading more or less often changes no
+// credential, and a new cache would mint a token the vendor may refuse
+// while the first is live (Inspera's 409).
 func keep(old, cfg *config.Config, name string) bool {
 	u, ok := cfg.Upstreams[name]
 	was, had := old.Upstreams[name]
@@ -102,7 +105,6 @@ func keep(old, cfg *config.Config, name string) bool {
 	vaultSame := reflect.DeepEqual(cfg.Secrets.Vault, old.Secrets.Vault)
 	switch {
 	case kind == "vault" && !vaultSame,
-		cfg.PollInterval(kind) != old.PollInterval(kind),
 		cfg.IsShared(name) != old.IsShared(name),
 		cfg.IsShared(name) && (!vaultSame || !reflect.DeepEqual(cfg.Sharing, old.Sharing)):
 		return false

@@ -2,6 +2,7 @@ package secrets
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 
 	"github.com/tokenproxy/tokenproxy/internal/retry"
@@ -11,16 +12,16 @@ import (
 // each new good version to OnChange. A read that fails or yields unusable
 // credentials goes to OnError and never replaces the last good version.
 type Watch struct {
-	Source   Source
-	Keys     []string      // the keys the credentials must hold (config.Upstream.RequiredKeys)
-	Ref      string        // the reference, for error messages
-	Interval time.Duration // poll interval once a good version is in hand
+	Source Source
+	Keys   []string // the keys the credentials must hold (config.Upstream.RequiredKeys)
+	Ref    string   // the reference, for error messages
 
 	OnChange func(Credentials)
 	OnError  func(error)
 	OnRead   func(kind string, err error) // every read, for metrics
 
-	kick chan struct{}
+	interval atomic.Int64 // poll interval once a good version is in hand, as a time.Duration
+	kick     chan struct{}
 }
 
 // Retry bounds for reads that fail: quick at first so that a Vault that is a
@@ -33,8 +34,14 @@ const (
 
 // NewWatch returns a Watch of src; set the callbacks before Run.
 func NewWatch(src Source, keys []string, ref string, interval time.Duration) *Watch {
-	return &Watch{Source: src, Keys: keys, Ref: ref, Interval: interval, kick: make(chan struct{}, 1)}
+	w := &Watch{Source: src, Keys: keys, Ref: ref, kick: make(chan struct{}, 1)}
+	w.interval.Store(int64(interval))
+	return w
 }
+
+// SetInterval changes the poll interval of a running Watch (a reload that
+// changed only secrets.poll_interval); it applies from the next wait.
+func (w *Watch) SetInterval(d time.Duration) { w.interval.Store(int64(d)) }
 
 // Kick asks for a read now (after the vendor refused the credentials).
 // Kicks closer together than a second are merged.
@@ -62,9 +69,10 @@ func (w *Watch) Run(ctx context.Context) {
 		default:
 			failures = 0
 		}
-		wait := w.Interval
+		interval := time.Duration(w.interval.Load())
+		wait := interval
 		if failures > 0 {
-			wait = retry.Backoff{Base: minRetry, Max: w.Interval}.Wait(failures)
+			wait = retry.Backoff{Base: minRetry, Max: interval}.Wait(failures)
 		}
 		t := time.NewTimer(wait)
 		select {
