@@ -115,6 +115,11 @@ upstreams:
   q: {type: quux, base_url: "https://x", credentials: "env:Q"}
 `, []string{"upstreams.h.scope: must contain hgem-results-api", "upstreams.p.token_url: required for type prodoscore",
 			"upstreams.q.type: \"quux\" is not one of"}},
+		{"a missing base_url is one problem, not one more on the token_url built on it", `
+upstreams:
+  a: {type: hgem, credentials: "env:A"}
+  o: {type: oauth2, credentials: "env:O"}
+`, []string{"upstreams.a.base_url: required", "upstreams.o.base_url: required", "upstreams.o.token_url: required for type oauth2"}},
 		{"urls", `
 upstreams:
   a: {type: hgem, base_url: "http://results-api.hgem.com", credentials: "env:A"}

@@ -471,6 +471,9 @@ func (u *Upstream) validateVendor(ps *Problems, p string) {
 	switch {
 	case d.Token == nil && u.TokenURL != "":
 		ps.add(p+".token_url", "type %s has no token endpoint", u.Type)
+	case d.Token != nil && u.TokenURL == "" && u.BaseURL == "" && d.TokenURL("https://h") != "":
+		// The default token endpoint is built on base_url, whose absence
+		// is reported already.
 	case d.Token != nil && u.TokenURL == "":
 		ps.add(p+".token_url", "required for type %s (it has no default token endpoint)", u.Type)
 	case u.TokenURL != d.TokenURL(u.BaseURL):
