@@ -10,11 +10,14 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/url"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -96,8 +99,9 @@ func TestFleetColdStart(t *testing.T) {
 			t.Errorf("%s: replicas %v minted, want exactly one", kind, minted)
 		}
 		rec := v.sharedRecord(t, kind)
-		if rec == nil || rec["generation"] != "1" || rec["lease_holder"] != "" || rec["credential_version"] != "1" {
-			t.Errorf("%s: shared record generation %v, lease holder %v, credential version %v; want 1, none, 1",
+		if cv, _ := rec["credential_version"].(string); rec == nil || rec["generation"] != "1" || rec["lease_holder"] != "" ||
+			!strings.HasPrefix(cv, "vault:secret/tokenproxy/"+kind+"#1@") {
+			t.Errorf("%s: shared record generation %v, lease holder %v, credential version %v; want 1, none, version 1 of secret/tokenproxy/"+kind,
 				kind, rec["generation"], rec["lease_holder"], rec["credential_version"])
 		}
 		for i, p := range f.procs {
@@ -493,7 +497,7 @@ func TestFleetRevokedAndRotated(t *testing.T) {
 	waitFor(t, 20*time.Second, "every replica on credential version 2 with the token minted from it", func() bool {
 		for _, kind := range vaultKinds {
 			rec := v.sharedRecord(t, kind)
-			if rec["credential_version"] != "2" {
+			if cv, _ := rec["credential_version"].(string); !strings.HasPrefix(cv, "vault:secret/tokenproxy/"+kind+"#2@") {
 				return false
 			}
 			for _, p := range f.procs {
@@ -800,4 +804,98 @@ func later(a, b time.Time) time.Time {
 		return a
 	}
 	return b
+}
+
+// The tester's fault, with real Vault: the credentials secret deleted with
+// `vault kv metadata delete` and written again (its version back to 1, the
+// shared record from version 3), then moved by SIGHUP to another secret at
+// version 1 (the record from version 4 of the first). After each, the
+// vendor revokes the token: every replica serves again, none waits for a
+// version it will never read, and the token the fleet shares is minted
+// from the secret the replicas read.
+func TestFleetCredentialsRecreatedOrMoved(t *testing.T) {
+	v := newVaultEnv(t)
+	v.seedFleet(t)
+	hgem := v.vendors["hgem"]
+	for range 2 {
+		v.putKV2(t, "hgem", hgem.creds)
+	}
+	f := v.startFleet(t, 3, v.fleetConfig(vaultKV2Route("hgem")))
+	f.ready(t)
+	recordOf := func(path string, version string) func() bool {
+		return func() bool {
+			rec := v.sharedRecord(t, "hgem")
+			cv, _ := rec["credential_version"].(string)
+			if !strings.HasPrefix(cv, "vault:"+path+"#"+version+"@") {
+				return false
+			}
+			for _, p := range f.procs {
+				if st := p.vaultStatus(t)["hgem"]; st["credential_version"] != version || st["minted_by"] != rec["minted_by"] {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	waitFor(t, 20*time.Second, "the fleet on version 3", recordOf("secret/tokenproxy/hgem", "3"))
+	revokeAndServe := func(what string) {
+		t.Helper()
+		before := hgem.sim.TokenCalls()
+		hgem.sim.RevokeAll()
+		revoked := time.Now()
+		for i, p := range f.procs {
+			waitFor(t, 20*time.Second, fmt.Sprintf("%s: replica %d serving after the revocation", what, i), func() bool {
+				status, _, err := vaultTryCall(p, "hgem")
+				return err == nil && status == 200
+			})
+			p.ready(t)
+		}
+		n := hgem.sim.TokenCalls() - before
+		t.Logf("%s: every replica serves %s after the revocation, %d token requests", what, time.Since(revoked).Round(time.Millisecond), n)
+		if n < 1 || n > 2 {
+			t.Errorf("%s: %d token requests after the revocation, want 1 or 2", what, n)
+		}
+	}
+
+	// (A) Deleted and written again: version 1 of a new lineage.
+	if err := v.root.KVv2("secret").DeleteMetadata(context.Background(), "tokenproxy/hgem"); err != nil {
+		t.Fatal(err)
+	}
+	if n := v.putKV2(t, "hgem", hgem.creds); n != 1 {
+		t.Fatalf("recreated at version %d, want 1", n)
+	}
+	waitFor(t, 20*time.Second, "the fleet on version 1 of the recreated secret", recordOf("secret/tokenproxy/hgem", "1"))
+	revokeAndServe("recreated")
+
+	// (B) Moved, by SIGHUP, to another secret at version 1, while the
+	// record holds a token from version 4 of the first.
+	for range 3 {
+		v.putKV2(t, "hgem", hgem.creds)
+	}
+	waitFor(t, 20*time.Second, "the fleet on version 4", recordOf("secret/tokenproxy/hgem", "4"))
+	moved := maps.Clone(hgem.creds)
+	moved["client_secret"] = vaultCanary("hgem-b")
+	v.secrets = append(v.secrets, moved["client_secret"])
+	hgem.sim.SetCredentials(moved)
+	if n := v.putKV2(t, "hgem-b", moved); n != 1 {
+		t.Fatalf("hgem-b at version %d, want 1", n)
+	}
+	before := hgem.sim.TokenCalls()
+	cfg := v.fleetConfig(vaultRoute{"hgem", "hgem", "vault:secret/tokenproxy/hgem-b"})
+	v.writeConfig(filepath.Base(f.config), cfg)
+	for _, p := range f.procs {
+		p.cmd.Process.Signal(syscall.SIGHUP)
+	}
+	waitFor(t, 20*time.Second, "the fleet on version 1 of hgem-b", recordOf("secret/tokenproxy/hgem-b", "1"))
+	withNew := 0
+	for _, r := range hgem.sim.TokenRequestsSeen()[before:] {
+		if carries(r, moved["client_secret"]) && r.Status == 200 {
+			withNew++
+		}
+	}
+	if withNew < 1 {
+		t.Errorf("no token was minted from hgem-b after the move")
+	}
+	revokeAndServe("moved")
+	f.checkNoTokensExposed(t)
 }

@@ -295,7 +295,8 @@ func (c *Cache) SetCredentials(cr secrets.Credentials) {
 	old := c.creds
 	c.creds, c.credsErr = cr, nil
 	c.loadedLocked()
-	if old.IsZero() || old.Version() == cr.Version() {
+	// FleetVersion, not Version: the same number may be another secret's.
+	if old.IsZero() || old.FleetVersion() == cr.FleetVersion() {
 		c.poke()
 		return
 	}

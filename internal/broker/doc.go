@@ -32,7 +32,14 @@
 //     not refused, before its refresh point: use it (hit, or waited if we
 //     waited for it);
 //  3. minted from credentials newer than ours: use it while valid, else
-//     wait; never mint from older credentials;
+//     wait; never mint from older credentials. "Newer" is
+//     secrets.CompareFleet: a later version of the same Vault secret (same
+//     path, higher number, later created_time). Anything else that is not
+//     the same version (another path, the path deleted and written again,
+//     a fingerprint, a bare number from a record of the previous format)
+//     is another lineage: not usable, and not newer, so we go on to mint
+//     from our own credentials (any change counts as newer, from the
+//     replica that sees it);
 //  4. the fleet is backing off after a failed mint from our version: keep
 //     what is valid, else answer the stored error;
 //  5. another replica holds an unexpired lease: keep what is valid (the
@@ -87,9 +94,29 @@
 //     from an older version, mints from the new one under the lease, and
 //     writes it. The others, still on the old version, find a newer version
 //     stored and use that token; they never mint from the older credentials
-//     (Vault KV versions compare as numbers; fingerprints of file: and env:
+//     (versions of one Vault secret order; fingerprints of file: and env:
 //     sources have no order, so any difference counts as newer)
 //     (TestSharedRotationSeenByOneFirst).
+//   - Credentials of another lineage: the secret deleted (`vault kv
+//     metadata delete`) and written again, its versions numbered from 1,
+//     or moved to another path by a reload. Numbers compared alone said
+//     "version 1 is older than the stored 3": every replica waited for a
+//     version it would never read, for good. A fleet version carries the
+//     path and the version's created_time; numbers order only when path
+//     matches and created_times agree. The first replica on the new
+//     lineage mints (Other), the rest find that version stored and use it
+//     (TestSharedCredentialsRecreatedOrMoved,
+//     TestFleetCredentialsRecreatedOrMoved). Replicas on different lineages
+//     at once (a reload reaching some replicas first) each mint in turn at
+//     their fetches, as file: sources do, until all read the same secret.
+//     A record written before fleet versions carried a path holds a bare
+//     number: another lineage, one mint replaces it
+//     (TestSharedRecordOfPreviousFormat). Lineages are told apart without
+//     the secret's metadata (the policy grants none): a recreated secret
+//     whose number has passed the old one's, created later, orders as
+//     newer, which it is; and a Vault whose clock stepped back between two
+//     versions makes them Other, costing one mint per replica until each
+//     reads the newest.
 //   - Refresh tokens across the fleet: only the lease holder presents the
 //     stored one, and every write stores the newest, so none is presented
 //     twice (TestSharedRefreshTokenNeverPresentedTwice).

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"strconv"
 	"time"
 
 	"go.uber.org/zap"
@@ -117,12 +116,16 @@ func (fl *fleet) get(ctx context.Context, w want) (got, error) {
 		fl.storeFails = 0
 		now := time.Now()
 		g := got{lastReauth: rec.LastReauth, reauthGen: rec.ReauthGeneration}
-		// Compared across replicas, so the same on each; shown only where
-		// it is a Vault KV version number (behind).
+		// Compared across replicas, so the same on each; never shown as it
+		// is (a fingerprint), only its Vault KV version number.
 		v := w.creds.FleetVersion()
 		fresh := rec.AccessToken != "" && valid(recordToken(rec), now)
-		behind := olderVersion(v, rec.CredentialVersion)
-		sameOrNewer := rec.CredentialVersion == v || behind
+		// Another lineage (another secret, the same path written again
+		// after a delete, a fingerprint, a record in the previous format)
+		// is neither: this replica may mint from its own credentials.
+		order := secrets.CompareFleet(v, rec.CredentialVersion)
+		behind := order == secrets.Older
+		sameOrNewer := order == secrets.Same || behind
 		refusedHere := w.refused != 0 && rec.Generation == w.refused
 
 		usable := fresh && sameOrNewer && !refusedHere
@@ -162,12 +165,13 @@ func (fl *fleet) get(ctx context.Context, w want) (got, error) {
 			g.tok, g.result = recordToken(rec), taken(waited)
 			return g, nil
 		case behind:
+			shownRec, shownOurs := secrets.ShownFleetVersion(rec.CredentialVersion), secrets.ShownFleetVersion(v)
 			fl.log.Debug("the fleet's token is from newer credentials than this replica has read",
-				zap.String("stored_version", rec.CredentialVersion), zap.String("version", v))
+				zap.String("stored_version", shownRec), zap.String("version", shownOurs))
 			// Minted from credentials newer than ours: only a replica that
 			// has read them may mint.
 			if r, err := wait(now.Add(keepPoll), &Error{Code: CodeUnavailable, RetryAfter: time.Second,
-				Msg: fmt.Sprintf("%s: the fleet's token was minted from credential version %s, newer than this replica's %s; waiting to read it", fl.name, rec.CredentialVersion, v)}); err != errReadAgain {
+				Msg: fmt.Sprintf("%s: the fleet's token was minted from credential version %s, newer than this replica's %s; waiting to read it", fl.name, shownRec, shownOurs)}); err != errReadAgain {
 				return r, err
 			}
 			continue
@@ -398,16 +402,6 @@ func taken(waited bool) string {
 		return SharedWaited
 	}
 	return SharedHit
-}
-
-// olderVersion reports whether credential version a is older than b. Vault
-// KV versions are numbers and compare as such; fingerprints of file: and env:
-// sources have no order, so none is older than another (CONTRACT.md §7:
-// any change counts as newer, from the replica that sees it).
-func olderVersion(a, b string) bool {
-	x, errA := strconv.ParseUint(a, 10, 64)
-	y, errB := strconv.ParseUint(b, 10, 64)
-	return errA == nil && errB == nil && x < y
 }
 
 func minTime(a, b time.Time) time.Time {

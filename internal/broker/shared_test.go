@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -95,8 +96,23 @@ func (v *vendor) set(f func(v *vendor)) {
 
 var replicaCount = map[*testing.T]int{}
 
+// credsV is version n ("1", "2", ...) of the Vault secret
+// secret/tokenproxy/up, version n created n minutes after a fixed time.
 func credsV(version string) secrets.Credentials {
-	return secrets.NewCredentials(map[string]string{"client_id": "id-canary-1234", "client_secret": "secret-canary-" + version}, version)
+	return credsAt("secret/tokenproxy/up", version, 0)
+}
+
+// credsAt is version n of the Vault secret at path, created n minutes and
+// offset after a fixed time (a secret written again after a delete has a
+// later offset).
+func credsAt(path, version string, offset time.Duration) secrets.Credentials {
+	n, err := strconv.Atoi(version)
+	if err != nil {
+		panic(err)
+	}
+	created := time.Date(2026, 1, 1, 0, n, 0, 0, time.UTC).Add(offset)
+	return secrets.NewVersioned(map[string]string{"client_id": "id-canary-1234", "client_secret": "secret-canary-" + path + version},
+		version, secrets.VaultVersion(path, n, created))
 }
 
 // fleetOf starts n replicas sharing store, each with credentials version "1".
@@ -418,7 +434,7 @@ func TestSharedRotationSeenByOneFirst(t *testing.T) {
 		synctest.Wait()
 		time.Sleep(time.Second)
 		rec := stored(t, mem)
-		if rec.CredentialVersion != "2" || rec.Generation != 2 {
+		if secrets.ShownFleetVersion(rec.CredentialVersion) != "2" || rec.Generation != 2 {
 			t.Fatalf("stored version %s gen %d", rec.CredentialVersion, rec.Generation)
 		}
 		// The others, on version 1, go on through several refreshes and
@@ -711,4 +727,102 @@ func TestSharedRefusedTokenNotTakenBackAfterOutage(t *testing.T) {
 			t.Fatal("the refused token is still the fleet's")
 		}
 	})
+}
+
+// The tester's fault: the credentials secret deleted with `vault kv
+// metadata delete` and written again (version 1 again, the record says 3),
+// or moved to another path (version 1 of hgem-b; the record says 4 of
+// hgem). Version numbers of different lineages do not compare: the first
+// replica to read the new credentials mints from them, the others use its
+// token once they read them too, and a 401 then re-mints once. No replica
+// waits for a version it will never read, and none uses a token minted from
+// another secret.
+func TestSharedCredentialsRecreatedOrMoved(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		next secrets.Credentials
+	}{
+		{"recreated", credsAt("secret/tokenproxy/up", "1", time.Hour)},
+		{"recreated, same number", credsAt("secret/tokenproxy/up", "3", time.Hour)},
+		{"moved", credsAt("secret/tokenproxy/up-b", "1", time.Hour)},
+		{"moved, same number", credsAt("secret/tokenproxy/up-b", "3", time.Hour)},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				v := newVendor(time.Hour, 50*time.Millisecond)
+				mem := sharing.NewMemory()
+				cs := fleetOf(t, 3, v, mem, Options{})
+				for _, r := range cs {
+					r.SetCredentials(credsV("3"))
+				}
+				synctest.Wait()
+				old, _ := cs[1].Token(context.Background())
+				before := v.count()
+				// One replica reads the new credentials first: it mints
+				// from them, and never takes the old secret's token.
+				cs[0].SetCredentials(c.next)
+				synctest.Wait()
+				time.Sleep(time.Second)
+				first, err := cs[0].Token(context.Background())
+				if err != nil || first.AccessToken == old.AccessToken || v.count() != before+1 {
+					t.Fatalf("first replica on the new credentials: %v %v, %d token requests after %d", first, err, v.count(), before)
+				}
+				if rec := stored(t, mem); rec.CredentialVersion != c.next.FleetVersion() || rec.AccessToken != first.AccessToken {
+					t.Fatalf("stored %s gen %d, want the new credentials' token", secrets.ShownFleetVersion(rec.CredentialVersion), rec.Generation)
+				}
+				for _, r := range cs[1:] {
+					r.SetCredentials(c.next)
+				}
+				synctest.Wait()
+				time.Sleep(time.Second)
+				for i, r := range cs {
+					tok, err := r.Token(context.Background())
+					if err != nil || tok.AccessToken != first.AccessToken {
+						t.Fatalf("replica %d after reading the new credentials: %v %v", i, tok, err)
+					}
+				}
+				// The vendor revokes it: every replica sees a 401; the
+				// fleet re-mints once and every replica serves again.
+				for _, r := range cs {
+					answer401(t, r)
+				}
+				synctest.Wait()
+				if n := v.count(); n != before+2 {
+					t.Fatalf("%d token requests after the 401, want %d", n, before+2)
+				}
+				for i, r := range cs {
+					if s := r.State(); !s.Ready {
+						t.Errorf("replica %d not ready after the 401: %+v", i, s)
+					}
+				}
+			})
+		})
+	}
+}
+
+// A record written before fleet versions carried their secret (a bare KV
+// version number) is another lineage: one mint replaces it, whatever its
+// number, and the fleet shares that token.
+func TestSharedRecordOfPreviousFormat(t *testing.T) {
+	for _, old := range []string{"1", "3", "99"} {
+		synctest.Test(t, func(t *testing.T) {
+			v := newVendor(time.Hour, 50*time.Millisecond)
+			mem := sharing.NewMemory()
+			now := time.Now()
+			if _, err := mem.Save(context.Background(), "up", sharing.Record{AccessToken: "tok-old-format", Obtained: now,
+				Expiry: now.Add(time.Hour), RefreshAt: now.Add(45 * time.Minute), CredentialVersion: old, Generation: 7}, 0); err != nil {
+				t.Fatal(err)
+			}
+			cs := fleetOf(t, 3, v, mem, Options{})
+			for i, r := range cs {
+				tok, err := r.Token(context.Background())
+				if err != nil || tok.AccessToken == "tok-old-format" {
+					t.Fatalf("record version %q: replica %d: %v %v", old, i, tok, err)
+				}
+			}
+			if n := v.count(); n != 1 {
+				t.Fatalf("record version %q: %d token requests, want 1", old, n)
+			}
+		})
+	}
 }
