@@ -899,3 +899,69 @@ func TestFleetCredentialsRecreatedOrMoved(t *testing.T) {
 	revokeAndServe("moved")
 	f.checkNoTokensExposed(t)
 }
+
+// Two configs give one upstream name to different vendors on one sharing
+// path: the fleet's "prominsight" is PROMinsight, one replica's is Inspera.
+// No token reaches a host it was not minted for (CONTRACT.md §3): the odd
+// replica never takes the record's PROMinsight token, logs an ERROR naming
+// the upstream and what differs, shows it in /status, mints its own Inspera
+// token and leaves the record alone; the fleet's token stays the one
+// PROMinsight issued. (Both orders are in TestSharedTokenNeverCrossesAudiences.)
+func TestFleetUpstreamNameOfAnotherVendor(t *testing.T) {
+	v := newVaultEnv(t)
+	v.seedFleet(t)
+	f := v.startFleet(t, 2, v.fleetConfig(vaultKV2Route("prominsight")))
+	f.ready(t)
+	prom, insp := v.vendors["prominsight"].sim, v.vendors["inspera"].sim
+	waitFor(t, 20*time.Second, "the fleet's PROMinsight token stored", func() bool {
+		return v.sharedRecord(t, "prominsight")["audience_type"] == "prominsight"
+	})
+	first := v.sharedRecord(t, "prominsight")
+	odd := v.startFleet(t, 1, v.fleetConfig(vaultRoute{"prominsight", "inspera", "vault:secret/tokenproxy/inspera"})).procs[0]
+	odd.ready(t)
+	a := apiPath["inspera"]
+	for range 3 {
+		if r := do(t, a.method, odd.data+"/prominsight"+a.path, nil); r.StatusCode != 200 {
+			t.Fatalf("the odd replica's Inspera call: %d %s", r.StatusCode, r.body)
+		}
+		for _, p := range f.procs {
+			if r := vaultCall(t, p, "prominsight", "prominsight"); r.StatusCode != 200 {
+				t.Fatalf("the fleet's PROMinsight call: %d %s", r.StatusCode, r.body)
+			}
+		}
+	}
+	for name, sim := range map[string]*vendorsim.Server{"prominsight": prom, "inspera": insp} {
+		for _, r := range sim.APIRequests() {
+			if r.Status != 200 {
+				t.Errorf("%s answered %d to %s %s: a token of another vendor?", name, r.Status, r.Method, r.Path)
+			}
+		}
+	}
+	if n, m := prom.TokenCalls(), insp.TokenCalls(); n != 1 || m != 1 {
+		t.Errorf("token requests: %d to PROMinsight (want 1, the fleet's), %d to Inspera (want 1, the odd replica's own)", n, m)
+	}
+	if rec := v.sharedRecord(t, "prominsight"); rec["generation"] != first["generation"] || rec["access_token"] != first["access_token"] || rec["audience_type"] != "prominsight" {
+		t.Errorf("the record changed: generation %v (was %v), audience %v", rec["generation"], first["generation"], rec["audience_type"])
+	}
+	if st := odd.vaultStatus(t)["prominsight"]; !strings.Contains(fmt.Sprint(st["last_error"]), "holds a token for another upstream (its type, token_url, base_url differ") {
+		t.Errorf("/status of the odd replica: last_error %q", st["last_error"])
+	}
+	found := false
+	for _, l := range odd.logLines() {
+		if l["level"] == "error" && strings.Contains(fmt.Sprint(l["msg"]), "token for another upstream") {
+			found = l["upstream"] == "prominsight" && fmt.Sprint(l["differs"]) == "[type token_url base_url]"
+			if !found {
+				t.Errorf("the ERROR line: %v", l)
+			}
+			break
+		}
+	}
+	if !found {
+		t.Error("no ERROR line for the record of another upstream")
+	}
+	if n := odd.sharedMetric(t, "prominsight", "local"); n != 1 {
+		t.Errorf("the odd replica counted %d local mints, want 1", n)
+	}
+	f.procs = append(f.procs, odd)
+	f.checkNoTokensExposed(t)
+}

@@ -780,6 +780,15 @@ func (c *Cache) State() State {
 	if c.credsErr != nil && s.LastError == "" {
 		s.LastError = "credentials: " + c.credsErr.Error()
 	}
+	if c.fleet != nil {
+		// A configuration error in the fleet's store does not stop this
+		// replica (it mints alone), so it shows beside what does.
+		if p := c.fleet.Problem(); p != "" && s.LastError == "" {
+			s.LastError = p
+		} else if p != "" {
+			s.LastError += "; " + p
+		}
+	}
 	return s
 }
 

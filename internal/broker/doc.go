@@ -26,6 +26,12 @@
 //
 // A fetch reads the record and, in this order:
 //
+//  0. the record was written for another audience (Sharing.Audience: the
+//     upstream's type, token endpoint, API origin; a record that names
+//     none, empty or of the previous format, matches any): never use its
+//     token, never write the record; log an ERROR naming the upstream and
+//     what differs, show it in /status (last_error), and mint alone, as
+//     with the store unavailable (counted local);
 //  1. refused generation still stored, within the fleet's reauth interval:
 //     keep it (the 401 goes back to the caller);
 //  2. a valid token minted from our credential version (or a newer one),
@@ -117,6 +123,14 @@
 //     newer, which it is; and a Vault whose clock stepped back between two
 //     versions makes them Other, costing one mint per replica until each
 //     reads the newest.
+//   - Two configs giving one upstream name to different vendors on one
+//     sharing path: whichever group writes the record first keeps it; a
+//     replica of the other group finds another audience, never uses the
+//     token and never writes the record (so neither group overwrites the
+//     other's in turn), and mints alone at each fetch. A mint that lost
+//     its lease takes the fleet's newer token only if its audience matches
+//     (TestSharedTokenNeverCrossesAudiences, both orders;
+//     TestFleetUpstreamNameOfAnotherVendor).
 //   - Refresh tokens across the fleet: only the lease holder presents the
 //     stored one, and every write stores the newest, so none is presented
 //     twice (TestSharedRefreshTokenNeverPresentedTwice).

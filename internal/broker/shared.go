@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -27,6 +29,12 @@ type Sharing struct {
 	Local bool
 	// ID names this replica in leases and minted_by: <hostname>-<pid>.
 	ID string
+	// Audience is who this replica's tokens are for (sharing.NewAudience
+	// of the upstream's type, token_url and base_url). A stored token for
+	// another audience is never used, and its record never written: the
+	// replica mints alone (two configs using one upstream name for
+	// different vendors; CONTRACT.md §3). Zero: not checked.
+	Audience sharing.Audience
 }
 
 // Results of a shared fetch, the result label of
@@ -102,6 +110,21 @@ type fleet struct {
 	log      *zap.Logger
 
 	storeFails int
+	// problem is a configuration error met in the store (the record
+	// written for another audience, the store refusing access), for
+	// /status; "" when none. Written by the fetch goroutine, read by State.
+	problem atomic.Pointer[string]
+}
+
+// setProblem records p for /status ("" clears it).
+func (fl *fleet) setProblem(p string) { fl.problem.Store(&p) }
+
+// Problem is the configuration error last met in the store, or "".
+func (fl *fleet) Problem() string {
+	if p := fl.problem.Load(); p != nil {
+		return *p
+	}
+	return ""
 }
 
 // get returns the token this replica should hold, following doc.go.
@@ -114,6 +137,10 @@ func (fl *fleet) get(ctx context.Context, w want) (got, error) {
 			return fl.storeDown(ctx, w, err)
 		}
 		fl.storeFails = 0
+		if differs := fl.foreign(rec); differs != nil {
+			return fl.foreignRecord(ctx, w, rec, differs)
+		}
+		fl.setProblem("")
 		now := time.Now()
 		g := got{lastReauth: rec.LastReauth, reauthGen: rec.ReauthGeneration}
 		// Compared across replicas, so the same on each; never shown as it
@@ -262,6 +289,7 @@ func (fl *fleet) mint(ctx context.Context, w want, rec, lease sharing.Record, le
 		LastReauth:        rec.LastReauth,
 		ReauthGeneration:  rec.ReauthGeneration,
 	}
+	next.SetAudience(fl.Audience)
 	// The token names the refresh token to present next (Fetcher): a new
 	// one, the old one again, or none.
 	switch {
@@ -283,7 +311,7 @@ func (fl *fleet) mint(ctx context.Context, w want, rec, lease sharing.Record, le
 	case errors.Is(err, sharing.ErrConflict):
 		// Our lease ran out and another replica took it: what it wrote is
 		// not overwritten. Use its token if it has one, else ours alone.
-		if cur, _, lerr := fl.load(ctx); lerr == nil && cur.AccessToken != "" &&
+		if cur, _, lerr := fl.load(ctx); lerr == nil && cur.AccessToken != "" && fl.foreign(cur) == nil &&
 			cur.Generation > rec.Generation && valid(recordToken(cur), now) {
 			fl.log.Warn("lease lost before the token was written back; using the fleet's newer token",
 				zap.String("minted_by", cur.MintedBy))
@@ -331,6 +359,40 @@ func (fl *fleet) storeDown(ctx context.Context, w want, err error) (got, error) 
 			Msg: fmt.Sprintf("%s: sharing store unavailable and no valid token held: %v", fl.name, err)}
 	}
 	fl.log.Warn("sharing store unavailable; minting a token alone (on_store_unavailable: local)", zap.Error(err))
+	return fl.alone(ctx, w)
+}
+
+// foreign names what differs between who rec's token is for and who ours
+// are for (sharing.Audience.Differs), or nil when it may be used: the same
+// audience, or a record that names none (empty, or written before records
+// did; the next mint writes ours).
+func (fl *fleet) foreign(rec sharing.Record) []string {
+	a := rec.Audience()
+	if a == (sharing.Audience{}) || fl.Audience == (sharing.Audience{}) {
+		return nil
+	}
+	return fl.Audience.Differs(a)
+}
+
+// foreignRecord is a fetch that found the record written for another
+// audience: a configuration error (two configs give one upstream name to
+// different vendors). The record's token is never used and the record
+// never written, so the replicas that wrote it go on undisturbed and no
+// two groups overwrite each other in turn; this replica mints alone, as
+// with the store unavailable (counted local), whatever on_store_unavailable
+// says: the store is fine, the token is not ours.
+func (fl *fleet) foreignRecord(ctx context.Context, w want, rec sharing.Record, differs []string) (got, error) {
+	what := strings.Join(differs, ", ")
+	fl.setProblem(fmt.Sprintf("sharing: the shared record of %s holds a token for another upstream (its %s differ from this config's; another replica's config gives this name to another vendor); this replica mints its own tokens and leaves the record alone",
+		fl.name, what))
+	fl.log.Error("the shared record holds a token for another upstream; not using it, minting alone and leaving the record alone: give the upstream a name of its own, or the same type, token_url and base_url on every replica",
+		zap.String("upstream", fl.name), zap.Strings("differs", differs), zap.String("record_minted_by", rec.MintedBy))
+	return fl.alone(ctx, w)
+}
+
+// alone mints a token without the store: not written back, the Cache
+// dates and holds it as its own (result local).
+func (fl *fleet) alone(ctx context.Context, w want) (got, error) {
 	mctx, cancel := context.WithTimeout(ctx, fl.timeout)
 	defer cancel()
 	sent := time.Now()

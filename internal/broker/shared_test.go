@@ -4,12 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/tokenproxy/tokenproxy/internal/secrets"
 	"github.com/tokenproxy/tokenproxy/internal/sharing"
@@ -30,6 +35,7 @@ type vendor struct {
 	used      map[string]bool // refresh tokens presented
 	presented []string
 	versions  []string
+	fleetVers []string // FleetVersion of the credentials of each request
 	fail      error         // when set, every request fails with it
 	gate      chan struct{} // when set, requests wait for it
 }
@@ -50,6 +56,7 @@ func (r replica) Fetch(ctx context.Context, c secrets.Credentials, refresh strin
 	v.calls++
 	n := v.calls
 	v.versions = append(v.versions, c.Version())
+	v.fleetVers = append(v.fleetVers, c.FleetVersion())
 	gate, fail, delay := v.gate, v.fail, v.delay
 	if refresh != "" {
 		v.presented = append(v.presented, refresh)
@@ -730,13 +737,14 @@ func TestSharedRefusedTokenNotTakenBackAfterOutage(t *testing.T) {
 }
 
 // The tester's fault: the credentials secret deleted with `vault kv
-// metadata delete` and written again (version 1 again, the record says 3),
-// or moved to another path (version 1 of hgem-b; the record says 4 of
-// hgem). Version numbers of different lineages do not compare: the first
-// replica to read the new credentials mints from them, the others use its
-// token once they read them too, and a 401 then re-mints once. No replica
-// waits for a version it will never read, and none uses a token minted from
-// another secret.
+// metadata delete` and written again (version 1 again, or the same number
+// again, the record says 3), or moved to another path. Version numbers of
+// different secrets do not compare: the first replica to read the new
+// credentials mints from them and never uses the old secret's token; a
+// replica still on the old ones may mint from them once meanwhile (other
+// credentials, as with file: sources); once all read the new ones they
+// share one token minted from them, and a 401 re-mints once. Before, every
+// replica waited for a version it would never read: 503 for good.
 func TestSharedCredentialsRecreatedOrMoved(t *testing.T) {
 	for _, c := range []struct {
 		name string
@@ -756,30 +764,39 @@ func TestSharedCredentialsRecreatedOrMoved(t *testing.T) {
 					r.SetCredentials(credsV("3"))
 				}
 				synctest.Wait()
-				old, _ := cs[1].Token(context.Background())
+				time.Sleep(10 * time.Second)
 				before := v.count()
+				mintedFrom := func(tok Token) string {
+					var n int
+					fmt.Sscanf(tok.AccessToken, "tok-%d-", &n)
+					v.mu.Lock()
+					defer v.mu.Unlock()
+					return v.fleetVers[n-1]
+				}
 				// One replica reads the new credentials first: it mints
 				// from them, and never takes the old secret's token.
 				cs[0].SetCredentials(c.next)
 				synctest.Wait()
 				time.Sleep(time.Second)
 				first, err := cs[0].Token(context.Background())
-				if err != nil || first.AccessToken == old.AccessToken || v.count() != before+1 {
-					t.Fatalf("first replica on the new credentials: %v %v, %d token requests after %d", first, err, v.count(), before)
-				}
-				if rec := stored(t, mem); rec.CredentialVersion != c.next.FleetVersion() || rec.AccessToken != first.AccessToken {
-					t.Fatalf("stored %s gen %d, want the new credentials' token", secrets.ShownFleetVersion(rec.CredentialVersion), rec.Generation)
+				if err != nil || mintedFrom(first) != c.next.FleetVersion() {
+					t.Fatalf("first replica on the new credentials: %v %v, minted from the new ones %v", first, err, err == nil && mintedFrom(first) == c.next.FleetVersion())
 				}
 				for _, r := range cs[1:] {
 					r.SetCredentials(c.next)
 				}
 				synctest.Wait()
-				time.Sleep(time.Second)
+				time.Sleep(5 * time.Second)
+				shared, _ := cs[0].Token(context.Background())
 				for i, r := range cs {
 					tok, err := r.Token(context.Background())
-					if err != nil || tok.AccessToken != first.AccessToken {
-						t.Fatalf("replica %d after reading the new credentials: %v %v", i, tok, err)
+					if err != nil || tok.AccessToken != shared.AccessToken || mintedFrom(tok) != c.next.FleetVersion() {
+						t.Fatalf("replica %d after reading the new credentials: %v %v, want the fleet's %v from them", i, tok, err, shared)
 					}
+				}
+				settled := v.count()
+				if n := settled - before; n < 1 || n > 3 {
+					t.Errorf("%d token requests while the replicas read the new credentials, want 1 to 3 (one per replica at most)", n)
 				}
 				// The vendor revokes it: every replica sees a 401; the
 				// fleet re-mints once and every replica serves again.
@@ -787,8 +804,8 @@ func TestSharedCredentialsRecreatedOrMoved(t *testing.T) {
 					answer401(t, r)
 				}
 				synctest.Wait()
-				if n := v.count(); n != before+2 {
-					t.Fatalf("%d token requests after the 401, want %d", n, before+2)
+				if n := v.count() - settled; n != 1 {
+					t.Fatalf("%d token requests after the 401, want 1", n)
 				}
 				for i, r := range cs {
 					if s := r.State(); !s.Ready {
@@ -826,3 +843,101 @@ func TestSharedRecordOfPreviousFormat(t *testing.T) {
 		})
 	}
 }
+
+// Two configs give one upstream name to different vendors (one replica's
+// "up" is Inspera, the fleet's is PROMinsight) on one sharing path. A token
+// never reaches a host it was not minted for: the replica whose audience
+// differs from the record's never uses the record's token, names what
+// differs in an ERROR line and /status, mints alone, and never writes the
+// record, so the replicas that wrote it first go on undisturbed. Both
+// orders: the fleet first, and the odd replica first.
+func TestSharedTokenNeverCrossesAudiences(t *testing.T) {
+	prom := sharing.NewAudience("prominsight", "https://api.prominsight.example/oauth/token", "https://api.prominsight.example")
+	insp := sharing.NewAudience("inspera", "https://t.inspera.example/api/authenticate/token", "https://t.inspera.example")
+	for _, oddFirst := range []bool{false, true} {
+		t.Run(fmt.Sprintf("odd replica first %v", oddFirst), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				core, logs := observer.New(zapcore.DebugLevel)
+				mem := sharing.NewMemory()
+				vp, vi := newVendor(60*time.Second, 50*time.Millisecond), newVendor(60*time.Second, 50*time.Millisecond)
+				start := func(n int, v *vendor, a sharing.Audience) []*Cache {
+					return fleetOf(t, n, v, mem, Options{Log: zap.New(core), Sharing: &Sharing{Lease: 30 * time.Second, Local: true, Audience: a}})
+				}
+				var fleet, odd []*Cache
+				if oddFirst {
+					odd = start(1, vi, insp)
+					synctest.Wait()
+					fleet = start(2, vp, prom)
+				} else {
+					fleet = start(2, vp, prom)
+					synctest.Wait()
+					odd = start(1, vi, insp)
+				}
+				synctest.Wait()
+				first := stored(t, mem)
+				end := time.Now().Add(5 * time.Minute) // five lifetimes
+				for time.Now().Before(end) {
+					for _, c := range append(slices.Clone(fleet), odd...) {
+						tok, err := c.Token(context.Background())
+						if err != nil {
+							t.Fatal(err)
+						}
+						mine := c == odd[0]
+						if ownTokens := strings.Contains(tok.AccessToken, "by-"+idOf(odd[0])); mine != ownTokens {
+							t.Fatalf("a token crossed vendors: odd replica %v holds %v (minted by %s)", mine, tok, tok.MintedBy)
+						}
+					}
+					time.Sleep(time.Second)
+				}
+				rec := stored(t, mem)
+				wrote := prom
+				if oddFirst {
+					wrote = insp
+				}
+				if rec.Audience() != wrote || rec.Generation < first.Generation {
+					t.Fatalf("record audience %+v gen %d (first gen %d), want the first writer's %+v", rec.Audience(), rec.Generation, first.Generation, wrote)
+				}
+				// The group that wrote first shares one token per lifetime
+				// (about 7 over five 60s lifetimes); each replica of the
+				// other mints alone, about as many each.
+				shared, alone := vp, vi
+				lonely := 1
+				if oddFirst {
+					shared, alone, lonely = vi, vp, 2
+				}
+				if n := shared.count(); n < 5 || n > 9 {
+					t.Errorf("%d token requests by the group that wrote first, want about 7", n)
+				}
+				if n := alone.count(); n < 5*lonely || n > 9*lonely {
+					t.Errorf("%d token requests by %d replica(s) minting alone, want about %d", n, lonely, 7*lonely)
+				}
+				others := odd
+				if oddFirst {
+					others = fleet
+				}
+				for _, c := range others {
+					if s := c.State(); !strings.Contains(s.LastError, "another upstream") || !strings.Contains(s.LastError, "type, token_url, base_url") || !s.Ready {
+						t.Errorf("/status of a replica whose audience differs: %+v", s)
+					}
+				}
+				errs := logs.FilterLevelExact(zapcore.ErrorLevel).FilterMessageSnippet("token for another upstream").All()
+				if len(errs) == 0 {
+					t.Fatal("no ERROR line for the record of another upstream")
+				}
+				if f := errs[0].ContextMap(); f["upstream"] != "up" || fmt.Sprint(f["differs"]) != "[type token_url base_url]" {
+					t.Errorf("ERROR line fields %v", f)
+				}
+				for _, e := range logs.All() {
+					for _, f := range e.Context {
+						if s := fmt.Sprint(f.String, f.Interface); strings.Contains(s, "example") {
+							t.Errorf("a log line shows a URL of the audience: %s %v", e.Message, e.ContextMap())
+						}
+					}
+				}
+			})
+		})
+	}
+}
+
+// idOf is the replica id of a cache started by fleetOf.
+func idOf(c *Cache) string { return c.fleet.ID }
