@@ -35,7 +35,7 @@ type vendor struct {
 	used      map[string]bool // refresh tokens presented
 	presented []string
 	versions  []string
-	fleetVers []string // FleetVersion of the credentials of each request
+	fleetVers []string      // FleetVersion of the credentials of each request
 	fail      error         // when set, every request fails with it
 	gate      chan struct{} // when set, requests wait for it
 }
