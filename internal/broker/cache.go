@@ -125,8 +125,13 @@ type Cache struct {
 	// Shared tokens: the store generation a 401 refused (0: none), and the
 	// local generation given to the last store generation installed, so
 	// that the same shared token installed again keeps its generation.
+	// A generation is compared together with the token it numbers (held
+	// here anyway, never stored or shown): a number alone may have been
+	// given to another token too, after the record was damaged or deleted.
 	refused        uint64
+	refusedTok     string
 	sharedGen      uint64
+	sharedTok      string
 	sharedLocalGen uint64
 
 	events history // for the admin plane's timeline; written under mu
@@ -273,7 +278,7 @@ func (c *Cache) Invalidate(gen uint64) bool {
 	}
 	if c.fleet != nil && c.tok.SharedGen != 0 {
 		// The fleet decides, through the store, whether to re-mint.
-		c.refused = c.tok.SharedGen
+		c.refused, c.refusedTok = c.tok.SharedGen, c.tok.AccessToken
 	} else {
 		c.lastReauth, c.reauthGen = time.Now(), c.gen+1
 		c.opt.Metrics.Reauthed(c.name)
@@ -343,7 +348,7 @@ func (c *Cache) poke() {
 func (c *Cache) startLocked() *flight {
 	f := &flight{done: make(chan struct{})}
 	c.flight = f
-	w := want{creds: c.creds, held: c.tok, refused: c.refused}
+	w := want{creds: c.creds, held: c.tok, refused: c.refused, refusedTok: c.refusedTok}
 	now := time.Now()
 	if c.refresh.RefreshToken != "" &&
 		(c.refresh.RefreshExpiry.IsZero() || now.Before(c.refresh.RefreshExpiry.Add(-margin(c.refresh.RefreshExpiresIn)))) {
@@ -396,9 +401,9 @@ func (c *Cache) fetch(f *flight, w want) {
 		// A 401 arrived while the fetch ran: the token it found may be the
 		// refused one, or the token it means to keep may be gone. Ask again.
 		if err == nil && c.fleet != nil && c.base.Err() == nil &&
-			((g.tok.SharedGen != 0 && g.tok.SharedGen == c.refused && w.refused != c.refused) ||
+			((g.tok.SharedGen != 0 && g.tok.SharedGen == c.refused && g.tok.AccessToken == c.refusedTok && w.refused != c.refused) ||
 				(g.tok.AccessToken == "" && !valid(c.tok, time.Now()))) {
-			w.held, w.refused = c.tok, c.refused
+			w.held, w.refused, w.refusedTok = c.tok, c.refused, c.refusedTok
 			c.mu.Unlock()
 			continue
 		}
@@ -500,12 +505,12 @@ func (c *Cache) vendor(w want) (got, error) {
 // the vendor started it; a shared token comes dated by the replica that
 // minted it.
 func (c *Cache) installLocked(tok *Token, creds secrets.Credentials, sent, now time.Time, g got) bool {
-	if tok.SharedGen != 0 && tok.SharedGen == c.sharedGen {
+	if tok.SharedGen != 0 && tok.SharedGen == c.sharedGen && tok.AccessToken == c.sharedTok {
 		tok.Gen = c.sharedLocalGen
 	} else {
 		c.gen++
 		tok.Gen = c.gen
-		c.sharedGen, c.sharedLocalGen = tok.SharedGen, tok.Gen
+		c.sharedGen, c.sharedTok, c.sharedLocalGen = tok.SharedGen, tok.AccessToken, tok.Gen
 	}
 	taken := tok.Gen != c.tok.Gen
 	if c.opt.Authorize != nil {
@@ -515,7 +520,7 @@ func (c *Cache) installLocked(tok *Token, creds secrets.Credentials, sent, now t
 		// The fleet has answered the refusal (with another token, or with
 		// this one within the reauth bound). A token minted alone while the
 		// store was down has not: the refused one may still be stored.
-		c.refused = 0
+		c.refused, c.refusedTok = 0, ""
 	}
 	if tok.Expiry.IsZero() {
 		life := tok.ExpiresIn

@@ -32,7 +32,8 @@
 //     token, never write the record; log an ERROR naming the upstream and
 //     what differs, show it in /status (last_error), and mint alone, as
 //     with the store unavailable (counted local);
-//  1. refused generation still stored, within the fleet's reauth interval:
+//  1. refused generation still stored (its number and its token: numbers
+//     alone may repeat), within the fleet's reauth interval:
 //     keep it (the 401 goes back to the caller);
 //  2. a valid token minted from our credential version (or a newer one),
 //     not refused, before its refresh point: use it (hit, or waited if we
@@ -54,7 +55,8 @@
 //  6. otherwise take the lease (check-and-set: holder = us, deadline = now +
 //     Lease), ask the vendor (with the stored refresh token, if from our
 //     version and unexpired: only a lease holder presents it), and write the
-//     token back with generation+1 and the lease cleared (check-and-set on
+//     token back with generation+1 (over an empty record: past the store
+//     version and every generation we hold) and the lease cleared (check-and-set on
 //     the lease's version). A failed mint writes the lease back cleared with
 //     the fleet's backoff, and drops a refused refresh token.
 //
@@ -131,6 +133,16 @@
 //     its lease takes the fleet's newer token only if its audience matches
 //     (TestSharedTokenNeverCrossesAudiences, both orders;
 //     TestFleetUpstreamNameOfAnotherVendor).
+//   - A record damaged (malformed) or deleted, then replaced by a mint:
+//     the generations started again at 1, so a replica still holding the
+//     old generation-1 token took its 401 for a refusal of the stored,
+//     other, generation-1 token and re-minted over a good one. A mint over
+//     an empty record continues past the store version read and past any
+//     generation the minting replica holds or was refused; and a refusal
+//     is of a generation and its token (compared in memory, never stored),
+//     so a number given twice (the record's metadata deleted restarts the
+//     store's versions) still never names the wrong token
+//     (TestSharedGenerationNeverReused).
 //   - Refresh tokens across the fleet: only the lease holder presents the
 //     stored one, and every write stores the newest, so none is presented
 //     twice (TestSharedRefreshTokenNeverPresentedTwice).

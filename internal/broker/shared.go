@@ -71,8 +71,31 @@ var errReadAgain = errors.New("read the store again")
 type want struct {
 	creds   secrets.Credentials
 	held    Token  // the token the Cache holds now; may be zero or expired
-	refused uint64 // the shared generation an upstream refused (401); 0 if none
+	refused    uint64 // the shared generation an upstream refused (401); 0 if none
+	refusedTok string // the token of that generation, compared with the stored one
 	refresh string // a refresh token from a local mint (store unavailable)
+}
+
+// refusedIn reports whether rec still holds the token an upstream refused:
+// its generation and its token, since a generation number alone may have
+// been given to another token after the record was damaged or deleted.
+func (w want) refusedIn(rec sharing.Record) bool {
+	return w.refused != 0 && rec.Generation == w.refused && rec.AccessToken == w.refusedTok
+}
+
+// nextGeneration is the generation of a token minted over rec, read at
+// store version ver. It is never one given to another token before: an
+// empty record (malformed, deleted, or new) has lost the count, so it
+// continues past ver (generation g was written at version g
+// or later: one write per version, one generation per write at most) and
+// past any this replica holds or was refused (the store's versions restart
+// when its metadata is deleted).
+func nextGeneration(rec sharing.Record, ver int, w want) uint64 {
+	g := rec.Generation
+	if rec == (sharing.Record{}) {
+		g = max(uint64(max(ver, 0)), w.held.SharedGen, w.refused)
+	}
+	return g + 1
 }
 
 // got is what a shared fetch ends with.
@@ -153,7 +176,7 @@ func (fl *fleet) get(ctx context.Context, w want) (got, error) {
 		order := secrets.CompareFleet(v, rec.CredentialVersion)
 		behind := order == secrets.Older
 		sameOrNewer := order == secrets.Same || behind
-		refusedHere := w.refused != 0 && rec.Generation == w.refused
+		refusedHere := w.refusedIn(rec)
 
 		usable := fresh && sameOrNewer && !refusedHere
 		heldOK := valid(w.held, now)
@@ -252,7 +275,7 @@ func (fl *fleet) get(ctx context.Context, w want) (got, error) {
 // mint asks the vendor under the lease and writes the token back.
 func (fl *fleet) mint(ctx context.Context, w want, rec, lease sharing.Record, leaseVer int) (got, error) {
 	v := w.creds.FleetVersion()
-	g := got{vendor: true, reauth: w.refused != 0 && rec.Generation == w.refused,
+	g := got{vendor: true, reauth: w.refusedIn(rec),
 		lastReauth: rec.LastReauth, reauthGen: rec.ReauthGeneration}
 	sent := time.Now()
 	// The stored refresh token is the newest in the fleet, and only the
@@ -284,7 +307,7 @@ func (fl *fleet) mint(ctx context.Context, w want, rec, lease sharing.Record, le
 		RefreshAt:         sent.Add(time.Duration(float64(life) * fl.fraction * (1 - 0.1*rand.Float64()))),
 		RefreshToken:      tok.RefreshToken,
 		CredentialVersion: v,
-		Generation:        rec.Generation + 1,
+		Generation:        nextGeneration(rec, leaseVer-1, w),
 		MintedBy:          fl.ID,
 		LastReauth:        rec.LastReauth,
 		ReauthGeneration:  rec.ReauthGeneration,

@@ -941,3 +941,82 @@ func TestSharedTokenNeverCrossesAudiences(t *testing.T) {
 
 // idOf is the replica id of a cache started by fleetOf.
 func idOf(c *Cache) string { return c.fleet.ID }
+
+// damagedStore reads the record as malformed (ErrMalformed with its
+// version, as sharing.Vault does) until the next write replaces it.
+type damagedStore struct {
+	sharing.Store
+	mu      sync.Mutex
+	damaged bool
+}
+
+func (d *damagedStore) damage() { d.mu.Lock(); d.damaged = true; d.mu.Unlock() }
+
+func (d *damagedStore) Load(ctx context.Context, name string) (sharing.Record, int, error) {
+	rec, ver, err := d.Store.Load(ctx, name)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err == nil && d.damaged {
+		return sharing.Record{}, ver, fmt.Errorf("%w: key expiry: not an RFC 3339 time", sharing.ErrMalformed)
+	}
+	return rec, ver, err
+}
+
+func (d *damagedStore) Save(ctx context.Context, name string, rec sharing.Record, cas int) (int, error) {
+	v, err := d.Store.Save(ctx, name, rec, cas)
+	if err == nil {
+		d.mu.Lock()
+		d.damaged = false
+		d.mu.Unlock()
+	}
+	return v, err
+}
+
+// The tester's fault: a malformed record replaced by a new replica's mint
+// started the generations again at 1, so a replica still holding the old
+// generation-1 token took a 401 on it for a refusal of the stored (other)
+// generation-1 token, and re-minted over a good token. A generation is
+// never given to another token, and a refusal names the token, not only
+// its number: the 401 on the old token takes the stored one, with no vendor
+// call. The same holds for a record deleted (`vault kv delete`), which loads
+// as the zero record with its version.
+func TestSharedGenerationNeverReused(t *testing.T) {
+	for _, how := range []string{"malformed", "deleted"} {
+		t.Run(how, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				v := newVendor(time.Hour, 50*time.Millisecond)
+				mem := sharing.NewMemory()
+				store := &damagedStore{Store: mem}
+				old := fleetOf(t, 1, v, store, Options{})[0]
+				held, err := old.Token(context.Background())
+				if err != nil || held.SharedGen != 1 {
+					t.Fatalf("first token %v %v", held, err)
+				}
+				if how == "malformed" {
+					store.damage()
+				} else {
+					_, ver, _ := mem.Load(context.Background(), "up")
+					if _, err := mem.Save(context.Background(), "up", sharing.Record{}, ver); err != nil {
+						t.Fatal(err)
+					}
+				}
+				// A replica started now finds no usable record and mints.
+				fresh := fleetOf(t, 1, v, store, Options{})[0]
+				newTok, err := fresh.Token(context.Background())
+				if err != nil || newTok.AccessToken == held.AccessToken || v.count() != 2 {
+					t.Fatalf("after the record was %s: %v %v, %d token requests", how, newTok, err, v.count())
+				}
+				if rec := stored(t, mem); rec.Generation <= 1 {
+					t.Errorf("the token minted over a %s record took generation %d, already given to another", how, rec.Generation)
+				}
+				// The old token is revoked: the replica holding it takes the
+				// fleet's current token; the vendor is not asked.
+				old.Invalidate(held.Gen)
+				got, err := old.Token(context.Background())
+				if err != nil || got.AccessToken != newTok.AccessToken || v.count() != 2 {
+					t.Fatalf("after a 401 on the old token: %v %v, %d token requests (want the stored token and 2)", got, err, v.count())
+				}
+			})
+		})
+	}
+}
