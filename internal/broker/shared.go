@@ -69,11 +69,11 @@ var errReadAgain = errors.New("read the store again")
 
 // want is what a shared fetch starts from.
 type want struct {
-	creds   secrets.Credentials
-	held    Token  // the token the Cache holds now; may be zero or expired
+	creds      secrets.Credentials
+	held       Token  // the token the Cache holds now; may be zero or expired
 	refused    uint64 // the shared generation an upstream refused (401); 0 if none
 	refusedTok string // the token of that generation, compared with the stored one
-	refresh string // a refresh token from a local mint (store unavailable)
+	refresh    string // a refresh token from a local mint (store unavailable)
 }
 
 // refusedIn reports whether rec still holds the token an upstream refused:
