@@ -965,3 +965,47 @@ func TestFleetUpstreamNameOfAnotherVendor(t *testing.T) {
 	f.procs = append(f.procs, odd)
 	f.checkNoTokensExposed(t)
 }
+
+// A sharing path outside the policy: every store call is refused (HTTP
+// 403). A configuration error, not an outage: each replica logs it at ERROR
+// with the path and the capability, shows it in /status, counts it
+// (tokenproxy_shared_token_total result="error"), mints a token of its own
+// (on_store_unavailable: local) and stays ready.
+func TestFleetStoreOutsideThePolicy(t *testing.T) {
+	v := newVaultEnv(t)
+	v.seedFleet(t)
+	cfg := v.fleetConfig(vaultKV2Route("hgem"))
+	cfg.Sharing.Vault.Path = "secret/elsewhere/shared"
+	f := v.startFleet(t, 2, cfg)
+	f.ready(t)
+	for i, p := range f.procs {
+		if status, body, err := vaultTryCall(p, "hgem"); err != nil || status != 200 {
+			t.Fatalf("replica %d: %d %v %.300s", i, status, err, body)
+		}
+		st := p.vaultStatus(t)["hgem"]
+		if le := fmt.Sprint(st["last_error"]); !strings.Contains(le, "the policy needs read on secret/data/elsewhere/shared/hgem") {
+			t.Errorf("replica %d /status last_error %q", i, le)
+		}
+		found := false
+		for _, l := range p.logLines() {
+			if l["level"] == "error" && strings.Contains(fmt.Sprint(l["msg"]), "sharing store refused access") &&
+				strings.Contains(fmt.Sprint(l["error"]), "vault:secret/elsewhere/shared/hgem") && strings.Contains(fmt.Sprint(l["error"]), "needs read") {
+				found = true
+				break
+			}
+		}
+		if !found {
+			t.Errorf("replica %d: no ERROR line naming the path and the capability", i)
+		}
+		if n := p.sharedMetric(t, "hgem", "error"); n < 1 {
+			t.Errorf("replica %d: tokenproxy_shared_token_total{result=\"error\"} %d, want at least 1", i, n)
+		}
+		if n := p.sharedMetric(t, "hgem", "local"); n != 1 {
+			t.Errorf("replica %d: %d local mints, want 1", i, n)
+		}
+	}
+	if n := v.vendors["hgem"].sim.TokenCalls(); n != 2 {
+		t.Errorf("%d token requests, want 2 (one per replica, alone)", n)
+	}
+	f.checkNoTokensExposed(t)
+}

@@ -467,7 +467,9 @@ func (c *Cache) fetch(f *flight, w want) {
 		c.refreshAt, c.refreshWhy = g.next, "read the fleet's store again"
 		f.tok = c.tok
 	}
-	if err != nil && c.fleet != nil {
+	if c.fleet != nil && (err != nil || g.denied) {
+		// A store refusing access counts error even when this replica
+		// carried on with a token of its own (local, or the one held).
 		c.opt.Metrics.SharedToken(c.name, SharedError)
 	}
 	close(f.done)

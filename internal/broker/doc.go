@@ -67,6 +67,19 @@
 // store answers again goes through it (TestSharedStoreUnavailable,
 // TestSharedHungStoreBoundedByFetchTimeout).
 //
+// The store refusing access (sharing.ErrDenied, Vault's 403: a policy
+// without read, create or update on the record, or a path outside it) takes
+// the same path, since the replica cannot share either way, but it is a
+// configuration error: logged at ERROR with the path and the capability,
+// shown in /status (last_error), counted error (besides local when it
+// mints alone), and never a reason to leave service (readiness follows the
+// token held, as always) (TestSharedStoreDeniedIsAConfigurationError,
+// TestFleetStoreOutsideThePolicy). Under a policy with create but not
+// update, the first replica's lease write creates the record and its
+// write-back is refused: its lease stays until its deadline, and the
+// others wait for it (503 while they hold no token) before they too find
+// every write refused and mint alone.
+//
 // Replicas wake for a refresh a little apart after the stored refresh point
 // (up to 2s or a tenth of the time left); the first takes the lease and the
 // others, finding it held, keep the valid token and read again within a

@@ -104,6 +104,7 @@ type got struct {
 	next   time.Time // with a zero tok: ask the store again then
 	result string    // one of the Shared* results; "" when nothing new was taken
 
+	denied  bool      // the store refused access (sharing.ErrDenied): counted error
 	vendor  bool      // the vendor's token endpoint was asked
 	reauth  bool      // the vendor was asked because of a 401 (a re-mint)
 	refresh string    // the refresh token presented to the vendor, if any
@@ -342,6 +343,9 @@ func (fl *fleet) mint(ctx context.Context, w want, rec, lease sharing.Record, le
 			return g, nil
 		}
 		fl.log.Warn("lease lost before the token was written back; using this replica's token alone")
+	case errors.Is(err, sharing.ErrDenied):
+		fl.deniedBy(err, "could not write the token back to the sharing store: access refused; using it alone")
+		g.denied = true
 	default:
 		fl.log.Warn("could not write the token back to the sharing store; using it alone", zap.Error(err))
 	}
@@ -362,27 +366,58 @@ func (fl *fleet) release(ctx context.Context, g got, creds secrets.Credentials, 
 	if refreshRefused && g.refresh != "" && rec.RefreshToken == g.refresh {
 		rec.RefreshToken, rec.RefreshExpiry = "", time.Time{}
 	}
-	if _, err := fl.save(ctx, rec, g.leaseVer); err != nil && !errors.Is(err, sharing.ErrConflict) {
+	_, err := fl.save(ctx, rec, g.leaseVer)
+	switch {
+	case errors.Is(err, sharing.ErrDenied):
+		fl.deniedBy(err, "could not release the lease in the sharing store: access refused")
+	case err != nil && !errors.Is(err, sharing.ErrConflict):
 		fl.log.Warn("could not release the lease in the sharing store", zap.Error(err))
 	}
 }
 
 // storeDown is what a replica does when the store cannot be used: keep a
 // token that is still valid, else mint alone or fail, as configured.
+//
+// A store that refuses access (sharing.ErrDenied: a 403, a policy without
+// a capability the protocol needs) is a configuration error, not an
+// outage: the same, but logged at ERROR with the path and the capability,
+// shown in /status and counted error. Readiness is not touched: the replica
+// serves with a token of its own, as with Vault down.
 func (fl *fleet) storeDown(ctx context.Context, w want, err error) (got, error) {
 	fl.storeFails++
 	now := time.Now()
+	denied := errors.Is(err, sharing.ErrDenied)
 	if valid(w.held, now) {
 		wait := storeBackoff.Wait(fl.storeFails)
-		fl.log.Warn("sharing store unavailable; keeping the token held", zap.Error(err), zap.Duration("retry_in", wait))
-		return got{next: now.Add(wait)}, nil
+		if denied {
+			fl.deniedBy(err, "sharing store refused access; keeping the token held", zap.Duration("retry_in", wait))
+		} else {
+			fl.log.Warn("sharing store unavailable; keeping the token held", zap.Error(err), zap.Duration("retry_in", wait))
+		}
+		return got{next: now.Add(wait), denied: denied}, nil
 	}
 	if !fl.Local {
+		if denied {
+			fl.deniedBy(err, "sharing store refused access and no valid token held (on_store_unavailable: fail)")
+		}
 		return got{}, &Error{Code: CodeUnavailable, RetryAfter: time.Second,
 			Msg: fmt.Sprintf("%s: sharing store unavailable and no valid token held: %v", fl.name, err)}
 	}
-	fl.log.Warn("sharing store unavailable; minting a token alone (on_store_unavailable: local)", zap.Error(err))
-	return fl.alone(ctx, w)
+	if denied {
+		fl.deniedBy(err, "sharing store refused access; minting a token alone (on_store_unavailable: local)")
+	} else {
+		fl.log.Warn("sharing store unavailable; minting a token alone (on_store_unavailable: local)", zap.Error(err))
+	}
+	g, ferr := fl.alone(ctx, w)
+	g.denied = denied && ferr == nil
+	return g, ferr
+}
+
+// deniedBy logs a store's refusal at ERROR and shows it in /status: err
+// names the record's path and the capability the policy lacks.
+func (fl *fleet) deniedBy(err error, msg string, fields ...zap.Field) {
+	fl.setProblem(fmt.Sprintf("sharing: %v; this replica uses tokens of its own until the policy is fixed", err))
+	fl.log.Error(msg, append([]zap.Field{zap.String("upstream", fl.name), zap.Error(err)}, fields...)...)
 }
 
 // foreign names what differs between who rec's token is for and who ours

@@ -1020,3 +1020,50 @@ func TestSharedGenerationNeverReused(t *testing.T) {
 		})
 	}
 }
+
+// noUpdateStore refuses every write over an existing record, as Vault does
+// under a policy without update: a 403 the store reports as ErrDenied.
+type noUpdateStore struct{ sharing.Store }
+
+func (n noUpdateStore) Save(ctx context.Context, name string, rec sharing.Record, cas int) (int, error) {
+	if cas != 0 {
+		return 0, fmt.Errorf("sharing: vault:secret/s/up: writing: %w", errors.Join(sharing.ErrDenied, errors.New("HTTP 403: permission denied (the policy needs update on secret/data/s/up)")))
+	}
+	return n.Store.Save(ctx, name, rec, cas)
+}
+
+// A store that refuses access (a policy without update) is a configuration
+// error, not an outage: logged at ERROR with the path and the capability,
+// shown in /status, and the replicas keep serving with tokens of their own
+// (on_store_unavailable: local) and stay ready.
+func TestSharedStoreDeniedIsAConfigurationError(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		core, logs := observer.New(zapcore.DebugLevel)
+		v := newVendor(time.Hour, 50*time.Millisecond)
+		mem := sharing.NewMemory()
+		// A record exists (written by an earlier, well-configured fleet).
+		if _, err := mem.Save(context.Background(), "up", sharing.Record{Generation: 3}, 0); err != nil {
+			t.Fatal(err)
+		}
+		cs := fleetOf(t, 2, v, noUpdateStore{mem}, Options{Log: zap.New(core)})
+		for i, c := range cs {
+			if _, err := c.Token(context.Background()); err != nil {
+				t.Fatalf("replica %d: %v", i, err)
+			}
+			s := c.State()
+			if !s.Ready || !strings.Contains(s.LastError, "the policy needs update on secret/data/s/up") {
+				t.Errorf("replica %d state %+v", i, s)
+			}
+		}
+		if n := v.count(); n != 2 {
+			t.Errorf("%d token requests, want 2 (each replica alone)", n)
+		}
+		errs := logs.FilterLevelExact(zapcore.ErrorLevel).FilterMessageSnippet("refused access").All()
+		if len(errs) == 0 || !strings.Contains(fmt.Sprint(errs[0].ContextMap()["error"]), "update on secret/data/s/up") {
+			t.Fatalf("ERROR lines %v", errs)
+		}
+		if w := logs.FilterLevelExact(zapcore.WarnLevel).FilterMessageSnippet("unavailable").All(); len(w) != 0 {
+			t.Errorf("a refusal logged as the store unavailable: %v", w[0].Message)
+		}
+	})
+}

@@ -112,6 +112,12 @@ func (r *Record) SetAudience(a Audience) {
 // first. Re-read and decide again.
 var ErrConflict = errors.New("sharing: another replica wrote first (check-and-set)")
 
+// ErrDenied is the store refusing a call for want of a capability (Vault's
+// HTTP 403: a policy without read, create or update on the record's path,
+// or a sharing.vault.path outside the policy). It is a configuration error,
+// not an outage; the error names the path and the capability.
+var ErrDenied = errors.New("sharing: the store refused access (HTTP 403)")
+
 // ErrMalformed is a stored record that cannot be read as one. Load returns
 // it with the record's version, so that a Save with that version (the next
 // mint) writes over it: a damaged record heals instead of keeping the fleet
