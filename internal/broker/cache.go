@@ -555,10 +555,16 @@ func (c *Cache) installLocked(tok *Token, creds secrets.Credentials, sent, now t
 	c.tok = *tok
 	c.fails, c.retryAt, c.lastErr = 0, time.Time{}, nil
 	if taken {
+		// gen is this replica's count (what a 401's log line names); a
+		// shared token also carries the fleet's generation, the same on
+		// every replica (0: minted alone, outside the store).
 		fields := []zap.Field{zap.Uint64("gen", tok.Gen), zap.String("source", cmp.Or(g.result, "vendor")),
 			zap.Duration("lifetime", tok.Expiry.Sub(tok.Obtained)), zap.Time("expires_at", tok.Expiry)}
 		if tok.Grant != "" {
 			fields = append(fields, zap.String("grant", tok.Grant))
+		}
+		if c.fleet != nil {
+			fields = append(fields, zap.Uint64("fleet_generation", tok.SharedGen))
 		}
 		c.opt.Log.Info("token obtained", fields...)
 	}
@@ -734,7 +740,11 @@ type State struct {
 	LastFetchResult   string // success, error, or "" before any
 	LastError         string
 	CredentialVersion string
-	Generation        uint64
+	// Generation numbers the token held: for a shared upstream the fleet's
+	// generation (the store's, the same on every replica holding that
+	// token; 0 for a token this replica minted alone, outside the store),
+	// else this cache's own count of tokens obtained.
+	Generation uint64
 	Failures          int
 	// NextAttemptAt is when the next token request is due: the scheduled
 	// refresh or the end of a backoff, zero when nothing is scheduled
@@ -759,6 +769,9 @@ func (c *Cache) State() State {
 		Shared:            c.fleet != nil,
 		MintedBy:          c.tok.MintedBy,
 		NextAttemptAt:     c.nextLocked(now),
+	}
+	if c.fleet != nil {
+		s.Generation = c.tok.SharedGen
 	}
 	if c.tok.AccessToken != "" {
 		s.TokenExpiresAt, s.TokenObtainedAt, s.RefreshAt = c.tok.Expiry, c.tok.Obtained, c.refreshAt

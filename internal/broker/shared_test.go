@@ -1067,3 +1067,31 @@ func TestSharedStoreDeniedIsAConfigurationError(t *testing.T) {
 		}
 	})
 }
+
+// /status's token_generation and the "token obtained" line's
+// fleet_generation are the fleet's generation for a shared token: the same
+// on every replica holding it, whatever each replica's own count (gen).
+func TestSharedGenerationShownIsTheFleets(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		core, logs := observer.New(zapcore.InfoLevel)
+		v := newVendor(60*time.Second, 50*time.Millisecond)
+		mem := sharing.NewMemory()
+		early := fleetOf(t, 1, v, mem, Options{Log: zap.New(core)})[0]
+		early.Token(context.Background())
+		time.Sleep(3 * time.Minute) // the early replica's own count runs ahead
+		late := fleetOf(t, 1, v, mem, Options{Log: zap.New(core)})[0]
+		tok, err := late.Token(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, b := early.State(), late.State()
+		if rec := stored(t, mem); a.Generation != rec.Generation || b.Generation != rec.Generation || tok.SharedGen != rec.Generation {
+			t.Fatalf("shown generations %d and %d, stored %d", a.Generation, b.Generation, rec.Generation)
+		}
+		lines := logs.FilterMessage("token obtained").All()
+		last := lines[len(lines)-1].ContextMap()
+		if last["fleet_generation"] != tok.SharedGen {
+			t.Errorf("token obtained: %v, want fleet_generation %d", last, tok.SharedGen)
+		}
+	})
+}
