@@ -745,7 +745,7 @@ type State struct {
 	// token; 0 for a token this replica minted alone, outside the store),
 	// else this cache's own count of tokens obtained.
 	Generation uint64
-	Failures          int
+	Failures   int
 	// NextAttemptAt is when the next token request is due: the scheduled
 	// refresh or the end of a backoff, zero when nothing is scheduled
 	// (no credentials yet, or a request in flight).
