@@ -10,11 +10,14 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/url"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -96,8 +99,9 @@ func TestFleetColdStart(t *testing.T) {
 			t.Errorf("%s: replicas %v minted, want exactly one", kind, minted)
 		}
 		rec := v.sharedRecord(t, kind)
-		if rec == nil || rec["generation"] != "1" || rec["lease_holder"] != "" || rec["credential_version"] != "1" {
-			t.Errorf("%s: shared record generation %v, lease holder %v, credential version %v; want 1, none, 1",
+		if cv, _ := rec["credential_version"].(string); rec == nil || rec["generation"] != "1" || rec["lease_holder"] != "" ||
+			!strings.HasPrefix(cv, "vault:secret/tokenproxy/"+kind+"#1@") {
+			t.Errorf("%s: shared record generation %v, lease holder %v, credential version %v; want 1, none, version 1 of secret/tokenproxy/"+kind,
 				kind, rec["generation"], rec["lease_holder"], rec["credential_version"])
 		}
 		for i, p := range f.procs {
@@ -493,7 +497,7 @@ func TestFleetRevokedAndRotated(t *testing.T) {
 	waitFor(t, 20*time.Second, "every replica on credential version 2 with the token minted from it", func() bool {
 		for _, kind := range vaultKinds {
 			rec := v.sharedRecord(t, kind)
-			if rec["credential_version"] != "2" {
+			if cv, _ := rec["credential_version"].(string); !strings.HasPrefix(cv, "vault:secret/tokenproxy/"+kind+"#2@") {
 				return false
 			}
 			for _, p := range f.procs {
@@ -800,4 +804,208 @@ func later(a, b time.Time) time.Time {
 		return a
 	}
 	return b
+}
+
+// The tester's fault, with real Vault: the credentials secret deleted with
+// `vault kv metadata delete` and written again (its version back to 1, the
+// shared record from version 3), then moved by SIGHUP to another secret at
+// version 1 (the record from version 4 of the first). After each, the
+// vendor revokes the token: every replica serves again, none waits for a
+// version it will never read, and the token the fleet shares is minted
+// from the secret the replicas read.
+func TestFleetCredentialsRecreatedOrMoved(t *testing.T) {
+	v := newVaultEnv(t)
+	v.seedFleet(t)
+	hgem := v.vendors["hgem"]
+	for range 2 {
+		v.putKV2(t, "hgem", hgem.creds)
+	}
+	f := v.startFleet(t, 3, v.fleetConfig(vaultKV2Route("hgem")))
+	f.ready(t)
+	recordOf := func(path string, version string) func() bool {
+		return func() bool {
+			rec := v.sharedRecord(t, "hgem")
+			cv, _ := rec["credential_version"].(string)
+			if !strings.HasPrefix(cv, "vault:"+path+"#"+version+"@") {
+				return false
+			}
+			for _, p := range f.procs {
+				if st := p.vaultStatus(t)["hgem"]; st["credential_version"] != version || st["minted_by"] != rec["minted_by"] {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	waitFor(t, 20*time.Second, "the fleet on version 3", recordOf("secret/tokenproxy/hgem", "3"))
+	revokeAndServe := func(what string) {
+		t.Helper()
+		before := hgem.sim.TokenCalls()
+		hgem.sim.RevokeAll()
+		revoked := time.Now()
+		for i, p := range f.procs {
+			waitFor(t, 20*time.Second, fmt.Sprintf("%s: replica %d serving after the revocation", what, i), func() bool {
+				status, _, err := vaultTryCall(p, "hgem")
+				return err == nil && status == 200
+			})
+			p.ready(t)
+		}
+		n := hgem.sim.TokenCalls() - before
+		t.Logf("%s: every replica serves %s after the revocation, %d token requests", what, time.Since(revoked).Round(time.Millisecond), n)
+		if n < 1 || n > 2 {
+			t.Errorf("%s: %d token requests after the revocation, want 1 or 2", what, n)
+		}
+	}
+
+	// (A) Deleted and written again: version 1 of a new lineage.
+	if err := v.root.KVv2("secret").DeleteMetadata(context.Background(), "tokenproxy/hgem"); err != nil {
+		t.Fatal(err)
+	}
+	if n := v.putKV2(t, "hgem", hgem.creds); n != 1 {
+		t.Fatalf("recreated at version %d, want 1", n)
+	}
+	waitFor(t, 20*time.Second, "the fleet on version 1 of the recreated secret", recordOf("secret/tokenproxy/hgem", "1"))
+	revokeAndServe("recreated")
+
+	// (B) Moved, by SIGHUP, to another secret at version 1, while the
+	// record holds a token from version 4 of the first.
+	for range 3 {
+		v.putKV2(t, "hgem", hgem.creds)
+	}
+	waitFor(t, 20*time.Second, "the fleet on version 4", recordOf("secret/tokenproxy/hgem", "4"))
+	moved := maps.Clone(hgem.creds)
+	moved["client_secret"] = vaultCanary("hgem-b")
+	v.secrets = append(v.secrets, moved["client_secret"])
+	hgem.sim.SetCredentials(moved)
+	if n := v.putKV2(t, "hgem-b", moved); n != 1 {
+		t.Fatalf("hgem-b at version %d, want 1", n)
+	}
+	before := hgem.sim.TokenCalls()
+	cfg := v.fleetConfig(vaultRoute{"hgem", "hgem", "vault:secret/tokenproxy/hgem-b"})
+	v.writeConfig(filepath.Base(f.config), cfg)
+	for _, p := range f.procs {
+		p.cmd.Process.Signal(syscall.SIGHUP)
+	}
+	waitFor(t, 20*time.Second, "the fleet on version 1 of hgem-b", recordOf("secret/tokenproxy/hgem-b", "1"))
+	withNew := 0
+	for _, r := range hgem.sim.TokenRequestsSeen()[before:] {
+		if carries(r, moved["client_secret"]) && r.Status == 200 {
+			withNew++
+		}
+	}
+	if withNew < 1 {
+		t.Errorf("no token was minted from hgem-b after the move")
+	}
+	revokeAndServe("moved")
+	f.checkNoTokensExposed(t)
+}
+
+// Two configs give one upstream name to different vendors on one sharing
+// path: the fleet's "prominsight" is PROMinsight, one replica's is Inspera.
+// No token reaches a host it was not minted for (CONTRACT.md §3): the odd
+// replica never takes the record's PROMinsight token, logs an ERROR naming
+// the upstream and what differs, shows it in /status, mints its own Inspera
+// token and leaves the record alone; the fleet's token stays the one
+// PROMinsight issued. (Both orders are in TestSharedTokenNeverCrossesAudiences.)
+func TestFleetUpstreamNameOfAnotherVendor(t *testing.T) {
+	v := newVaultEnv(t)
+	v.seedFleet(t)
+	f := v.startFleet(t, 2, v.fleetConfig(vaultKV2Route("prominsight")))
+	f.ready(t)
+	prom, insp := v.vendors["prominsight"].sim, v.vendors["inspera"].sim
+	waitFor(t, 20*time.Second, "the fleet's PROMinsight token stored", func() bool {
+		return v.sharedRecord(t, "prominsight")["audience_type"] == "prominsight"
+	})
+	first := v.sharedRecord(t, "prominsight")
+	odd := v.startFleet(t, 1, v.fleetConfig(vaultRoute{"prominsight", "inspera", "vault:secret/tokenproxy/inspera"})).procs[0]
+	odd.ready(t)
+	a := apiPath["inspera"]
+	for range 3 {
+		if r := do(t, a.method, odd.data+"/prominsight"+a.path, nil); r.StatusCode != 200 {
+			t.Fatalf("the odd replica's Inspera call: %d %s", r.StatusCode, r.body)
+		}
+		for _, p := range f.procs {
+			if r := vaultCall(t, p, "prominsight", "prominsight"); r.StatusCode != 200 {
+				t.Fatalf("the fleet's PROMinsight call: %d %s", r.StatusCode, r.body)
+			}
+		}
+	}
+	for name, sim := range map[string]*vendorsim.Server{"prominsight": prom, "inspera": insp} {
+		for _, r := range sim.APIRequests() {
+			if r.Status != 200 {
+				t.Errorf("%s answered %d to %s %s: a token of another vendor?", name, r.Status, r.Method, r.Path)
+			}
+		}
+	}
+	if n, m := prom.TokenCalls(), insp.TokenCalls(); n != 1 || m != 1 {
+		t.Errorf("token requests: %d to PROMinsight (want 1, the fleet's), %d to Inspera (want 1, the odd replica's own)", n, m)
+	}
+	if rec := v.sharedRecord(t, "prominsight"); rec["generation"] != first["generation"] || rec["access_token"] != first["access_token"] || rec["audience_type"] != "prominsight" {
+		t.Errorf("the record changed: generation %v (was %v), audience %v", rec["generation"], first["generation"], rec["audience_type"])
+	}
+	if st := odd.vaultStatus(t)["prominsight"]; !strings.Contains(fmt.Sprint(st["last_error"]), "holds a token for another upstream (its type, token_url, base_url differ") {
+		t.Errorf("/status of the odd replica: last_error %q", st["last_error"])
+	}
+	found := false
+	for _, l := range odd.logLines() {
+		if l["level"] == "error" && strings.Contains(fmt.Sprint(l["msg"]), "token for another upstream") {
+			found = l["upstream"] == "prominsight" && fmt.Sprint(l["differs"]) == "[type token_url base_url]"
+			if !found {
+				t.Errorf("the ERROR line: %v", l)
+			}
+			break
+		}
+	}
+	if !found {
+		t.Error("no ERROR line for the record of another upstream")
+	}
+	if n := odd.sharedMetric(t, "prominsight", "local"); n != 1 {
+		t.Errorf("the odd replica counted %d local mints, want 1", n)
+	}
+	f.procs = append(f.procs, odd)
+	f.checkNoTokensExposed(t)
+}
+
+// A sharing path outside the policy: every store call is refused (HTTP
+// 403). A configuration error, not an outage: each replica logs it at ERROR
+// with the path and the capability, shows it in /status, counts it
+// (tokenproxy_shared_token_total result="error"), mints a token of its own
+// (on_store_unavailable: local) and stays ready.
+func TestFleetStoreOutsideThePolicy(t *testing.T) {
+	v := newVaultEnv(t)
+	v.seedFleet(t)
+	cfg := v.fleetConfig(vaultKV2Route("hgem"))
+	cfg.Sharing.Vault.Path = "secret/elsewhere/shared"
+	f := v.startFleet(t, 2, cfg)
+	f.ready(t)
+	for i, p := range f.procs {
+		if status, body, err := vaultTryCall(p, "hgem"); err != nil || status != 200 {
+			t.Fatalf("replica %d: %d %v %.300s", i, status, err, body)
+		}
+		st := p.vaultStatus(t)["hgem"]
+		if le := fmt.Sprint(st["last_error"]); !strings.Contains(le, "the policy needs read on secret/data/elsewhere/shared/hgem") {
+			t.Errorf("replica %d /status last_error %q", i, le)
+		}
+		found := false
+		for _, l := range p.logLines() {
+			if l["level"] == "error" && strings.Contains(fmt.Sprint(l["msg"]), "sharing store refused access") &&
+				strings.Contains(fmt.Sprint(l["error"]), "vault:secret/elsewhere/shared/hgem") && strings.Contains(fmt.Sprint(l["error"]), "needs read") {
+				found = true
+				break
+			}
+		}
+		if !found {
+			t.Errorf("replica %d: no ERROR line naming the path and the capability", i)
+		}
+		if n := p.sharedMetric(t, "hgem", "error"); n < 1 {
+			t.Errorf("replica %d: tokenproxy_shared_token_total{result=\"error\"} %d, want at least 1", i, n)
+		}
+		if n := p.sharedMetric(t, "hgem", "local"); n != 1 {
+			t.Errorf("replica %d: %d local mints, want 1", i, n)
+		}
+	}
+	if n := v.vendors["hgem"].sim.TokenCalls(); n != 2 {
+		t.Errorf("%d token requests, want 2 (one per replica, alone)", n)
+	}
+	f.checkNoTokensExposed(t)
 }

@@ -25,15 +25,16 @@ import (
 
 // fleet is n replicas started on one config.
 type fleet struct {
-	v     *vaultEnv
-	procs []*proc
+	v      *vaultEnv
+	procs  []*proc
+	config string // the config file every replica reads (and reads again on SIGHUP)
 }
 
 // launchFleet starts n replicas at once on cfg and returns without waiting.
 func (v *vaultEnv) launchFleet(t *testing.T, n int, cfg config.Config) *fleet {
 	t.Helper()
-	f := &fleet{v: v}
 	path := v.writeConfig(fmt.Sprintf("fleet-%d.yaml", len(v.procs)), cfg)
+	f := &fleet{v: v, config: path}
 	for range n {
 		f.procs = append(f.procs, v.launch("run", "--config", path))
 	}

@@ -125,8 +125,13 @@ type Cache struct {
 	// Shared tokens: the store generation a 401 refused (0: none), and the
 	// local generation given to the last store generation installed, so
 	// that the same shared token installed again keeps its generation.
+	// A generation is compared together with the token it numbers (held
+	// here anyway, never stored or shown): a number alone may have been
+	// given to another token too, after the record was damaged or deleted.
 	refused        uint64
+	refusedTok     string
 	sharedGen      uint64
+	sharedTok      string
 	sharedLocalGen uint64
 
 	events history // for the admin plane's timeline; written under mu
@@ -273,7 +278,7 @@ func (c *Cache) Invalidate(gen uint64) bool {
 	}
 	if c.fleet != nil && c.tok.SharedGen != 0 {
 		// The fleet decides, through the store, whether to re-mint.
-		c.refused = c.tok.SharedGen
+		c.refused, c.refusedTok = c.tok.SharedGen, c.tok.AccessToken
 	} else {
 		c.lastReauth, c.reauthGen = time.Now(), c.gen+1
 		c.opt.Metrics.Reauthed(c.name)
@@ -295,7 +300,8 @@ func (c *Cache) SetCredentials(cr secrets.Credentials) {
 	old := c.creds
 	c.creds, c.credsErr = cr, nil
 	c.loadedLocked()
-	if old.IsZero() || old.Version() == cr.Version() {
+	// FleetVersion, not Version: the same number may be another secret's.
+	if old.IsZero() || old.FleetVersion() == cr.FleetVersion() {
 		c.poke()
 		return
 	}
@@ -342,7 +348,7 @@ func (c *Cache) poke() {
 func (c *Cache) startLocked() *flight {
 	f := &flight{done: make(chan struct{})}
 	c.flight = f
-	w := want{creds: c.creds, held: c.tok, refused: c.refused}
+	w := want{creds: c.creds, held: c.tok, refused: c.refused, refusedTok: c.refusedTok}
 	now := time.Now()
 	if c.refresh.RefreshToken != "" &&
 		(c.refresh.RefreshExpiry.IsZero() || now.Before(c.refresh.RefreshExpiry.Add(-margin(c.refresh.RefreshExpiresIn)))) {
@@ -395,9 +401,9 @@ func (c *Cache) fetch(f *flight, w want) {
 		// A 401 arrived while the fetch ran: the token it found may be the
 		// refused one, or the token it means to keep may be gone. Ask again.
 		if err == nil && c.fleet != nil && c.base.Err() == nil &&
-			((g.tok.SharedGen != 0 && g.tok.SharedGen == c.refused && w.refused != c.refused) ||
+			((g.tok.SharedGen != 0 && g.tok.SharedGen == c.refused && g.tok.AccessToken == c.refusedTok && w.refused != c.refused) ||
 				(g.tok.AccessToken == "" && !valid(c.tok, time.Now()))) {
-			w.held, w.refused = c.tok, c.refused
+			w.held, w.refused, w.refusedTok = c.tok, c.refused, c.refusedTok
 			c.mu.Unlock()
 			continue
 		}
@@ -461,7 +467,9 @@ func (c *Cache) fetch(f *flight, w want) {
 		c.refreshAt, c.refreshWhy = g.next, "read the fleet's store again"
 		f.tok = c.tok
 	}
-	if err != nil && c.fleet != nil {
+	if c.fleet != nil && (err != nil || g.denied) {
+		// A store refusing access counts error even when this replica
+		// carried on with a token of its own (local, or the one held).
 		c.opt.Metrics.SharedToken(c.name, SharedError)
 	}
 	close(f.done)
@@ -499,12 +507,12 @@ func (c *Cache) vendor(w want) (got, error) {
 // the vendor started it; a shared token comes dated by the replica that
 // minted it.
 func (c *Cache) installLocked(tok *Token, creds secrets.Credentials, sent, now time.Time, g got) bool {
-	if tok.SharedGen != 0 && tok.SharedGen == c.sharedGen {
+	if tok.SharedGen != 0 && tok.SharedGen == c.sharedGen && tok.AccessToken == c.sharedTok {
 		tok.Gen = c.sharedLocalGen
 	} else {
 		c.gen++
 		tok.Gen = c.gen
-		c.sharedGen, c.sharedLocalGen = tok.SharedGen, tok.Gen
+		c.sharedGen, c.sharedTok, c.sharedLocalGen = tok.SharedGen, tok.AccessToken, tok.Gen
 	}
 	taken := tok.Gen != c.tok.Gen
 	if c.opt.Authorize != nil {
@@ -514,7 +522,7 @@ func (c *Cache) installLocked(tok *Token, creds secrets.Credentials, sent, now t
 		// The fleet has answered the refusal (with another token, or with
 		// this one within the reauth bound). A token minted alone while the
 		// store was down has not: the refused one may still be stored.
-		c.refused = 0
+		c.refused, c.refusedTok = 0, ""
 	}
 	if tok.Expiry.IsZero() {
 		life := tok.ExpiresIn
@@ -547,10 +555,16 @@ func (c *Cache) installLocked(tok *Token, creds secrets.Credentials, sent, now t
 	c.tok = *tok
 	c.fails, c.retryAt, c.lastErr = 0, time.Time{}, nil
 	if taken {
+		// gen is this replica's count (what a 401's log line names); a
+		// shared token also carries the fleet's generation, the same on
+		// every replica (0: minted alone, outside the store).
 		fields := []zap.Field{zap.Uint64("gen", tok.Gen), zap.String("source", cmp.Or(g.result, "vendor")),
 			zap.Duration("lifetime", tok.Expiry.Sub(tok.Obtained)), zap.Time("expires_at", tok.Expiry)}
 		if tok.Grant != "" {
 			fields = append(fields, zap.String("grant", tok.Grant))
+		}
+		if c.fleet != nil {
+			fields = append(fields, zap.Uint64("fleet_generation", tok.SharedGen))
 		}
 		c.opt.Log.Info("token obtained", fields...)
 	}
@@ -726,8 +740,12 @@ type State struct {
 	LastFetchResult   string // success, error, or "" before any
 	LastError         string
 	CredentialVersion string
-	Generation        uint64
-	Failures          int
+	// Generation numbers the token held: for a shared upstream the fleet's
+	// generation (the store's, the same on every replica holding that
+	// token; 0 for a token this replica minted alone, outside the store),
+	// else this cache's own count of tokens obtained.
+	Generation uint64
+	Failures   int
 	// NextAttemptAt is when the next token request is due: the scheduled
 	// refresh or the end of a backoff, zero when nothing is scheduled
 	// (no credentials yet, or a request in flight).
@@ -751,6 +769,9 @@ func (c *Cache) State() State {
 		Shared:            c.fleet != nil,
 		MintedBy:          c.tok.MintedBy,
 		NextAttemptAt:     c.nextLocked(now),
+	}
+	if c.fleet != nil {
+		s.Generation = c.tok.SharedGen
 	}
 	if c.tok.AccessToken != "" {
 		s.TokenExpiresAt, s.TokenObtainedAt, s.RefreshAt = c.tok.Expiry, c.tok.Obtained, c.refreshAt
@@ -778,6 +799,15 @@ func (c *Cache) State() State {
 	}
 	if c.credsErr != nil && s.LastError == "" {
 		s.LastError = "credentials: " + c.credsErr.Error()
+	}
+	if c.fleet != nil {
+		// A configuration error in the fleet's store does not stop this
+		// replica (it mints alone), so it shows beside what does.
+		if p := c.fleet.Problem(); p != "" && s.LastError == "" {
+			s.LastError = p
+		} else if p != "" {
+			s.LastError += "; " + p
+		}
 	}
 	return s
 }

@@ -26,13 +26,27 @@
 //
 // A fetch reads the record and, in this order:
 //
-//  1. refused generation still stored, within the fleet's reauth interval:
+//  0. the record was written for another audience (Sharing.Audience: the
+//     upstream's type, token endpoint, API origin; a record that names
+//     none, empty or of the previous format, matches any): never use its
+//     token, never write the record; log an ERROR naming the upstream and
+//     what differs, show it in /status (last_error), and mint alone, as
+//     with the store unavailable (counted local);
+//  1. refused generation still stored (its number and its token: numbers
+//     alone may repeat), within the fleet's reauth interval:
 //     keep it (the 401 goes back to the caller);
 //  2. a valid token minted from our credential version (or a newer one),
 //     not refused, before its refresh point: use it (hit, or waited if we
 //     waited for it);
 //  3. minted from credentials newer than ours: use it while valid, else
-//     wait; never mint from older credentials;
+//     wait; never mint from older credentials. "Newer" is
+//     secrets.CompareFleet: a later version of the same Vault secret (same
+//     path, higher number, later created_time). Anything else that is not
+//     the same version (another path, the path deleted and written again,
+//     a fingerprint, a bare number from a record of the previous format)
+//     is another lineage: not usable, and not newer, so we go on to mint
+//     from our own credentials (any change counts as newer, from the
+//     replica that sees it);
 //  4. the fleet is backing off after a failed mint from our version: keep
 //     what is valid, else answer the stored error;
 //  5. another replica holds an unexpired lease: keep what is valid (the
@@ -41,7 +55,8 @@
 //  6. otherwise take the lease (check-and-set: holder = us, deadline = now +
 //     Lease), ask the vendor (with the stored refresh token, if from our
 //     version and unexpired: only a lease holder presents it), and write the
-//     token back with generation+1 and the lease cleared (check-and-set on
+//     token back with generation+1 (over an empty record: past the store
+//     version and every generation we hold) and the lease cleared (check-and-set on
 //     the lease's version). A failed mint writes the lease back cleared with
 //     the fleet's backoff, and drops a refused refresh token.
 //
@@ -51,6 +66,19 @@
 // alone (not written back) or the caller gets 503. The next fetch after the
 // store answers again goes through it (TestSharedStoreUnavailable,
 // TestSharedHungStoreBoundedByFetchTimeout).
+//
+// The store refusing access (sharing.ErrDenied, Vault's 403: a policy
+// without read, create or update on the record, or a path outside it) takes
+// the same path, since the replica cannot share either way, but it is a
+// configuration error: logged at ERROR with the path and the capability,
+// shown in /status (last_error), counted error (besides local when it
+// mints alone), and never a reason to leave service (readiness follows the
+// token held, as always) (TestSharedStoreDeniedIsAConfigurationError,
+// TestFleetStoreOutsideThePolicy). Under a policy with create but not
+// update, the first replica's lease write creates the record and its
+// write-back is refused: its lease stays until its deadline, and the
+// others wait for it (503 while they hold no token) before they too find
+// every write refused and mint alone.
 //
 // Replicas wake for a refresh a little apart after the stored refresh point
 // (up to 2s or a tenth of the time left); the first takes the lease and the
@@ -87,9 +115,47 @@
 //     from an older version, mints from the new one under the lease, and
 //     writes it. The others, still on the old version, find a newer version
 //     stored and use that token; they never mint from the older credentials
-//     (Vault KV versions compare as numbers; fingerprints of file: and env:
+//     (versions of one Vault secret order; fingerprints of file: and env:
 //     sources have no order, so any difference counts as newer)
 //     (TestSharedRotationSeenByOneFirst).
+//   - Credentials of another lineage: the secret deleted (`vault kv
+//     metadata delete`) and written again, its versions numbered from 1,
+//     or moved to another path by a reload. Numbers compared alone said
+//     "version 1 is older than the stored 3": every replica waited for a
+//     version it would never read, for good. A fleet version carries the
+//     path and the version's created_time; numbers order only when path
+//     matches and created_times agree. The first replica on the new
+//     lineage mints (Other), the rest find that version stored and use it
+//     (TestSharedCredentialsRecreatedOrMoved,
+//     TestFleetCredentialsRecreatedOrMoved). Replicas on different lineages
+//     at once (a reload reaching some replicas first) each mint in turn at
+//     their fetches, as file: sources do, until all read the same secret.
+//     A record written before fleet versions carried a path holds a bare
+//     number: another lineage, one mint replaces it
+//     (TestSharedRecordOfPreviousFormat). Lineages are told apart without
+//     the secret's metadata (the policy grants none): a recreated secret
+//     whose number has passed the old one's, created later, orders as
+//     newer, which it is; and a Vault whose clock stepped back between two
+//     versions makes them Other, costing one mint per replica until each
+//     reads the newest.
+//   - Two configs giving one upstream name to different vendors on one
+//     sharing path: whichever group writes the record first keeps it; a
+//     replica of the other group finds another audience, never uses the
+//     token and never writes the record (so neither group overwrites the
+//     other's in turn), and mints alone at each fetch. A mint that lost
+//     its lease takes the fleet's newer token only if its audience matches
+//     (TestSharedTokenNeverCrossesAudiences, both orders;
+//     TestFleetUpstreamNameOfAnotherVendor).
+//   - A record damaged (malformed) or deleted, then replaced by a mint:
+//     the generations started again at 1, so a replica still holding the
+//     old generation-1 token took its 401 for a refusal of the stored,
+//     other, generation-1 token and re-minted over a good one. A mint over
+//     an empty record continues past the store version read and past any
+//     generation the minting replica holds or was refused; and a refusal
+//     is of a generation and its token (compared in memory, never stored),
+//     so a number given twice (the record's metadata deleted restarts the
+//     store's versions) still never names the wrong token
+//     (TestSharedGenerationNeverReused).
 //   - Refresh tokens across the fleet: only the lease holder presents the
 //     stored one, and every write stores the newest, so none is presented
 //     twice (TestSharedRefreshTokenNeverPresentedTwice).

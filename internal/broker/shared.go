@@ -5,7 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"strconv"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -28,6 +29,12 @@ type Sharing struct {
 	Local bool
 	// ID names this replica in leases and minted_by: <hostname>-<pid>.
 	ID string
+	// Audience is who this replica's tokens are for (sharing.NewAudience
+	// of the upstream's type, token_url and base_url). A stored token for
+	// another audience is never used, and its record never written: the
+	// replica mints alone (two configs using one upstream name for
+	// different vendors; CONTRACT.md §3). Zero: not checked.
+	Audience sharing.Audience
 }
 
 // Results of a shared fetch, the result label of
@@ -62,10 +69,33 @@ var errReadAgain = errors.New("read the store again")
 
 // want is what a shared fetch starts from.
 type want struct {
-	creds   secrets.Credentials
-	held    Token  // the token the Cache holds now; may be zero or expired
-	refused uint64 // the shared generation an upstream refused (401); 0 if none
-	refresh string // a refresh token from a local mint (store unavailable)
+	creds      secrets.Credentials
+	held       Token  // the token the Cache holds now; may be zero or expired
+	refused    uint64 // the shared generation an upstream refused (401); 0 if none
+	refusedTok string // the token of that generation, compared with the stored one
+	refresh    string // a refresh token from a local mint (store unavailable)
+}
+
+// refusedIn reports whether rec still holds the token an upstream refused:
+// its generation and its token, since a generation number alone may have
+// been given to another token after the record was damaged or deleted.
+func (w want) refusedIn(rec sharing.Record) bool {
+	return w.refused != 0 && rec.Generation == w.refused && rec.AccessToken == w.refusedTok
+}
+
+// nextGeneration is the generation of a token minted over rec, read at
+// store version ver. It is never one given to another token before: an
+// empty record (malformed, deleted, or new) has lost the count, so it
+// continues past ver (generation g was written at version g
+// or later: one write per version, one generation per write at most) and
+// past any this replica holds or was refused (the store's versions restart
+// when its metadata is deleted).
+func nextGeneration(rec sharing.Record, ver int, w want) uint64 {
+	g := rec.Generation
+	if rec == (sharing.Record{}) {
+		g = max(uint64(max(ver, 0)), w.held.SharedGen, w.refused)
+	}
+	return g + 1
 }
 
 // got is what a shared fetch ends with.
@@ -74,6 +104,7 @@ type got struct {
 	next   time.Time // with a zero tok: ask the store again then
 	result string    // one of the Shared* results; "" when nothing new was taken
 
+	denied  bool      // the store refused access (sharing.ErrDenied): counted error
 	vendor  bool      // the vendor's token endpoint was asked
 	reauth  bool      // the vendor was asked because of a 401 (a re-mint)
 	refresh string    // the refresh token presented to the vendor, if any
@@ -103,6 +134,21 @@ type fleet struct {
 	log      *zap.Logger
 
 	storeFails int
+	// problem is a configuration error met in the store (the record
+	// written for another audience, the store refusing access), for
+	// /status; "" when none. Written by the fetch goroutine, read by State.
+	problem atomic.Pointer[string]
+}
+
+// setProblem records p for /status ("" clears it).
+func (fl *fleet) setProblem(p string) { fl.problem.Store(&p) }
+
+// Problem is the configuration error last met in the store, or "".
+func (fl *fleet) Problem() string {
+	if p := fl.problem.Load(); p != nil {
+		return *p
+	}
+	return ""
 }
 
 // get returns the token this replica should hold, following doc.go.
@@ -115,15 +161,23 @@ func (fl *fleet) get(ctx context.Context, w want) (got, error) {
 			return fl.storeDown(ctx, w, err)
 		}
 		fl.storeFails = 0
+		if differs := fl.foreign(rec); differs != nil {
+			return fl.foreignRecord(ctx, w, rec, differs)
+		}
+		fl.setProblem("")
 		now := time.Now()
 		g := got{lastReauth: rec.LastReauth, reauthGen: rec.ReauthGeneration}
-		// Compared across replicas, so the same on each; shown only where
-		// it is a Vault KV version number (behind).
+		// Compared across replicas, so the same on each; never shown as it
+		// is (a fingerprint), only its Vault KV version number.
 		v := w.creds.FleetVersion()
 		fresh := rec.AccessToken != "" && valid(recordToken(rec), now)
-		behind := olderVersion(v, rec.CredentialVersion)
-		sameOrNewer := rec.CredentialVersion == v || behind
-		refusedHere := w.refused != 0 && rec.Generation == w.refused
+		// Another lineage (another secret, the same path written again
+		// after a delete, a fingerprint, a record in the previous format)
+		// is neither: this replica may mint from its own credentials.
+		order := secrets.CompareFleet(v, rec.CredentialVersion)
+		behind := order == secrets.Older
+		sameOrNewer := order == secrets.Same || behind
+		refusedHere := w.refusedIn(rec)
 
 		usable := fresh && sameOrNewer && !refusedHere
 		heldOK := valid(w.held, now)
@@ -162,12 +216,13 @@ func (fl *fleet) get(ctx context.Context, w want) (got, error) {
 			g.tok, g.result = recordToken(rec), taken(waited)
 			return g, nil
 		case behind:
+			shownRec, shownOurs := secrets.ShownFleetVersion(rec.CredentialVersion), secrets.ShownFleetVersion(v)
 			fl.log.Debug("the fleet's token is from newer credentials than this replica has read",
-				zap.String("stored_version", rec.CredentialVersion), zap.String("version", v))
+				zap.String("stored_version", shownRec), zap.String("version", shownOurs))
 			// Minted from credentials newer than ours: only a replica that
 			// has read them may mint.
 			if r, err := wait(now.Add(keepPoll), &Error{Code: CodeUnavailable, RetryAfter: time.Second,
-				Msg: fmt.Sprintf("%s: the fleet's token was minted from credential version %s, newer than this replica's %s; waiting to read it", fl.name, rec.CredentialVersion, v)}); err != errReadAgain {
+				Msg: fmt.Sprintf("%s: the fleet's token was minted from credential version %s, newer than this replica's %s; waiting to read it", fl.name, shownRec, shownOurs)}); err != errReadAgain {
 				return r, err
 			}
 			continue
@@ -221,7 +276,7 @@ func (fl *fleet) get(ctx context.Context, w want) (got, error) {
 // mint asks the vendor under the lease and writes the token back.
 func (fl *fleet) mint(ctx context.Context, w want, rec, lease sharing.Record, leaseVer int) (got, error) {
 	v := w.creds.FleetVersion()
-	g := got{vendor: true, reauth: w.refused != 0 && rec.Generation == w.refused,
+	g := got{vendor: true, reauth: w.refusedIn(rec),
 		lastReauth: rec.LastReauth, reauthGen: rec.ReauthGeneration}
 	sent := time.Now()
 	// The stored refresh token is the newest in the fleet, and only the
@@ -253,11 +308,12 @@ func (fl *fleet) mint(ctx context.Context, w want, rec, lease sharing.Record, le
 		RefreshAt:         sent.Add(time.Duration(float64(life) * fl.fraction * (1 - 0.1*rand.Float64()))),
 		RefreshToken:      tok.RefreshToken,
 		CredentialVersion: v,
-		Generation:        rec.Generation + 1,
+		Generation:        nextGeneration(rec, leaseVer-1, w),
 		MintedBy:          fl.ID,
 		LastReauth:        rec.LastReauth,
 		ReauthGeneration:  rec.ReauthGeneration,
 	}
+	next.SetAudience(fl.Audience)
 	// The token names the refresh token to present next (Fetcher): a new
 	// one, the old one again, or none.
 	switch {
@@ -279,7 +335,7 @@ func (fl *fleet) mint(ctx context.Context, w want, rec, lease sharing.Record, le
 	case errors.Is(err, sharing.ErrConflict):
 		// Our lease ran out and another replica took it: what it wrote is
 		// not overwritten. Use its token if it has one, else ours alone.
-		if cur, _, lerr := fl.load(ctx); lerr == nil && cur.AccessToken != "" &&
+		if cur, _, lerr := fl.load(ctx); lerr == nil && cur.AccessToken != "" && fl.foreign(cur) == nil &&
 			cur.Generation > rec.Generation && valid(recordToken(cur), now) {
 			fl.log.Warn("lease lost before the token was written back; using the fleet's newer token",
 				zap.String("minted_by", cur.MintedBy))
@@ -287,6 +343,9 @@ func (fl *fleet) mint(ctx context.Context, w want, rec, lease sharing.Record, le
 			return g, nil
 		}
 		fl.log.Warn("lease lost before the token was written back; using this replica's token alone")
+	case errors.Is(err, sharing.ErrDenied):
+		fl.deniedBy(err, "could not write the token back to the sharing store: access refused; using it alone")
+		g.denied = true
 	default:
 		fl.log.Warn("could not write the token back to the sharing store; using it alone", zap.Error(err))
 	}
@@ -307,26 +366,91 @@ func (fl *fleet) release(ctx context.Context, g got, creds secrets.Credentials, 
 	if refreshRefused && g.refresh != "" && rec.RefreshToken == g.refresh {
 		rec.RefreshToken, rec.RefreshExpiry = "", time.Time{}
 	}
-	if _, err := fl.save(ctx, rec, g.leaseVer); err != nil && !errors.Is(err, sharing.ErrConflict) {
+	_, err := fl.save(ctx, rec, g.leaseVer)
+	switch {
+	case errors.Is(err, sharing.ErrDenied):
+		fl.deniedBy(err, "could not release the lease in the sharing store: access refused")
+	case err != nil && !errors.Is(err, sharing.ErrConflict):
 		fl.log.Warn("could not release the lease in the sharing store", zap.Error(err))
 	}
 }
 
 // storeDown is what a replica does when the store cannot be used: keep a
 // token that is still valid, else mint alone or fail, as configured.
+//
+// A store that refuses access (sharing.ErrDenied: a 403, a policy without
+// a capability the protocol needs) is a configuration error, not an
+// outage: the same, but logged at ERROR with the path and the capability,
+// shown in /status and counted error. Readiness is not touched: the replica
+// serves with a token of its own, as with Vault down.
 func (fl *fleet) storeDown(ctx context.Context, w want, err error) (got, error) {
 	fl.storeFails++
 	now := time.Now()
+	denied := errors.Is(err, sharing.ErrDenied)
 	if valid(w.held, now) {
 		wait := storeBackoff.Wait(fl.storeFails)
-		fl.log.Warn("sharing store unavailable; keeping the token held", zap.Error(err), zap.Duration("retry_in", wait))
-		return got{next: now.Add(wait)}, nil
+		if denied {
+			fl.deniedBy(err, "sharing store refused access; keeping the token held", zap.Duration("retry_in", wait))
+		} else {
+			fl.log.Warn("sharing store unavailable; keeping the token held", zap.Error(err), zap.Duration("retry_in", wait))
+		}
+		return got{next: now.Add(wait), denied: denied}, nil
 	}
 	if !fl.Local {
+		if denied {
+			fl.deniedBy(err, "sharing store refused access and no valid token held (on_store_unavailable: fail)")
+		}
 		return got{}, &Error{Code: CodeUnavailable, RetryAfter: time.Second,
 			Msg: fmt.Sprintf("%s: sharing store unavailable and no valid token held: %v", fl.name, err)}
 	}
-	fl.log.Warn("sharing store unavailable; minting a token alone (on_store_unavailable: local)", zap.Error(err))
+	if denied {
+		fl.deniedBy(err, "sharing store refused access; minting a token alone (on_store_unavailable: local)")
+	} else {
+		fl.log.Warn("sharing store unavailable; minting a token alone (on_store_unavailable: local)", zap.Error(err))
+	}
+	g, ferr := fl.alone(ctx, w)
+	g.denied = denied && ferr == nil
+	return g, ferr
+}
+
+// deniedBy logs a store's refusal at ERROR and shows it in /status: err
+// names the record's path and the capability the policy lacks.
+func (fl *fleet) deniedBy(err error, msg string, fields ...zap.Field) {
+	fl.setProblem(fmt.Sprintf("sharing: %v; this replica uses tokens of its own until the policy is fixed", err))
+	fl.log.Error(msg, append([]zap.Field{zap.String("upstream", fl.name), zap.Error(err)}, fields...)...)
+}
+
+// foreign names what differs between who rec's token is for and who ours
+// are for (sharing.Audience.Differs), or nil when it may be used: the same
+// audience, or a record that names none (empty, or written before records
+// did; the next mint writes ours).
+func (fl *fleet) foreign(rec sharing.Record) []string {
+	a := rec.Audience()
+	if a == (sharing.Audience{}) || fl.Audience == (sharing.Audience{}) {
+		return nil
+	}
+	return fl.Audience.Differs(a)
+}
+
+// foreignRecord is a fetch that found the record written for another
+// audience: a configuration error (two configs give one upstream name to
+// different vendors). The record's token is never used and the record
+// never written, so the replicas that wrote it go on undisturbed and no
+// two groups overwrite each other in turn; this replica mints alone, as
+// with the store unavailable (counted local), whatever on_store_unavailable
+// says: the store is fine, the token is not ours.
+func (fl *fleet) foreignRecord(ctx context.Context, w want, rec sharing.Record, differs []string) (got, error) {
+	what := strings.Join(differs, ", ")
+	fl.setProblem(fmt.Sprintf("sharing: the shared record of %s holds a token for another upstream (its %s differ from this config's; another replica's config gives this name to another vendor); this replica mints its own tokens and leaves the record alone",
+		fl.name, what))
+	fl.log.Error("the shared record holds a token for another upstream; not using it, minting alone and leaving the record alone: give the upstream a name of its own, or the same type, token_url and base_url on every replica",
+		zap.String("upstream", fl.name), zap.Strings("differs", differs), zap.String("record_minted_by", rec.MintedBy))
+	return fl.alone(ctx, w)
+}
+
+// alone mints a token without the store: not written back, the Cache
+// dates and holds it as its own (result local).
+func (fl *fleet) alone(ctx context.Context, w want) (got, error) {
 	mctx, cancel := context.WithTimeout(ctx, fl.timeout)
 	defer cancel()
 	sent := time.Now()
@@ -398,16 +522,6 @@ func taken(waited bool) string {
 		return SharedWaited
 	}
 	return SharedHit
-}
-
-// olderVersion reports whether credential version a is older than b. Vault
-// KV versions are numbers and compare as such; fingerprints of file: and env:
-// sources have no order, so none is older than another (CONTRACT.md §7:
-// any change counts as newer, from the replica that sees it).
-func olderVersion(a, b string) bool {
-	x, errA := strconv.ParseUint(a, 10, 64)
-	y, errB := strconv.ParseUint(b, 10, 64)
-	return errA == nil && errB == nil && x < y
 }
 
 func minTime(a, b time.Time) time.Time {

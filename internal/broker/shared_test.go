@@ -4,11 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/tokenproxy/tokenproxy/internal/secrets"
 	"github.com/tokenproxy/tokenproxy/internal/sharing"
@@ -29,6 +35,7 @@ type vendor struct {
 	used      map[string]bool // refresh tokens presented
 	presented []string
 	versions  []string
+	fleetVers []string      // FleetVersion of the credentials of each request
 	fail      error         // when set, every request fails with it
 	gate      chan struct{} // when set, requests wait for it
 }
@@ -49,6 +56,7 @@ func (r replica) Fetch(ctx context.Context, c secrets.Credentials, refresh strin
 	v.calls++
 	n := v.calls
 	v.versions = append(v.versions, c.Version())
+	v.fleetVers = append(v.fleetVers, c.FleetVersion())
 	gate, fail, delay := v.gate, v.fail, v.delay
 	if refresh != "" {
 		v.presented = append(v.presented, refresh)
@@ -95,8 +103,23 @@ func (v *vendor) set(f func(v *vendor)) {
 
 var replicaCount = map[*testing.T]int{}
 
+// credsV is version n ("1", "2", ...) of the Vault secret
+// secret/tokenproxy/up, version n created n minutes after a fixed time.
 func credsV(version string) secrets.Credentials {
-	return secrets.NewCredentials(map[string]string{"client_id": "id-canary-1234", "client_secret": "secret-canary-" + version}, version)
+	return credsAt("secret/tokenproxy/up", version, 0)
+}
+
+// credsAt is version n of the Vault secret at path, created n minutes and
+// offset after a fixed time (a secret written again after a delete has a
+// later offset).
+func credsAt(path, version string, offset time.Duration) secrets.Credentials {
+	n, err := strconv.Atoi(version)
+	if err != nil {
+		panic(err)
+	}
+	created := time.Date(2026, 1, 1, 0, n, 0, 0, time.UTC).Add(offset)
+	return secrets.NewVersioned(map[string]string{"client_id": "id-canary-1234", "client_secret": "secret-canary-" + path + version},
+		version, secrets.VaultVersion(path, n, created))
 }
 
 // fleetOf starts n replicas sharing store, each with credentials version "1".
@@ -418,7 +441,7 @@ func TestSharedRotationSeenByOneFirst(t *testing.T) {
 		synctest.Wait()
 		time.Sleep(time.Second)
 		rec := stored(t, mem)
-		if rec.CredentialVersion != "2" || rec.Generation != 2 {
+		if secrets.ShownFleetVersion(rec.CredentialVersion) != "2" || rec.Generation != 2 {
 			t.Fatalf("stored version %s gen %d", rec.CredentialVersion, rec.Generation)
 		}
 		// The others, on version 1, go on through several refreshes and
@@ -709,6 +732,366 @@ func TestSharedRefusedTokenNotTakenBackAfterOutage(t *testing.T) {
 		}
 		if rec := stored(t, mem); rec.AccessToken == s1.AccessToken {
 			t.Fatal("the refused token is still the fleet's")
+		}
+	})
+}
+
+// The tester's fault: the credentials secret deleted with `vault kv
+// metadata delete` and written again (version 1 again, or the same number
+// again, the record says 3), or moved to another path. Version numbers of
+// different secrets do not compare: the first replica to read the new
+// credentials mints from them and never uses the old secret's token; a
+// replica still on the old ones may mint from them once meanwhile (other
+// credentials, as with file: sources); once all read the new ones they
+// share one token minted from them, and a 401 re-mints once. Before, every
+// replica waited for a version it would never read: 503 for good.
+func TestSharedCredentialsRecreatedOrMoved(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		next secrets.Credentials
+	}{
+		{"recreated", credsAt("secret/tokenproxy/up", "1", time.Hour)},
+		{"recreated, same number", credsAt("secret/tokenproxy/up", "3", time.Hour)},
+		{"moved", credsAt("secret/tokenproxy/up-b", "1", time.Hour)},
+		{"moved, same number", credsAt("secret/tokenproxy/up-b", "3", time.Hour)},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				v := newVendor(time.Hour, 50*time.Millisecond)
+				mem := sharing.NewMemory()
+				cs := fleetOf(t, 3, v, mem, Options{})
+				for _, r := range cs {
+					r.SetCredentials(credsV("3"))
+				}
+				synctest.Wait()
+				time.Sleep(10 * time.Second)
+				before := v.count()
+				mintedFrom := func(tok Token) string {
+					var n int
+					fmt.Sscanf(tok.AccessToken, "tok-%d-", &n)
+					v.mu.Lock()
+					defer v.mu.Unlock()
+					return v.fleetVers[n-1]
+				}
+				// One replica reads the new credentials first: it mints
+				// from them, and never takes the old secret's token.
+				cs[0].SetCredentials(c.next)
+				synctest.Wait()
+				time.Sleep(time.Second)
+				first, err := cs[0].Token(context.Background())
+				if err != nil || mintedFrom(first) != c.next.FleetVersion() {
+					t.Fatalf("first replica on the new credentials: %v %v, minted from the new ones %v", first, err, err == nil && mintedFrom(first) == c.next.FleetVersion())
+				}
+				for _, r := range cs[1:] {
+					r.SetCredentials(c.next)
+				}
+				synctest.Wait()
+				time.Sleep(5 * time.Second)
+				shared, _ := cs[0].Token(context.Background())
+				for i, r := range cs {
+					tok, err := r.Token(context.Background())
+					if err != nil || tok.AccessToken != shared.AccessToken || mintedFrom(tok) != c.next.FleetVersion() {
+						t.Fatalf("replica %d after reading the new credentials: %v %v, want the fleet's %v from them", i, tok, err, shared)
+					}
+				}
+				settled := v.count()
+				if n := settled - before; n < 1 || n > 3 {
+					t.Errorf("%d token requests while the replicas read the new credentials, want 1 to 3 (one per replica at most)", n)
+				}
+				// The vendor revokes it: every replica sees a 401; the
+				// fleet re-mints once and every replica serves again.
+				for _, r := range cs {
+					answer401(t, r)
+				}
+				synctest.Wait()
+				if n := v.count() - settled; n != 1 {
+					t.Fatalf("%d token requests after the 401, want 1", n)
+				}
+				for i, r := range cs {
+					if s := r.State(); !s.Ready {
+						t.Errorf("replica %d not ready after the 401: %+v", i, s)
+					}
+				}
+			})
+		})
+	}
+}
+
+// A record written before fleet versions carried their secret (a bare KV
+// version number) is another lineage: one mint replaces it, whatever its
+// number, and the fleet shares that token.
+func TestSharedRecordOfPreviousFormat(t *testing.T) {
+	for _, old := range []string{"1", "3", "99"} {
+		synctest.Test(t, func(t *testing.T) {
+			v := newVendor(time.Hour, 50*time.Millisecond)
+			mem := sharing.NewMemory()
+			now := time.Now()
+			if _, err := mem.Save(context.Background(), "up", sharing.Record{AccessToken: "tok-old-format", Obtained: now,
+				Expiry: now.Add(time.Hour), RefreshAt: now.Add(45 * time.Minute), CredentialVersion: old, Generation: 7}, 0); err != nil {
+				t.Fatal(err)
+			}
+			cs := fleetOf(t, 3, v, mem, Options{})
+			for i, r := range cs {
+				tok, err := r.Token(context.Background())
+				if err != nil || tok.AccessToken == "tok-old-format" {
+					t.Fatalf("record version %q: replica %d: %v %v", old, i, tok, err)
+				}
+			}
+			if n := v.count(); n != 1 {
+				t.Fatalf("record version %q: %d token requests, want 1", old, n)
+			}
+		})
+	}
+}
+
+// Two configs give one upstream name to different vendors (one replica's
+// "up" is Inspera, the fleet's is PROMinsight) on one sharing path. A token
+// never reaches a host it was not minted for: the replica whose audience
+// differs from the record's never uses the record's token, names what
+// differs in an ERROR line and /status, mints alone, and never writes the
+// record, so the replicas that wrote it first go on undisturbed. Both
+// orders: the fleet first, and the odd replica first.
+func TestSharedTokenNeverCrossesAudiences(t *testing.T) {
+	prom := sharing.NewAudience("prominsight", "https://api.prominsight.example/oauth/token", "https://api.prominsight.example")
+	insp := sharing.NewAudience("inspera", "https://t.inspera.example/api/authenticate/token", "https://t.inspera.example")
+	for _, oddFirst := range []bool{false, true} {
+		t.Run(fmt.Sprintf("odd replica first %v", oddFirst), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				core, logs := observer.New(zapcore.DebugLevel)
+				mem := sharing.NewMemory()
+				vp, vi := newVendor(60*time.Second, 50*time.Millisecond), newVendor(60*time.Second, 50*time.Millisecond)
+				start := func(n int, v *vendor, a sharing.Audience) []*Cache {
+					return fleetOf(t, n, v, mem, Options{Log: zap.New(core), Sharing: &Sharing{Lease: 30 * time.Second, Local: true, Audience: a}})
+				}
+				var fleet, odd []*Cache
+				if oddFirst {
+					odd = start(1, vi, insp)
+					synctest.Wait()
+					fleet = start(2, vp, prom)
+				} else {
+					fleet = start(2, vp, prom)
+					synctest.Wait()
+					odd = start(1, vi, insp)
+				}
+				synctest.Wait()
+				first := stored(t, mem)
+				end := time.Now().Add(5 * time.Minute) // five lifetimes
+				for time.Now().Before(end) {
+					for _, c := range append(slices.Clone(fleet), odd...) {
+						tok, err := c.Token(context.Background())
+						if err != nil {
+							t.Fatal(err)
+						}
+						mine := c == odd[0]
+						if ownTokens := strings.Contains(tok.AccessToken, "by-"+idOf(odd[0])); mine != ownTokens {
+							t.Fatalf("a token crossed vendors: odd replica %v holds %v (minted by %s)", mine, tok, tok.MintedBy)
+						}
+					}
+					time.Sleep(time.Second)
+				}
+				rec := stored(t, mem)
+				wrote := prom
+				if oddFirst {
+					wrote = insp
+				}
+				if rec.Audience() != wrote || rec.Generation < first.Generation {
+					t.Fatalf("record audience %+v gen %d (first gen %d), want the first writer's %+v", rec.Audience(), rec.Generation, first.Generation, wrote)
+				}
+				// The group that wrote first shares one token per lifetime
+				// (about 7 over five 60s lifetimes); each replica of the
+				// other mints alone, about as many each.
+				shared, alone := vp, vi
+				lonely := 1
+				if oddFirst {
+					shared, alone, lonely = vi, vp, 2
+				}
+				if n := shared.count(); n < 5 || n > 9 {
+					t.Errorf("%d token requests by the group that wrote first, want about 7", n)
+				}
+				if n := alone.count(); n < 5*lonely || n > 9*lonely {
+					t.Errorf("%d token requests by %d replica(s) minting alone, want about %d", n, lonely, 7*lonely)
+				}
+				others := odd
+				if oddFirst {
+					others = fleet
+				}
+				for _, c := range others {
+					if s := c.State(); !strings.Contains(s.LastError, "another upstream") || !strings.Contains(s.LastError, "type, token_url, base_url") || !s.Ready {
+						t.Errorf("/status of a replica whose audience differs: %+v", s)
+					}
+				}
+				errs := logs.FilterLevelExact(zapcore.ErrorLevel).FilterMessageSnippet("token for another upstream").All()
+				if len(errs) == 0 {
+					t.Fatal("no ERROR line for the record of another upstream")
+				}
+				if f := errs[0].ContextMap(); f["upstream"] != "up" || fmt.Sprint(f["differs"]) != "[type token_url base_url]" {
+					t.Errorf("ERROR line fields %v", f)
+				}
+				for _, e := range logs.All() {
+					for _, f := range e.Context {
+						if s := fmt.Sprint(f.String, f.Interface); strings.Contains(s, "example") {
+							t.Errorf("a log line shows a URL of the audience: %s %v", e.Message, e.ContextMap())
+						}
+					}
+				}
+			})
+		})
+	}
+}
+
+// idOf is the replica id of a cache started by fleetOf.
+func idOf(c *Cache) string { return c.fleet.ID }
+
+// damagedStore reads the record as malformed (ErrMalformed with its
+// version, as sharing.Vault does) until the next write replaces it.
+type damagedStore struct {
+	sharing.Store
+	mu      sync.Mutex
+	damaged bool
+}
+
+func (d *damagedStore) damage() { d.mu.Lock(); d.damaged = true; d.mu.Unlock() }
+
+func (d *damagedStore) Load(ctx context.Context, name string) (sharing.Record, int, error) {
+	rec, ver, err := d.Store.Load(ctx, name)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err == nil && d.damaged {
+		return sharing.Record{}, ver, fmt.Errorf("%w: key expiry: not an RFC 3339 time", sharing.ErrMalformed)
+	}
+	return rec, ver, err
+}
+
+func (d *damagedStore) Save(ctx context.Context, name string, rec sharing.Record, cas int) (int, error) {
+	v, err := d.Store.Save(ctx, name, rec, cas)
+	if err == nil {
+		d.mu.Lock()
+		d.damaged = false
+		d.mu.Unlock()
+	}
+	return v, err
+}
+
+// The tester's fault: a malformed record replaced by a new replica's mint
+// started the generations again at 1, so a replica still holding the old
+// generation-1 token took a 401 on it for a refusal of the stored (other)
+// generation-1 token, and re-minted over a good token. A generation is
+// never given to another token, and a refusal names the token, not only
+// its number: the 401 on the old token takes the stored one, with no vendor
+// call. The same holds for a record deleted (`vault kv delete`), which loads
+// as the zero record with its version.
+func TestSharedGenerationNeverReused(t *testing.T) {
+	for _, how := range []string{"malformed", "deleted"} {
+		t.Run(how, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				v := newVendor(time.Hour, 50*time.Millisecond)
+				mem := sharing.NewMemory()
+				store := &damagedStore{Store: mem}
+				old := fleetOf(t, 1, v, store, Options{})[0]
+				held, err := old.Token(context.Background())
+				if err != nil || held.SharedGen != 1 {
+					t.Fatalf("first token %v %v", held, err)
+				}
+				if how == "malformed" {
+					store.damage()
+				} else {
+					_, ver, _ := mem.Load(context.Background(), "up")
+					if _, err := mem.Save(context.Background(), "up", sharing.Record{}, ver); err != nil {
+						t.Fatal(err)
+					}
+				}
+				// A replica started now finds no usable record and mints.
+				fresh := fleetOf(t, 1, v, store, Options{})[0]
+				newTok, err := fresh.Token(context.Background())
+				if err != nil || newTok.AccessToken == held.AccessToken || v.count() != 2 {
+					t.Fatalf("after the record was %s: %v %v, %d token requests", how, newTok, err, v.count())
+				}
+				if rec := stored(t, mem); rec.Generation <= 1 {
+					t.Errorf("the token minted over a %s record took generation %d, already given to another", how, rec.Generation)
+				}
+				// The old token is revoked: the replica holding it takes the
+				// fleet's current token; the vendor is not asked.
+				old.Invalidate(held.Gen)
+				got, err := old.Token(context.Background())
+				if err != nil || got.AccessToken != newTok.AccessToken || v.count() != 2 {
+					t.Fatalf("after a 401 on the old token: %v %v, %d token requests (want the stored token and 2)", got, err, v.count())
+				}
+			})
+		})
+	}
+}
+
+// noUpdateStore refuses every write over an existing record, as Vault does
+// under a policy without update: a 403 the store reports as ErrDenied.
+type noUpdateStore struct{ sharing.Store }
+
+func (n noUpdateStore) Save(ctx context.Context, name string, rec sharing.Record, cas int) (int, error) {
+	if cas != 0 {
+		return 0, fmt.Errorf("sharing: vault:secret/s/up: writing: %w", errors.Join(sharing.ErrDenied, errors.New("HTTP 403: permission denied (the policy needs update on secret/data/s/up)")))
+	}
+	return n.Store.Save(ctx, name, rec, cas)
+}
+
+// A store that refuses access (a policy without update) is a configuration
+// error, not an outage: logged at ERROR with the path and the capability,
+// shown in /status, and the replicas keep serving with tokens of their own
+// (on_store_unavailable: local) and stay ready.
+func TestSharedStoreDeniedIsAConfigurationError(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		core, logs := observer.New(zapcore.DebugLevel)
+		v := newVendor(time.Hour, 50*time.Millisecond)
+		mem := sharing.NewMemory()
+		// A record exists (written by an earlier, well-configured fleet).
+		if _, err := mem.Save(context.Background(), "up", sharing.Record{Generation: 3}, 0); err != nil {
+			t.Fatal(err)
+		}
+		cs := fleetOf(t, 2, v, noUpdateStore{mem}, Options{Log: zap.New(core)})
+		for i, c := range cs {
+			if _, err := c.Token(context.Background()); err != nil {
+				t.Fatalf("replica %d: %v", i, err)
+			}
+			s := c.State()
+			if !s.Ready || !strings.Contains(s.LastError, "the policy needs update on secret/data/s/up") {
+				t.Errorf("replica %d state %+v", i, s)
+			}
+		}
+		if n := v.count(); n != 2 {
+			t.Errorf("%d token requests, want 2 (each replica alone)", n)
+		}
+		errs := logs.FilterLevelExact(zapcore.ErrorLevel).FilterMessageSnippet("refused access").All()
+		if len(errs) == 0 || !strings.Contains(fmt.Sprint(errs[0].ContextMap()["error"]), "update on secret/data/s/up") {
+			t.Fatalf("ERROR lines %v", errs)
+		}
+		if w := logs.FilterLevelExact(zapcore.WarnLevel).FilterMessageSnippet("unavailable").All(); len(w) != 0 {
+			t.Errorf("a refusal logged as the store unavailable: %v", w[0].Message)
+		}
+	})
+}
+
+// /status's token_generation and the "token obtained" line's
+// fleet_generation are the fleet's generation for a shared token: the same
+// on every replica holding it, whatever each replica's own count (gen).
+func TestSharedGenerationShownIsTheFleets(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		core, logs := observer.New(zapcore.InfoLevel)
+		v := newVendor(60*time.Second, 50*time.Millisecond)
+		mem := sharing.NewMemory()
+		early := fleetOf(t, 1, v, mem, Options{Log: zap.New(core)})[0]
+		early.Token(context.Background())
+		time.Sleep(3 * time.Minute) // the early replica's own count runs ahead
+		late := fleetOf(t, 1, v, mem, Options{Log: zap.New(core)})[0]
+		tok, err := late.Token(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, b := early.State(), late.State()
+		if rec := stored(t, mem); a.Generation != rec.Generation || b.Generation != rec.Generation || tok.SharedGen != rec.Generation {
+			t.Fatalf("shown generations %d and %d, stored %d", a.Generation, b.Generation, rec.Generation)
+		}
+		lines := logs.FilterMessage("token obtained").All()
+		last := lines[len(lines)-1].ContextMap()
+		if last["fleet_generation"] != tok.SharedGen {
+			t.Errorf("token obtained: %v, want fleet_generation %d", last, tok.SharedGen)
 		}
 	})
 }

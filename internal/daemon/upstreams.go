@@ -93,11 +93,15 @@ func (opt *Options) sharingOf(cfg *config.Config, name string, vault *secrets.Va
 	if !cfg.IsShared(name) || vault == nil {
 		return nil
 	}
+	u := cfg.Upstreams[name]
 	return &broker.Sharing{
 		Store: sharing.NewVault(vault, cfg.Sharing.Vault.Path),
 		Lease: cfg.Sharing.Lease.Duration,
 		Local: cfg.Sharing.OnStoreUnavailable == "local",
 		ID:    opt.ReplicaID,
+		// Who the token is for: a replica whose config gives this name to
+		// another vendor never uses, nor writes, this record.
+		Audience: sharing.NewAudience(u.Type, u.TokenURL, u.BaseURL),
 	}
 }
 

@@ -37,6 +37,13 @@ func NewCredentials(values map[string]string, version string) Credentials {
 	return c
 }
 
+// NewVersioned wraps values read from a source that numbers its versions:
+// version is shown as it is (a Vault KV version number) and fleet is what
+// replicas compare (VaultVersion), never shown.
+func NewVersioned(values map[string]string, version, fleet string) Credentials {
+	return Credentials{values: values, version: version, fleet: fleet}
+}
+
 // Get returns the value of key, or "".
 func (c Credentials) Get(key string) string { return c.values[key] }
 
@@ -50,9 +57,11 @@ func (c Credentials) Get(key string) string { return c.values[key] }
 func (c Credentials) Version() string { return c.version }
 
 // FleetVersion is the version replicas compare through the fleet's store
-// (CONTRACT.md §7): the Vault KV version, or Fingerprint, the same on every
-// replica that read the same content. Never show it: an unkeyed hash lets
-// a guessed credential be checked offline.
+// (CONTRACT.md §7) with CompareFleet: for a Vault KV v2 secret VaultVersion
+// (its path, version number and the version's created_time), else
+// Fingerprint, the same on every replica that read the same content. Never
+// show it: an unkeyed hash lets a guessed credential be checked offline
+// (ShownFleetVersion is the part fit to show).
 func (c Credentials) FleetVersion() string { return c.fleet }
 
 // IsZero reports whether no credentials were ever loaded.

@@ -235,6 +235,17 @@ func TestWatch(t *testing.T) {
 		if n := src.count() - before; n != 1 || changes[len(changes)-1] != "4" {
 			t.Fatalf("5 kicks: %d reads, changes %v", n, changes)
 		}
+		// Version 4 of the secret written again after a delete (or of
+		// another path): the same number, other credentials, a change.
+		src.set(func() (Credentials, error) {
+			return NewVersioned(map[string]string{"client_id": "i", "client_secret": "s-recreated"}, "4",
+				VaultVersion("secret/c", 4, time.Now())), nil
+		})
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		if len(changes) != 4 {
+			t.Fatalf("the same version number of other credentials: changes %v", changes)
+		}
 		cancel()
 		<-done
 	})

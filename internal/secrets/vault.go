@@ -373,13 +373,14 @@ func (v *Vault) read(ctx context.Context, path string) (Credentials, error) {
 	if err != nil && !errors.Is(err, api.ErrSecretNotFound) {
 		return Credentials{}, fmt.Errorf("%s: %w", where, v.Failed(path, err))
 	}
-	version := ""
+	version, fleet := "", ""
 	var data map[string]any
 	if s != nil {
 		// KV v2's latest version deleted or destroyed: no data, metadata only.
 		data = s.Data
 		if s.VersionMetadata != nil {
 			version = strconv.Itoa(s.VersionMetadata.Version)
+			fleet = VaultVersion(path, s.VersionMetadata.Version, s.VersionMetadata.CreatedTime)
 		}
 	}
 	if data == nil {
@@ -398,7 +399,10 @@ func (v *Vault) read(ctx context.Context, path string) (Credentials, error) {
 			return Credentials{}, fmt.Errorf("%s: key %s holds an object, an array or null, not a string, number or boolean", where, k)
 		}
 	}
-	return NewCredentials(values, version), nil
+	if version == "" { // KV version 1: no versions, a fingerprint
+		return NewCredentials(values, ""), nil
+	}
+	return NewVersioned(values, version, fleet), nil
 }
 
 // ready waits for the first login attempt (at most vaultTimeout, or until ctx

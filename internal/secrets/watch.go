@@ -62,7 +62,9 @@ func (w *Watch) Run(ctx context.Context) {
 		case err != nil:
 			failures++
 			w.OnError(err)
-		case c.Version() != last.Version():
+		case c.FleetVersion() != last.FleetVersion():
+			// Not Version: the same number may be another secret's, or
+			// the same path's written again after a delete.
 			failures = 0
 			last = c
 			w.OnChange(c)

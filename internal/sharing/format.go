@@ -23,6 +23,9 @@ import (
 //	credential_version  CredentialVersion  text
 //	generation          Generation         number
 //	minted_by           MintedBy           text
+//	audience_type       AudienceType       text
+//	audience_token_url  AudienceTokenURL   text
+//	audience_base_url   AudienceBaseURL    text
 //	lease_holder        LeaseHolder        text
 //	lease_until         LeaseUntil         time
 //	last_reauth         LastReauth         time
@@ -60,6 +63,9 @@ func fields(r *Record) []recordField {
 		{key: "credential_version", text: &r.CredentialVersion},
 		{key: "generation", num: &r.Generation},
 		{key: "minted_by", text: &r.MintedBy},
+		{key: "audience_type", text: &r.AudienceType},
+		{key: "audience_token_url", text: &r.AudienceTokenURL},
+		{key: "audience_base_url", text: &r.AudienceBaseURL},
 		{key: "lease_holder", text: &r.LeaseHolder},
 		{key: "lease_until", time: &r.LeaseUntil},
 		{key: "last_reauth", time: &r.LastReauth},

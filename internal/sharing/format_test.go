@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"math"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -85,7 +86,7 @@ func TestFormatWritesTheDocumentedForm(t *testing.T) {
 	want := map[string]any{
 		"access_token": "tok", "expiry": "2025-01-02T03:04:05.12Z", "obtained": "", "refresh_at": "",
 		"refresh_token": "", "refresh_expiry": "", "credential_version": "", "generation": "18446744073709551615",
-		"minted_by": "", "lease_holder": "host-1", "lease_until": "", "last_reauth": "", "reauth_generation": "0",
+		"minted_by": "", "audience_type": "", "audience_token_url": "", "audience_base_url": "", "lease_holder": "host-1", "lease_until": "", "last_reauth": "", "reauth_generation": "0",
 		"retry_at": "", "failure_code": "", "failure_message": "", "failure_version": "",
 	}
 	if d := cmp.Diff(want, data); d != "" {
@@ -195,4 +196,27 @@ func FuzzDecodeRecord(f *testing.F) {
 			t.Fatalf("round trip (-first +second):\n%s", d)
 		}
 	})
+}
+
+// An audience keeps what names the vendor's hosts and nothing that could
+// hold a secret (user info, a query), and says which parts differ without
+// their values.
+func TestAudience(t *testing.T) {
+	a := NewAudience("prominsight", "https://user:CANARY-pw@Api.Prominsight.example/oauth/token?key=CANARY-q#f", "https://api.prominsight.example/v2")
+	want := Audience{Type: "prominsight", TokenURL: "https://api.prominsight.example/oauth/token", BaseURL: "https://api.prominsight.example"}
+	if a != want {
+		t.Fatalf("got %+v, want %+v", a, want)
+	}
+	b := NewAudience("inspera", "https://tenant.inspera.example/auth/token", "https://tenant.inspera.example")
+	if d := a.Differs(b); !slices.Equal(d, []string{"type", "token_url", "base_url"}) {
+		t.Errorf("differs %v", d)
+	}
+	if d := a.Differs(NewAudience("prominsight", "https://api.prominsight.example/oauth/token", "https://api.prominsight.example/other")); d != nil {
+		t.Errorf("another base path on the same host differs: %v", d)
+	}
+	var r Record
+	r.SetAudience(a)
+	if r.Audience() != a {
+		t.Errorf("record audience %+v", r.Audience())
+	}
 }

@@ -3,6 +3,8 @@ package sharing
 import (
 	"context"
 	"errors"
+	"net/url"
+	"strings"
 	"time"
 )
 
@@ -21,6 +23,12 @@ type Record struct {
 	Generation        uint64 // +1 at every mint written back
 	MintedBy          string // <hostname>-<pid> of the minting replica
 
+	// Who the token is for, as the minting replica's config says
+	// (Audience): a replica whose upstream differs never uses it.
+	AudienceType     string
+	AudienceTokenURL string
+	AudienceBaseURL  string
+
 	LeaseHolder string    // who may mint now; "" when nobody holds the lease
 	LeaseUntil  time.Time // the lease passes on after this (wall clock)
 
@@ -38,9 +46,77 @@ type Record struct {
 	FailureVersion string    // the credential version that failed
 }
 
+// Audience is who a shared token is for: the upstream's type, its token
+// endpoint and its API's origin, so that a token never goes to a host other
+// than the ones it was minted for (CONTRACT.md §3) when two configs use one
+// upstream name for different vendors. Nothing in it is secret: URLs keep
+// scheme, host and (the token endpoint's) path, never user info or a query.
+type Audience struct {
+	Type     string // the upstream's type: prominsight, inspera, oauth2, ...
+	TokenURL string // scheme://host/path of the token endpoint; "" for none
+	BaseURL  string // scheme://host of base_url
+}
+
+// NewAudience is the Audience of an upstream of type typ with the given
+// token_url and base_url (config values after defaults).
+func NewAudience(typ, tokenURL, baseURL string) Audience {
+	return Audience{Type: typ, TokenURL: origin(tokenURL, true), BaseURL: origin(baseURL, false)}
+}
+
+// origin is raw's scheme://host, with its path if withPath; user info,
+// query and fragment are never kept. A URL that does not parse is kept as
+// "invalid", which matches no other.
+func origin(raw string, withPath bool) string {
+	if raw == "" {
+		return ""
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "invalid"
+	}
+	out := strings.ToLower(u.Scheme) + "://" + strings.ToLower(u.Host)
+	if withPath {
+		out += u.EscapedPath()
+	}
+	return out
+}
+
+// Differs names the parts of a and b that differ ("type", "token_url",
+// "base_url"), never their values; none when they agree.
+func (a Audience) Differs(b Audience) []string {
+	var d []string
+	if a.Type != b.Type {
+		d = append(d, "type")
+	}
+	if a.TokenURL != b.TokenURL {
+		d = append(d, "token_url")
+	}
+	if a.BaseURL != b.BaseURL {
+		d = append(d, "base_url")
+	}
+	return d
+}
+
+// Audience is who rec's token is for; zero in a record written before
+// records held one.
+func (r Record) Audience() Audience {
+	return Audience{Type: r.AudienceType, TokenURL: r.AudienceTokenURL, BaseURL: r.AudienceBaseURL}
+}
+
+// SetAudience records who rec's token is for.
+func (r *Record) SetAudience(a Audience) {
+	r.AudienceType, r.AudienceTokenURL, r.AudienceBaseURL = a.Type, a.TokenURL, a.BaseURL
+}
+
 // ErrConflict is a check-and-set write that lost: another replica wrote
 // first. Re-read and decide again.
 var ErrConflict = errors.New("sharing: another replica wrote first (check-and-set)")
+
+// ErrDenied is the store refusing a call for want of a capability (Vault's
+// HTTP 403: a policy without read, create or update on the record's path,
+// or a sharing.vault.path outside the policy). It is a configuration error,
+// not an outage; the error names the path and the capability.
+var ErrDenied = errors.New("sharing: the store refused access (HTTP 403)")
 
 // ErrMalformed is a stored record that cannot be read as one. Load returns
 // it with the record's version, so that a Save with that version (the next

@@ -85,7 +85,7 @@ func (s *Vault) Load(ctx context.Context, name string) (Record, int, error) {
 		return Record{}, 0, nil
 	}
 	if err != nil {
-		return Record{}, 0, s.fail(path, "reading", s.v.Failed(path, err))
+		return Record{}, 0, s.fail(path, "reading", s.denied(s.v.Failed(path, err), "the policy needs read on "+dataPath(path, sub)))
 	}
 	if sec.VersionMetadata == nil {
 		return Record{}, 0, s.fail(path, "reading", errors.New("the answer has no version"))
@@ -117,7 +117,11 @@ func (s *Vault) Save(ctx context.Context, name string, rec Record, cas int) (int
 		return 0, ErrConflict
 	}
 	if err != nil {
-		return 0, s.fail(path, "writing", s.v.Failed(path, err))
+		capability := "update"
+		if cas == 0 {
+			capability = "create"
+		}
+		return 0, s.fail(path, "writing", s.denied(s.v.Failed(path, err), "the policy needs "+capability+" on "+dataPath(path, sub)))
 	}
 	if sec.VersionMetadata == nil {
 		return 0, s.fail(path, "writing", errors.New("the answer has no version"))
@@ -133,13 +137,41 @@ func (s *Vault) open(ctx context.Context, name string) (string, *api.KVv2, strin
 	}
 	kv, sub, err := s.v.KVv2(ctx, path)
 	if err != nil {
-		return path, nil, "", fmt.Errorf("sharing: vault:%s at %s: %w", path, s.v.Addr(), err)
+		// Finding the mount takes some access under it: a path outside
+		// the policy is refused here.
+		return path, nil, "", fmt.Errorf("sharing: vault:%s at %s: %w", path, s.v.Addr(), s.denied(err, "no KV mount holds it, or the policy grants nothing under its mount: it needs read, create and update on the records"))
 	}
 	return path, kv, sub, nil
 }
 
 func (s *Vault) fail(path, doing string, err error) error {
 	return fmt.Errorf("sharing: vault:%s at %s: %s: %w", path, s.v.Addr(), doing, err)
+}
+
+// denied marks err as ErrDenied when Vault answered 403, with hint: what
+// the call needed.
+func (s *Vault) denied(err error, hint string) error {
+	var re *api.ResponseError
+	if !errors.As(err, &re) || re.StatusCode != http.StatusForbidden {
+		return err
+	}
+	return deniedError{err: err, hint: hint + ", or Vault's token is no longer valid"}
+}
+
+// deniedError is a 403 with what the call needed; it is ErrDenied.
+type deniedError struct {
+	err  error
+	hint string
+}
+
+func (e deniedError) Error() string   { return e.err.Error() + " (" + e.hint + ")" }
+func (e deniedError) Unwrap() []error { return []error{ErrDenied, e.err} }
+
+// dataPath is the API path of the secret at path (<mount>/<sub>) on a KV v2
+// mount, the one a policy names: <mount>/data/<sub>.
+func dataPath(path, sub string) string {
+	mount := strings.TrimSuffix(strings.TrimSuffix(path, sub), "/")
+	return mount + "/data/" + strings.TrimPrefix(sub, "/")
 }
 
 var _ Store = (*Vault)(nil)

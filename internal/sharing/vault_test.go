@@ -217,25 +217,27 @@ func TestVaultStorePermissionDenied(t *testing.T) {
 	for range 3 {
 		_, _, err := s.Load(context.Background(), "inspera")
 		want := "sharing: vault:secret/tokenproxy/shared/inspera" + at + "reading: HTTP 403: "
-		if err == nil || !strings.HasPrefix(err.Error(), want) || !strings.HasSuffix(err.Error(), "permission denied") {
+		if !errors.Is(err, ErrDenied) || !strings.HasPrefix(err.Error(), want) ||
+			!strings.HasSuffix(err.Error(), "permission denied (the policy needs read on secret/data/tokenproxy/shared/inspera, or Vault's token is no longer valid)") {
 			t.Fatalf("load outside the policy: got %v\nwant %s", err, want)
 		}
 	}
 	_, err := s.Save(context.Background(), "inspera", Record{AccessToken: "CANARY"}, 0)
-	if err == nil || !strings.HasPrefix(err.Error(), "sharing: vault:secret/tokenproxy/shared/inspera"+at+"writing: HTTP 403: ") || !strings.HasSuffix(err.Error(), "permission denied") {
+	if !errors.Is(err, ErrDenied) || !strings.HasPrefix(err.Error(), "sharing: vault:secret/tokenproxy/shared/inspera"+at+"writing: HTTP 403: ") ||
+		!strings.HasSuffix(err.Error(), "permission denied (the policy needs create on secret/data/tokenproxy/shared/inspera, or Vault's token is no longer valid)") {
 		t.Fatalf("save outside the policy: %v", err)
 	}
 
 	s = readOnly.store(t, "secret/tokenproxy/shared")
 	mustLoad(t, s, "inspera")
-	if _, err := s.Save(context.Background(), "inspera", Record{}, 0); err == nil || !strings.Contains(err.Error(), "vault:secret/tokenproxy/shared/inspera"+at+"writing: HTTP 403: ") {
+	if _, err := s.Save(context.Background(), "inspera", Record{}, 0); !errors.Is(err, ErrDenied) || !strings.Contains(err.Error(), "vault:secret/tokenproxy/shared/inspera"+at+"writing: HTTP 403: ") {
 		t.Fatalf("save with read only: %v", err)
 	}
 
 	// Nothing under the mount: the mount lookup itself is refused.
 	s = otherMount.store(t, "secret/tokenproxy/shared")
 	_, _, err = s.Load(context.Background(), "inspera")
-	if err == nil || !strings.Contains(err.Error(), "vault:secret/tokenproxy/shared/inspera"+at+"finding its KV mount: HTTP 403: ") {
+	if !errors.Is(err, ErrDenied) || !strings.Contains(err.Error(), "vault:secret/tokenproxy/shared/inspera"+at+"finding its KV mount: HTTP 403: ") {
 		t.Fatalf("load with no grant under the mount: %v", err)
 	}
 	for _, h := range []*loggedIn{credsOnly, readOnly, otherMount} {
@@ -276,7 +278,7 @@ func TestVaultStoreMinimalPolicy(t *testing.T) {
 	if _, err := without("create").Save(context.Background(), "hgem", Record{}, 0); !strings.Contains(fmt.Sprint(err), "HTTP 403") {
 		t.Errorf("without create, the first save: %v", err)
 	}
-	if _, err := without("update").Save(context.Background(), "inspera", Record{}, v); !strings.Contains(fmt.Sprint(err), "HTTP 403") {
+	if _, err := without("update").Save(context.Background(), "inspera", Record{}, v); !errors.Is(err, ErrDenied) || !strings.Contains(fmt.Sprint(err), "the policy needs update on secret/data/tokenproxy/shared/inspera") {
 		t.Errorf("without update, a later save: %v", err)
 	}
 }
