@@ -264,7 +264,7 @@ func TestUnaskedSwitchIsRefused(t *testing.T) {
 
 // The caller's headers that could impersonate or steer on some upstream
 // framework never reach it: every X-Forwarded-*, X-Original-URL,
-// X-Rewrite-URL, and any spelling of a credential header that a CGI/WSGI
+// X-Rewrite-URL, X-Real-IP and the like, and any spelling of a credential header that a CGI/WSGI
 // framework reads as the same (case, "_" for "-"). Names merely like them
 // pass.
 func TestSteeringAndCredentialHeadersRemoved(t *testing.T) {
@@ -272,11 +272,12 @@ func TestSteeringAndCredentialHeadersRemoved(t *testing.T) {
 	removed := []string{
 		"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Forwarded-Port", "X-Forwarded-Prefix",
 		"X-Forwarded-Server", "X-Forwarded-Ssl", "x-forwarded-anything", "X_Forwarded_For", "X-FORWARDED_HOST",
-		"Forwarded", "X-Original-URL", "x-original-url", "X-Rewrite-URL", "X_Rewrite_Url",
+		"Forwarded", "X-Original-URL", "x-original-url", "X-Rewrite-URL", "X_Rewrite_Url", "X-Forwarded",
+		"X-Real-IP", "True-Client-IP", "Client-IP", "X-Client-IP", "X-Original-Host", "X-Host", "x_real_ip",
 		"Authorization", "Proxy-Authorization", "Proxy_Authorization", "AUTHORIZATION",
 		"hgem-api-key", "hgem_api_key", "HGEM_API_KEY", "Hgem-Api_Key",
 	}
-	kept := []string{"X-Forwarded", "X-Forwardedfor", "X-Original-Urls", "Authorization-Hint", "Hgem-Api-Keys", "X-Caller"}
+	kept := []string{"X-Forwardedfor", "X-Original-Urls", "Authorization-Hint", "Hgem-Api-Keys", "X-Caller"}
 	req := "GET /up/x HTTP/1.1\r\nHost: x\r\n"
 	for _, h := range append(append([]string(nil), removed...), kept...) {
 		req += h + ": caller-" + h + "\r\n"
@@ -398,9 +399,10 @@ func TestRequestTrailersForwarded(t *testing.T) {
 		rt := g.h.table.Load().byName["up"]
 		rt.ReplayMaxBytes, rt.Tokens = replayMax, &genTokens{gen: 1}
 		req := "POST /up/t HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n" +
-			"Trailer: X-Checksum, Authorization, hgem_api_key, X-Forwarded-Host\r\n\r\n" +
+			"Trailer: X-Checksum, Authorization, hgem_api_key, X-Forwarded-Host, Keep-Alive, TE, Upgrade\r\n\r\n" +
 			"5\r\nhello\r\n6\r\n world\r\n0\r\n" +
-			"X-Checksum: sum-1\r\nAuthorization: Bearer caller\r\nhgem_api_key: caller-key\r\nX-Forwarded-Host: evil\r\n\r\n"
+			"X-Checksum: sum-1\r\nAuthorization: Bearer caller\r\nhgem_api_key: caller-key\r\nX-Forwarded-Host: evil\r\n" +
+			"Keep-Alive: timeout=1\r\nTE: trailers\r\nUpgrade: foo\r\n\r\n"
 		resp, body := g.raw(t, req)
 		seen := g.requests()
 		want := 2 // the 401, then the replay

@@ -173,6 +173,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// the header cannot be seen here, every HTTP/1.0 one is.
 		w.Header().Set("Connection", "close")
 	}
+	if !r.ProtoAtLeast(1, 1) {
+		// RFC 9110 §7.8: a server must ignore Upgrade in an HTTP/1.0
+		// request.
+		r.Header.Del("Upgrade")
+	}
 	if r.Method == http.MethodConnect {
 		writeError(sw, http.StatusMethodNotAllowed, CodeConnect, "CONNECT is not supported: send plain HTTP to tokenproxy, which speaks HTTPS to the upstream", "")
 		return
@@ -350,9 +355,12 @@ func (h *Handler) addressedToSelf(r *http.Request) bool {
 // request, besides the route's KeyHeaders and every X-Forwarded-*: the
 // credentials, and those that some frameworks take to say who called or
 // which URL was asked (X-Original-URL and X-Rewrite-URL override the path
-// in IIS and Symfony). Names match with "_" read as "-": CGI and WSGI
+// in IIS and Symfony; X-Real-IP, True-Client-IP and the like name the
+// client for nginx, Akamai and others; X-Original-Host and X-Host the
+// host). Names match with "_" read as "-": CGI and WSGI
 // map both to the same variable (HTTP_PROXY_AUTHORIZATION).
-var callerHeaders = []string{"Authorization", "Proxy-Authorization", "Forwarded", "X-Original-URL", "X-Rewrite-URL"}
+var callerHeaders = []string{"Authorization", "Proxy-Authorization", "Forwarded", "X-Forwarded", "X-Original-URL", "X-Rewrite-URL",
+	"X-Real-IP", "True-Client-IP", "Client-IP", "X-Client-IP", "X-Original-Host", "X-Host"}
 
 // forwardedPrefix starts the names of the headers proxies add to say whom
 // they forwarded for (X-Forwarded-For, -Host, -Proto, -Port, -Prefix, ...).

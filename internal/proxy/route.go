@@ -215,7 +215,9 @@ func checkSegment(seg string) *Error {
 // absolute URL on the upstream: resolved against the local URL instead, it
 // would name another upstream's route (base /v1, Location /other/x: the
 // route "other"), and the caller would get that upstream's credentials
-// injected. Any other Location is left as it is (ok false).
+// injected. So does one under the base path whose rest the path check
+// refuses (a dot segment in any encoding, an encoded slash). Any other
+// Location is left as it is (ok false).
 func localLocation(rt *Route, sent *url.URL, loc, local string) (string, bool) {
 	u, err := sent.Parse(loc)
 	if err != nil || !strings.EqualFold(u.Scheme, rt.Base.Scheme) || !sameOrigin(u, rt.Base) {
@@ -229,7 +231,16 @@ func localLocation(rt *Route, sent *url.URL, loc, local string) (string, bool) {
 		}
 		return u.String(), true
 	}
-	out := local + "/" + rt.Name + strings.TrimPrefix(p, base)
+	rest := strings.TrimPrefix(p, base)
+	for _, seg := range strings.Split(rest, "/")[1:] {
+		if checkSegment(seg) != nil {
+			// A local URL tokenproxy's own path check would refuse: a
+			// client that resolves %2e%2e as .. (WHATWG URL: browsers,
+			// fetch) would step into another upstream's route.
+			return u.String(), true
+		}
+	}
+	out := local + "/" + rt.Name + rest
 	if u.RawQuery != "" {
 		out += "?" + u.RawQuery
 	}

@@ -164,6 +164,13 @@ func TestLocalLocation(t *testing.T) {
 		{"http://api.example/v1/x", ""},          // another scheme is another origin
 		{"https://api.example:8443/v1/x", ""},    // another port too
 		{"https://storage.example/blob?sig", ""}, // another host: passed through
+		// Under the base path, but a rest the path check refuses: a
+		// client resolving %2e%2e as .. would reach another route.
+		{"/v1/%2e%2e/lh/y", "https://api.example/v1/%2e%2e/lh/y"},
+		{"/v1/.%2E/lh/y", "https://api.example/v1/.%2E/lh/y"},
+		{"https://api.example/v1/%2E%2E/lh/x", "https://api.example/v1/%2E%2E/lh/x"},
+		{"//api.example/v1/%2e%2e/lh/x", "https://api.example/v1/%2e%2e/lh/x"},
+		{"/v1/a%2Fb", "https://api.example/v1/a%2Fb"},
 	}
 	for _, c := range cases {
 		got, ok := localLocation(rt, sent, c.loc, "http://127.0.0.1:8080")

@@ -261,12 +261,14 @@ func (b *callerBody) Read(p []byte) (int, error) {
 // forwardedTrailer is the outbound request's Trailer: the fields the
 // caller announced (RFC 9110 §6.5), their values set when its body ends,
 // less those stripped from its headers (a credential in a trailer would
-// reach an upstream that merges trailers into the header) and the
-// X-Request-Id; nil when none is left.
+// reach an upstream that merges trailers into the header), the
+// X-Request-Id, and the fields that are about one connection or the
+// message's framing, which RFC 9110 §6.5.1 keeps out of trailers; nil when
+// none is left.
 func forwardedTrailer(rt *Route, announced http.Header) http.Header {
 	var t http.Header
 	for k := range announced {
-		if rt.stripped(k) || sameName(k, requestIDHeader) || sameName(k, "Host") {
+		if rt.stripped(k) || sameName(k, requestIDHeader) || hopByHop(k) {
 			continue
 		}
 		if t == nil {
@@ -278,6 +280,19 @@ func forwardedTrailer(rt *Route, announced http.Header) http.Header {
 }
 
 func (b *callerBody) Close() error { return b.rc.Close() }
+
+// hopByHop reports whether k names a field about one connection or the
+// message's framing and routing, never forwarded as a trailer: RFC 9110
+// §7.6.1's connection options and §6.5.1's framing and routing fields.
+func hopByHop(k string) bool {
+	for _, h := range []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "TE",
+		"Trailer", "Transfer-Encoding", "Upgrade", "Content-Length", "Host"} {
+		if sameName(k, h) {
+			return true
+		}
+	}
+	return false
+}
 
 type readCloser struct {
 	io.Reader

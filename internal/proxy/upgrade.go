@@ -141,11 +141,33 @@ func (s *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	// WriteHeader.
 	s.ResponseWriter.Header()[requestIDHeader] = s.id
 	c, brw, err := http.NewResponseController(s.ResponseWriter).Hijack()
-	if err == nil {
-		s.hijacked = true
-		if s.onHijack != nil {
-			s.onHijack(c)
-		}
+	if err != nil {
+		return c, brw, err
 	}
-	return c, brw, err
+	s.hijacked = true
+	if s.onHijack != nil {
+		s.onHijack(c)
+	}
+	if brw.Reader.Buffered() > 0 {
+		// The caller sent bytes of the new protocol right behind its
+		// request, and net/http has read them already; ReverseProxy copies
+		// from the connection alone and would drop them.
+		return &drainingConn{Conn: c, buffered: brw.Reader}, brw, nil
+	}
+	return c, brw, nil
+}
+
+// drainingConn reads what its bufio.Reader holds before reading the
+// connection itself.
+type drainingConn struct {
+	net.Conn
+	buffered *bufio.Reader
+}
+
+func (d *drainingConn) Read(p []byte) (int, error) {
+	if d.buffered != nil && d.buffered.Buffered() > 0 {
+		return d.buffered.Read(p)
+	}
+	d.buffered = nil
+	return d.Conn.Read(p)
 }

@@ -303,6 +303,54 @@ func TestUpgradeOtherProtocolOverHTTP1(t *testing.T) {
 	}
 }
 
+// Bytes of the new protocol sent right behind the request, in the same
+// write, reach the upstream: net/http has read them into the hijacked
+// connection's buffer, which ReverseProxy alone would not copy.
+func TestUpgradeKeepsBytesSentWithTheRequest(t *testing.T) {
+	e := newUpgradeEnv(t)
+	conn, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(20 * time.Second))
+	io.WriteString(conn, "GET /hgem"+vendorsim.UpgradePath+" HTTP/1.1\r\nHost: "+e.addr+
+		"\r\nConnection: Upgrade\r\nUpgrade: line-echo\r\n\r\nearly\n")
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 101 {
+		t.Fatalf("got %v %v, want 101", resp, err)
+	}
+	if l, err := br.ReadString('\n'); l != "early\n" {
+		t.Fatalf("echo of the bytes sent with the request: %q %v", l, err)
+	}
+	io.WriteString(conn, "late\n")
+	if l, err := br.ReadString('\n'); l != "late\n" {
+		t.Fatalf("echo after them: %q %v", l, err)
+	}
+}
+
+// An HTTP/1.0 request's Upgrade is ignored (RFC 9110 §7.8): the upstream
+// is asked for no switch, and the caller gets no 101.
+func TestUpgradeIgnoredOnHTTP10(t *testing.T) {
+	e := newUpgradeEnv(t)
+	conn, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(20 * time.Second))
+	io.WriteString(conn, "GET /hgem"+vendorsim.UpgradePath+" HTTP/1.0\r\nHost: "+e.addr+
+		"\r\nConnection: Upgrade\r\nUpgrade: line-echo\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode == http.StatusSwitchingProtocols || resp.Header.Get("Upgrade") != "" {
+		t.Fatalf("HTTP/1.0 request with Upgrade: got %d, Upgrade %q; want no switch", resp.StatusCode, resp.Header.Get("Upgrade"))
+	}
+}
+
 func TestUpgradeReplaysAfter401(t *testing.T) {
 	e := newUpgradeEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
