@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -419,4 +420,62 @@ func TestRequestTrailersForwarded(t *testing.T) {
 			}
 		}
 	}
+}
+
+// A caller that stops sending its body is cut off after the route's timeout
+// of silence (answered, or its connection closed), whether its body was being read whole (for a
+// replay) or streamed to the upstream; a body that arrives in time, and an
+// upstream slower than that once the body is in, are not cut.
+func TestStalledCallerBodyIsCutOff(t *testing.T) {
+	for _, c := range []struct {
+		name       string
+		replayMax  int64
+		wantStatus []int
+	}{
+		{"read whole", 1 << 20, []int{http.StatusBadRequest}},
+		{"streamed", 4, []int{http.StatusBadRequest, http.StatusGatewayTimeout}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			g := newRecRig(t, "", nil)
+			rt := g.h.table.Load().byName["up"]
+			rt.ReplayMaxBytes, rt.Timeout = c.replayMax, 300*time.Millisecond
+			conn, err := net.Dial("tcp", g.addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			conn.SetDeadline(time.Now().Add(20 * time.Second))
+			io.WriteString(conn, "POST /up/x HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			var ne net.Error
+			switch {
+			case errors.As(err, &ne) && ne.Timeout():
+				t.Fatalf("a stalled body held the connection: %v", err)
+			case err != nil:
+				// Cut off without an answer: net/http takes a failed read
+				// of the connection for the caller leaving.
+				return
+			}
+			if !slices.Contains(c.wantStatus, resp.StatusCode) {
+				t.Fatalf("got %d, want one of %v", resp.StatusCode, c.wantStatus)
+			}
+		})
+	}
+	t.Run("in time, answer streamed past the limit", func(t *testing.T) {
+		g := newRecRig(t, "", func(w http.ResponseWriter, r *http.Request) {
+			for _, part := range []string{"one ", "two ", "three"} {
+				io.WriteString(w, part)
+				w.(http.Flusher).Flush()
+				time.Sleep(250 * time.Millisecond)
+			}
+		})
+		// The body's limit must be gone once the body is in: net/http
+		// watches the connection while the answer streams, and a stale
+		// deadline would end the request as if the caller had left.
+		g.h.table.Load().byName["up"].Timeout = 300 * time.Millisecond
+		resp, body := g.raw(t, "POST /up/x HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
+		if resp.StatusCode != http.StatusOK || body != "one two three" {
+			t.Fatalf("got %d %q, want 200 and the whole answer", resp.StatusCode, body)
+		}
+	})
 }

@@ -114,10 +114,11 @@ func (h *Handler) SetTable(t *Table) {
 type exchange struct {
 	route      *Route
 	target     *url.URL
-	in         *http.Request // the caller's request, for localOrigin
-	id         string        // X-Request-Id (CONTRACT.md §3)
-	idValue    []string      // id, as a header's values
-	upstreamID string        // the upstream's own X-Request-Id, when it sent another
+	in         *http.Request       // the caller's request, for localOrigin
+	out        http.ResponseWriter // the answer to the caller, for read deadlines on its connection
+	id         string              // X-Request-Id (CONTRACT.md §3)
+	idValue    []string            // id, as a header's values
+	upstreamID string              // the upstream's own X-Request-Id, when it sent another
 	replayed   bool
 	switched   bool // the upstream answered 101: the connection now carries another protocol
 
@@ -149,6 +150,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// values are replaced, never changed in place.
 	x.idValue = []string{x.id}
 	sw := &statusWriter{ResponseWriter: w, id: x.idValue}
+	x.out = sw
 	if h.tracer != nil {
 		r = h.startSpan(r, x)
 	}
