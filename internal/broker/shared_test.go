@@ -1078,7 +1078,12 @@ func TestSharedGenerationShownIsTheFleets(t *testing.T) {
 		mem := sharing.NewMemory()
 		early := fleetOf(t, 1, v, mem, Options{Log: zap.New(core)})[0]
 		early.Token(context.Background())
-		time.Sleep(3 * time.Minute) // the early replica's own count runs ahead
+		// The early replica's own count runs ahead. Refreshes come 39 to 45 s
+		// (0.75 of 60 s, up to 10% earlier) after each 50 ms mint: the 4th
+		// is done by 180.25 s and the 5th starts at 195.25 s at the
+		// earliest, so at 187 s no refresh is under way (at 180 s one
+		// could be, and the replicas then held generations 4 and 5).
+		time.Sleep(187 * time.Second)
 		late := fleetOf(t, 1, v, mem, Options{Log: zap.New(core)})[0]
 		tok, err := late.Token(context.Background())
 		if err != nil {
