@@ -13,7 +13,6 @@ import (
 	"net/http/httputil"
 	"net/textproto"
 	"net/url"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -740,19 +739,7 @@ func TestListenersDefaultToLoopback(t *testing.T) {
 	// Its subject is a key left out: the configs are text.
 	upstreams := "upstreams:\n" + e.upstreamYAML("hgem")
 	validate := func(cfg string) (int, string) {
-		path := e.write("validate.yaml", []byte(cfg))
-		var stdout, stderr bytes.Buffer
-		cmd := exec.Command(binary, "validate", "--config", path)
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		err := cmd.Run()
-		var ee *exec.ExitError
-		switch {
-		case errors.As(err, &ee):
-			return ee.ExitCode(), stderr.String()
-		case err != nil:
-			t.Fatal(err)
-		}
-		return 0, stderr.String()
+		return validateOut(t, e.write("validate.yaml", []byte(cfg)))
 	}
 
 	if code, out := validate(upstreams); code != 0 || strings.Contains(out, "warning") {

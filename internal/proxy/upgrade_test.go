@@ -303,17 +303,25 @@ func TestUpgradeOtherProtocolOverHTTP1(t *testing.T) {
 	}
 }
 
+// dialRaw is a connection to addr for a request written by hand, closed
+// when the test ends, that gives up after 20 s.
+func dialRaw(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	conn.SetDeadline(time.Now().Add(20 * time.Second))
+	return conn
+}
+
 // Bytes of the new protocol sent right behind the request, in the same
 // write, reach the upstream: net/http has read them into the hijacked
 // connection's buffer, which ReverseProxy alone would not copy.
 func TestUpgradeKeepsBytesSentWithTheRequest(t *testing.T) {
 	e := newUpgradeEnv(t)
-	conn, err := net.Dial("tcp", e.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(20 * time.Second))
+	conn := dialRaw(t, e.addr)
 	io.WriteString(conn, "GET /hgem"+vendorsim.UpgradePath+" HTTP/1.1\r\nHost: "+e.addr+
 		"\r\nConnection: Upgrade\r\nUpgrade: line-echo\r\n\r\nearly\n")
 	br := bufio.NewReader(conn)
@@ -334,12 +342,7 @@ func TestUpgradeKeepsBytesSentWithTheRequest(t *testing.T) {
 // is asked for no switch, and the caller gets no 101.
 func TestUpgradeIgnoredOnHTTP10(t *testing.T) {
 	e := newUpgradeEnv(t)
-	conn, err := net.Dial("tcp", e.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(20 * time.Second))
+	conn := dialRaw(t, e.addr)
 	io.WriteString(conn, "GET /hgem"+vendorsim.UpgradePath+" HTTP/1.0\r\nHost: "+e.addr+
 		"\r\nConnection: Upgrade\r\nUpgrade: line-echo\r\n\r\n")
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
