@@ -117,6 +117,7 @@ func newEnv(t *testing.T) *env {
 		}
 	}
 	t.Cleanup(e.checkNoSecrets)
+	t.Cleanup(e.checkLogKeys)
 	return e
 }
 
@@ -515,6 +516,89 @@ func (e *env) checkNoSecrets() {
 			if strings.Contains(out, s) {
 				e.t.Errorf("what tokenproxy sent out holds a secret or token (%.20s...)", s)
 			}
+		}
+	}
+}
+
+// checkLogKeys fails the test when a JSON log line of any proxy names a key
+// twice: RFC 8259 §4 asks for unique names, and log pipelines drop or
+// mangle duplicates (a logger's own field written again by a line).
+func (e *env) checkLogKeys() {
+	for _, p := range e.procs {
+		sc := bufio.NewScanner(strings.NewReader(p.out.String()))
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			if k := duplicateKey(sc.Bytes()); k != "" {
+				e.t.Errorf("a log line names %q twice: %.300s", k, sc.Text())
+			}
+		}
+	}
+}
+
+// duplicateKey is a key that an object in the JSON text line names twice,
+// or "" (also when line is not JSON).
+func duplicateKey(line []byte) string {
+	dec := json.NewDecoder(bytes.NewReader(line))
+	// One frame per open object or array; an object's frame holds its keys
+	// seen, and whether the next string token is a key.
+	type frame struct {
+		keys    map[string]bool
+		wantKey bool
+	}
+	var stack []*frame
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return ""
+		}
+		var top *frame
+		if len(stack) > 0 {
+			top = stack[len(stack)-1]
+		}
+		switch t := tok.(type) {
+		case json.Delim:
+			switch t {
+			case '{':
+				stack = append(stack, &frame{keys: map[string]bool{}, wantKey: true})
+				continue
+			case '[':
+				stack = append(stack, &frame{})
+				continue
+			default:
+				stack = stack[:len(stack)-1]
+				if len(stack) == 0 {
+					return ""
+				}
+				top = stack[len(stack)-1]
+			}
+		case string:
+			if top != nil && top.keys != nil && top.wantKey {
+				if top.keys[t] {
+					return t
+				}
+				top.keys[t] = true
+				top.wantKey = false
+				continue
+			}
+		}
+		// A value ended: in an object, a key comes next.
+		if top != nil && top.keys != nil {
+			top.wantKey = true
+		}
+	}
+}
+
+// The log-line check finds a key named twice at any depth, and only then.
+func TestDuplicateKey(t *testing.T) {
+	for line, want := range map[string]string{
+		`{"level":"info","upstream":"a","msg":"x","upstream":"a"}`: "upstream",
+		`{"a":{"b":1,"b":2}}`:                                    "b",
+		`{"a":[{"k":1},{"k":2}],"b":{"k":1},"k":[1,"k"]}`:        "",
+		`{"a":"a","b":{"a":"b"},"c":[{"a":1,"b":[2]}],"d":null}`: "",
+		`not json {"a":1,"a":2}`:                                 "",
+	} {
+		if got := duplicateKey([]byte(line)); got != want {
+			t.Errorf("duplicateKey(%s) = %q, want %q", line, got, want)
 		}
 	}
 }

@@ -312,7 +312,7 @@ func (c *Cache) SetCredentials(cr secrets.Credentials) {
 	c.rotated = true
 	c.events.add(Event{Kind: EventRotated, At: time.Now()})
 	c.cause = "credentials changed"
-	c.opt.Log.Info("credentials changed; minting a new token", zap.String("version", cr.Version()))
+	c.opt.Log.Info("credentials changed; getting a token for them", zap.String("version", cr.Version()))
 	c.poke()
 }
 

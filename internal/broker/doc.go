@@ -40,11 +40,11 @@
 //     waited for it);
 //  3. minted from credentials newer than ours: use it while valid, else
 //     wait; never mint from older credentials. "Newer" is
-//     secrets.CompareFleet: a later version of the same Vault secret (same
-//     path, higher number, later created_time). Anything else that is not
-//     the same version (another path, the path deleted and written again,
-//     a fingerprint, a bare number from a record of the previous format)
-//     is another lineage: not usable, and not newer, so we go on to mint
+//     secrets.CompareFleet: a version of the same Vault path written later
+//     (created_time; the number restarts when the path is deleted and
+//     written again). Anything else that is not the same version (another
+//     path, a fingerprint, a bare number from a record of the previous
+//     format) is another lineage: not usable, and not newer, so we go on to mint
 //     from our own credentials (any change counts as newer, from the
 //     replica that sees it);
 //  4. the fleet is backing off after a failed mint from our version: keep
@@ -118,26 +118,29 @@
 //     (versions of one Vault secret order; fingerprints of file: and env:
 //     sources have no order, so any difference counts as newer)
 //     (TestSharedRotationSeenByOneFirst).
-//   - Credentials of another lineage: the secret deleted (`vault kv
-//     metadata delete`) and written again, its versions numbered from 1,
-//     or moved to another path by a reload. Numbers compared alone said
-//     "version 1 is older than the stored 3": every replica waited for a
-//     version it would never read, for good. A fleet version carries the
-//     path and the version's created_time; numbers order only when path
-//     matches and created_times agree. The first replica on the new
-//     lineage mints (Other), the rest find that version stored and use it
+//   - The secret deleted (`vault kv metadata delete`) and written again,
+//     its versions numbered from 1, or moved to another path by a reload.
+//     Numbers compared alone said "version 1 is older than the stored 3":
+//     every replica waited for a version it would never read, for good. A
+//     fleet version carries the path and the version's created_time;
+//     versions of one path order by created_time, whatever their numbers.
+//     The first replica to read the re-created secret mints; the others,
+//     still on the deleted one, are behind: they use that token and never
+//     mint from the deleted secret, even at their refresh point before
+//     their next read (when the deleted and re-created versions compared as
+//     another lineage, such a replica minted from the deleted secret over
+//     the new token: 3 mints instead of 1, seen by a tester)
 //     (TestSharedCredentialsRecreatedOrMoved,
-//     TestFleetCredentialsRecreatedOrMoved). Replicas on different lineages
-//     at once (a reload reaching some replicas first) each mint in turn at
-//     their fetches, as file: sources do, until all read the same secret.
-//     A record written before fleet versions carried a path holds a bare
-//     number: another lineage, one mint replaces it
-//     (TestSharedRecordOfPreviousFormat). Lineages are told apart without
-//     the secret's metadata (the policy grants none): a recreated secret
-//     whose number has passed the old one's, created later, orders as
-//     newer, which it is; and a Vault whose clock stepped back between two
-//     versions makes them Other, costing one mint per replica until each
-//     reads the newest.
+//     TestFleetCredentialsRecreatedOrMoved). Another path is another
+//     lineage: replicas on different paths at once (a reload reaching some
+//     replicas first) each mint in turn at their fetches, as file: sources
+//     do, until all read the same secret. A record written before fleet
+//     versions carried a path holds a bare number: another lineage, one
+//     mint replaces it (TestSharedRecordOfPreviousFormat). Versions are
+//     ordered without the secret's metadata (the policy grants none), on
+//     Vault's clock: a Vault whose clock stepped back between two writes of
+//     one path orders them the wrong way until each replica reads the
+//     newest.
 //   - Two configs giving one upstream name to different vendors on one
 //     sharing path: whichever group writes the record first keeps it; a
 //     replica of the other group finds another audience, never uses the

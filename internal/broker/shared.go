@@ -349,8 +349,10 @@ func (fl *fleet) mint(ctx context.Context, w want, rec, lease sharing.Record, le
 	default:
 		fl.log.Warn("could not write the token back to the sharing store; using it alone", zap.Error(err))
 	}
+	// Minted under the lease but never stored: the fleet does not have it,
+	// so it counts as a token of this replica's own (CONTRACT.md §7: local).
 	next.Generation, next.MintedBy = 0, fl.ID
-	g.tok, g.result = recordToken(next), SharedMinted
+	g.tok, g.result = recordToken(next), SharedLocal
 	g.tok.Grant = tok.Grant
 	return g, nil
 }
@@ -416,8 +418,9 @@ func (fl *fleet) storeDown(ctx context.Context, w want, err error) (got, error) 
 // deniedBy logs a store's refusal at ERROR and shows it in /status: err
 // names the record's path and the capability the policy lacks.
 func (fl *fleet) deniedBy(err error, msg string, fields ...zap.Field) {
-	fl.setProblem(fmt.Sprintf("sharing: %v; this replica uses tokens of its own until the policy is fixed", err))
-	fl.log.Error(msg, append([]zap.Field{zap.String("upstream", fl.name), zap.Error(err)}, fields...)...)
+	// The store's errors start with "sharing: " already.
+	fl.setProblem(fmt.Sprintf("%v; this replica uses tokens of its own until the policy is fixed", err))
+	fl.log.Error(msg, append([]zap.Field{zap.Error(err)}, fields...)...)
 }
 
 // foreign names what differs between who rec's token is for and who ours
@@ -444,7 +447,7 @@ func (fl *fleet) foreignRecord(ctx context.Context, w want, rec sharing.Record, 
 	fl.setProblem(fmt.Sprintf("sharing: the shared record of %s holds a token for another upstream (its %s differ from this config's; another replica's config gives this name to another vendor); this replica mints its own tokens and leaves the record alone",
 		fl.name, what))
 	fl.log.Error("the shared record holds a token for another upstream; not using it, minting alone and leaving the record alone: give the upstream a name of its own, or the same type, token_url and base_url on every replica",
-		zap.String("upstream", fl.name), zap.Strings("differs", differs), zap.String("record_minted_by", rec.MintedBy))
+		zap.Strings("differs", differs), zap.String("record_minted_by", rec.MintedBy))
 	return fl.alone(ctx, w)
 }
 

@@ -13,9 +13,10 @@ import (
 //
 // The number alone does not order versions across replicas: a secret
 // deleted with `vault kv metadata delete` and written again starts at 1,
-// and another path has numbers of its own. The path and created_time say
-// which secret's history a number belongs to, and come with every read of
-// the data (no metadata read, which tokenproxy's policy does not grant).
+// and another path has numbers of its own. The path says which secret a
+// version is of, and created_time orders the versions of one path across
+// such a re-creation (CompareFleet); both come with every read of the data
+// (no metadata read, which tokenproxy's policy does not grant).
 func VaultVersion(path string, n int, created time.Time) string {
 	return "vault:" + strings.Trim(path, "/") + "#" + strconv.Itoa(n) + "@" + created.UTC().Format(time.RFC3339Nano)
 }
@@ -30,34 +31,38 @@ const (
 	Older
 	// Newer: a later version of the same secret.
 	Newer
-	// Other: credentials with no order between them: another secret, the
-	// same path deleted and written again, a file: or env: fingerprint, or
-	// a version in the format written before VaultVersion (a bare number).
+	// Other: credentials with no order between them: another secret, a
+	// file: or env: fingerprint, or a version in the format written before
+	// VaultVersion (a bare number).
 	// Any change counts as newer, from the replica that sees it.
 	Other
 )
 
 // CompareFleet is how fleet version a stands to b (both FleetVersion
 // values, b perhaps read from the fleet's store). Versions of one Vault
-// secret order by number, and only when their created_times agree: a
-// version with a higher number created later is newer. Numbers and times
-// that disagree (a higher number created earlier, one number created twice)
-// mean the path was deleted and written again in between: Other.
+// path order by when they were written (created_time, Vault's clock): a
+// number alone does not, since a path deleted with `vault kv metadata
+// delete` and written again starts at 1, and the version written last is
+// what a replica reading the path now gets, whatever its number. So a
+// replica still holding a deleted secret's version is behind one written
+// after it, waits to read it and mints nothing from the deleted one.
+// Versions of different paths, fingerprints and bare numbers have no order:
+// Other.
 func CompareFleet(a, b string) Order {
 	if a == b {
 		return Same
 	}
-	pa, na, ta, okA := parseVaultVersion(a)
-	pb, nb, tb, okB := parseVaultVersion(b)
+	pa, _, ta, okA := parseVaultVersion(a)
+	pb, _, tb, okB := parseVaultVersion(b)
 	switch {
 	case !okA || !okB || pa != pb:
 		return Other
-	case na < nb && ta.Before(tb):
+	case ta.Before(tb):
 		return Older
-	case na > nb && ta.After(tb):
+	case ta.After(tb):
 		return Newer
 	}
-	return Other
+	return Other // two versions written at the same instant: cannot tell
 }
 
 // ShownFleetVersion is the part of a fleet version fit for logs, /status and

@@ -22,9 +22,12 @@ func TestCompareFleet(t *testing.T) {
 		{"older", v("secret/tokenproxy/hgem", 1, 10), a3, Older},
 		{"newer", v("secret/tokenproxy/hgem", 4, 40), a3, Newer},
 		// vault kv metadata delete, then put: numbers start again at 1.
-		{"recreated, lower number created later", v("secret/tokenproxy/hgem", 1, 50), a3, Other},
-		{"recreated, same number created later", v("secret/tokenproxy/hgem", 3, 50), a3, Other},
-		{"recreated, record from before, higher number created earlier", v("secret/tokenproxy/hgem", 5, 10), a3, Other},
+		{"recreated, lower number created later", v("secret/tokenproxy/hgem", 1, 50), a3, Newer},
+		{"recreated, same number created later", v("secret/tokenproxy/hgem", 3, 50), a3, Newer},
+		// Holding version 5 of a secret since deleted, against version 3
+		// of the one written after it: behind.
+		{"recreated, higher number created earlier", v("secret/tokenproxy/hgem", 5, 10), a3, Older},
+		{"one path, one instant, two numbers", v("secret/tokenproxy/hgem", 5, 30), a3, Other},
 		{"another secret", v("secret/tokenproxy/hgem-b", 1, 50), v("secret/tokenproxy/hgem", 4, 40), Other},
 		{"another secret, higher number", v("secret/tokenproxy/hgem-b", 5, 50), v("secret/tokenproxy/hgem", 4, 40), Other},
 		{"a bare number from the previous record format", v("secret/tokenproxy/hgem", 1, 50), "3", Other},
@@ -48,7 +51,8 @@ func TestCompareFleet(t *testing.T) {
 
 // The tester's faults: a secret deleted with `vault kv metadata delete` and
 // written again, and a move to another secret. The version number restarts,
-// the fleet version tells the lineages apart; what is shown stays the number.
+// the fleet version orders by when each was written; what is shown stays the
+// number.
 func TestVaultFleetVersionAcrossRecreateAndMove(t *testing.T) {
 	srv, root := startVault(t)
 	ctx := context.Background()
@@ -75,15 +79,17 @@ func TestVaultFleetVersionAcrossRecreateAndMove(t *testing.T) {
 	}
 	vaultPutKV2(t, root, "tokenproxy/hgem", vaultHGEMValues)
 	again := h.readOK(t, "secret/tokenproxy/hgem")
-	if again.Version() != "1" || CompareFleet(again.FleetVersion(), v4.FleetVersion()) != Other {
-		t.Errorf("recreated: shown %q, order %d against the old version 4; want 1 and Other", again.Version(), CompareFleet(again.FleetVersion(), v4.FleetVersion()))
+	// Written after the old version 4: newer, though its number is lower;
+	// a replica still holding version 4 is behind it.
+	if again.Version() != "1" || CompareFleet(again.FleetVersion(), v4.FleetVersion()) != Newer ||
+		CompareFleet(v4.FleetVersion(), again.FleetVersion()) != Older {
+		t.Errorf("recreated: shown %q, order %d against the old version 4; want 1 and Newer", again.Version(), CompareFleet(again.FleetVersion(), v4.FleetVersion()))
 	}
 	for range 4 {
 		vaultPutKV2(t, root, "tokenproxy/hgem", vaultHGEMValues)
 	}
 	// Version 5 of the new secret, created after version 4 of the old one:
-	// numbers and times agree, so it orders as newer, which it is (the
-	// replica holding the old one reads the new one at its next read).
+	// newer.
 	if v5 := h.readOK(t, "secret/tokenproxy/hgem"); v5.Version() != "5" || CompareFleet(v5.FleetVersion(), v4.FleetVersion()) != Newer {
 		t.Errorf("recreated, written to version 5: shown %q, order %d; want 5 and Newer", v5.Version(), CompareFleet(v5.FleetVersion(), v4.FleetVersion()))
 	}
