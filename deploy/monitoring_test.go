@@ -98,7 +98,7 @@ func TestPrometheusRule(t *testing.T) {
 	}
 	for _, a := range []string{"TokenproxyUpstreamNotReady", "TokenproxyTokenExpiringWithoutRefresh", "TokenproxyTokenFetchErrors",
 		"TokenproxyReauthRateHigh", "TokenproxyVaultLoginFailing", "TokenproxyConfigReloadFailed",
-		"TokenproxyTokenRefusedByUpstream", "TokenproxyProxyErrorsHigh"} {
+		"TokenproxyTokenRefusedByUpstream", "TokenproxyProxyErrorsHigh", "TokenproxySharingStoreFailing"} {
 		if !alerts[a] {
 			t.Errorf("no alert %s", a)
 		}
