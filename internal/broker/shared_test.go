@@ -12,10 +12,13 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/tokenproxy/tokenproxy/internal/metrics"
 	"github.com/tokenproxy/tokenproxy/internal/secrets"
 	"github.com/tokenproxy/tokenproxy/internal/sharing"
 )
@@ -1063,7 +1066,8 @@ func TestSharedStoreDeniedIsAConfigurationError(t *testing.T) {
 		if _, err := mem.Save(context.Background(), "up", sharing.Record{Generation: 3}, 0); err != nil {
 			t.Fatal(err)
 		}
-		cs := fleetOf(t, 2, v, noUpdateStore{mem}, Options{Log: zap.New(core)})
+		m := metrics.New(prometheus.NewRegistry(), metrics.Build{Version: "test"})
+		cs := fleetOf(t, 2, v, noUpdateStore{mem}, Options{Log: zap.New(core), Metrics: m})
 		for i, c := range cs {
 			if _, err := c.Token(context.Background()); err != nil {
 				t.Fatalf("replica %d: %v", i, err)
@@ -1076,12 +1080,35 @@ func TestSharedStoreDeniedIsAConfigurationError(t *testing.T) {
 		if n := v.count(); n != 2 {
 			t.Errorf("%d token requests, want 2 (each replica alone)", n)
 		}
+		// Neither token reached the store: both are the replicas' own.
+		if local, minted := testutil.ToFloat64(m.SharedTokens.WithLabelValues("up", SharedLocal)),
+			testutil.ToFloat64(m.SharedTokens.WithLabelValues("up", SharedMinted)); local != 2 || minted != 0 {
+			t.Errorf("counted local %v, minted %v; want 2 and 0", local, minted)
+		}
 		errs := logs.FilterLevelExact(zapcore.ErrorLevel).FilterMessageSnippet("refused access").All()
 		if len(errs) == 0 || !strings.Contains(fmt.Sprint(errs[0].ContextMap()["error"]), "update on secret/data/s/up") {
 			t.Fatalf("ERROR lines %v", errs)
 		}
 		if w := logs.FilterLevelExact(zapcore.WarnLevel).FilterMessageSnippet("unavailable").All(); len(w) != 0 {
 			t.Errorf("a refusal logged as the store unavailable: %v", w[0].Message)
+		}
+	})
+}
+
+// Under a policy with create but not update, the first replica creates the
+// record with its lease, mints, and cannot write the token back: that
+// token never reached the fleet, so it counts local, not minted.
+func TestSharedTokenNotWrittenBackCountsLocal(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		v := newVendor(time.Hour, 50*time.Millisecond)
+		m := metrics.New(prometheus.NewRegistry(), metrics.Build{Version: "test"})
+		c := fleetOf(t, 1, v, noUpdateStore{sharing.NewMemory()}, Options{Metrics: m})[0]
+		if _, err := c.Token(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if local, minted := testutil.ToFloat64(m.SharedTokens.WithLabelValues("up", SharedLocal)),
+			testutil.ToFloat64(m.SharedTokens.WithLabelValues("up", SharedMinted)); local != 1 || minted != 0 || v.count() != 1 {
+			t.Errorf("counted local %v, minted %v after %d token requests; want 1, 0 and 1", local, minted, v.count())
 		}
 	})
 }
