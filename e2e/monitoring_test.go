@@ -13,6 +13,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"gopkg.in/yaml.v3"
 
+	"github.com/tokenproxy/tokenproxy/internal/config"
 	"github.com/tokenproxy/tokenproxy/internal/vendorsim"
 )
 
@@ -30,12 +31,16 @@ func TestMonitoringQueriesOnlyExposedMetrics(t *testing.T) {
 		t.Fatalf("found %d queries in deploy/monitoring; the dashboard and rules have more", len(queries))
 	}
 
-	// Vault (logins, secret reads), a token fetch that fails, a 401 and its
-	// re-mint, and a reload.
+	// Vault (logins, secret reads), the fleet's sharing store, a token
+	// fetch that fails, a 401 and its re-mint, and a reload.
 	v := newVaultEnv(t)
-	v.seed(t)
+	v.seedFleet(t)
 	v.vendors["prodoscore"].sim.SetTokenFault(&vendorsim.Fault{Status: 503, Count: 1})
-	path := v.writeConfig("monitoring.yaml", v.vaultConfig(time.Minute, v.approle(), vaultKV2Route("hgem"), vaultKV2Route("prodoscore")))
+	cfg := v.vaultConfig(time.Minute, v.approle(), vaultKV2Route("hgem"), vaultKV2Route("prodoscore"))
+	sharing := config.DefaultSharing()
+	sharing.Vault.Path = "secret/tokenproxy/shared"
+	cfg.Sharing = &sharing
+	path := v.writeConfig("monitoring.yaml", cfg)
 	p := v.startArgs("run", "--config", path)
 	p.ready(t)
 	if r := call(t, p, "hgem"); r.StatusCode != 200 {
