@@ -1,40 +1,20 @@
 package daemon
 
 import (
-	"bytes"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/tokenproxy/tokenproxy/internal/testlog"
 )
-
-// lockedBuffer is what the batched log writes to, read by the test.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) Sync() error { return nil }
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // The data plane's request lines wait in the buffer; any other line takes
 // them out with it, in order.
 func TestPromptCoreHoldsOnlyRequestLines(t *testing.T) {
-	out := &lockedBuffer{}
+	out := &testlog.Buffer{}
 	bw := &zapcore.BufferedWriteSyncer{WS: out, Size: 64 << 10, FlushInterval: time.Hour}
 	defer bw.Stop()
 	opt := Options{LogOutput: bw}

@@ -252,12 +252,7 @@ func TestUpgradeUpstreamCloses(t *testing.T) {
 // offers it.
 func rawUpgrade(t *testing.T, addr, target string, extra ...string) (net.Conn, *bufio.Reader, *http.Response) {
 	t.Helper()
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	conn.SetDeadline(time.Now().Add(20 * time.Second))
+	conn := dialRaw(t, addr)
 	req := "GET " + target + " HTTP/1.1\r\nHost: " + addr + "\r\nConnection: Upgrade\r\nAuthorization: Bearer caller-token\r\n"
 	proto := "Upgrade: line-echo\r\n"
 	for _, h := range extra {
