@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -52,6 +53,7 @@ type Client struct {
 
 	mu    sync.Mutex
 	hosts map[string]*hostConns
+	last  atomic.Pointer[lastHost]
 }
 
 // NewClient returns a Client with t's TLS settings (roots, minimum
@@ -147,15 +149,21 @@ func (l *limitReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// lastHost is the host a Client served last, under the scheme and host its
+// request URL spelled: every request of a route goes to the one host of its
+// base_url, so looking it up again costs no lock and no allocation.
+type lastHost struct {
+	scheme, host string
+	h            *hostConns
+}
+
+// host is the pool of u's host, by scheme and host:port (the scheme's
+// default port when u names none).
 func (cl *Client) host(u *url.URL) *hostConns {
-	addr := u.Host
-	if u.Port() == "" {
-		if u.Scheme == "http" {
-			addr = net.JoinHostPort(u.Hostname(), "80")
-		} else {
-			addr = net.JoinHostPort(u.Hostname(), "443")
-		}
+	if l := cl.last.Load(); l != nil && l.scheme == u.Scheme && l.host == u.Host {
+		return l.h
 	}
+	addr := net.JoinHostPort(u.Hostname(), port(u))
 	key := u.Scheme + "://" + addr
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
@@ -173,6 +181,7 @@ func (cl *Client) host(u *url.URL) *hostConns {
 		}
 		cl.hosts[key] = h
 	}
+	cl.last.Store(&lastHost{scheme: u.Scheme, host: u.Host, h: h})
 	return h
 }
 
@@ -409,15 +418,7 @@ func (cl *Client) handshakeTLS(ctx context.Context, nc net.Conn, cfg *tls.Config
 // environment (HTTPS_PROXY), as http.Transport does: CONNECT, with Basic
 // credentials when the proxy URL carries them.
 func (cl *Client) dialProxy(ctx context.Context, proxy *url.URL, addr string) (net.Conn, error) {
-	paddr := proxy.Host
-	if proxy.Port() == "" {
-		port := "80"
-		if proxy.Scheme == "https" {
-			port = "443"
-		}
-		paddr = net.JoinHostPort(proxy.Hostname(), port)
-	}
-	nc, err := cl.dial(ctx, "tcp", paddr)
+	nc, err := cl.dial(ctx, "tcp", net.JoinHostPort(proxy.Hostname(), port(proxy)))
 	if err != nil {
 		return nil, err
 	}
