@@ -405,20 +405,14 @@ func (c *Config) forwardShadows() []Problem {
 }
 
 // sharedHost reports whether a forward-proxy request can match both base
-// URLs' hosts, as the proxy matches them (by host name, case aside; a
-// base_url's explicit port must be the request's; none accepts none, 80
-// or 443), and names the requests that do.
+// URLs' hosts, by the proxy's own rule (endpoint.SameHost: a request that
+// one base matches and that names the other), and names the requests that
+// do.
 func sharedHost(a, b *url.URL) (string, bool) {
-	if !strings.EqualFold(a.Hostname(), b.Hostname()) {
-		return "", false
-	}
-	pa, pb := a.Port(), b.Port()
 	switch {
-	case pa == pb:
+	case endpoint.SameHost(a, b):
 		return b.Host, true
-	case pa == "" && (pb == "80" || pb == "443"):
-		return b.Host, true
-	case pb == "" && (pa == "80" || pa == "443"):
+	case endpoint.SameHost(b, a):
 		return a.Host, true
 	}
 	return "", false

@@ -1,9 +1,11 @@
-// Package endpoint owns the rule for the URLs a config names (an
+// Package endpoint owns the rules for the URLs a config names (an
 // upstream's base_url and token_url, a custom token.url, Vault's address,
 // the trace collector's endpoint): what makes one a place a connection can
-// go, and what keeps a credential out of one. Config validation and the
-// vendor descriptions' checks both use Check, so that every URL-valued key
-// refuses the same things.
+// go, and what keeps a credential out of one (Check), and which requests
+// reach a base_url's host in forward-proxy mode (SameHost). Config
+// validation and the vendor descriptions' checks both use Check, so that
+// every URL-valued key refuses the same things; the data plane and config
+// validation both use SameHost, so that validate's warnings follow routing.
 package endpoint
 
 import (
@@ -120,4 +122,22 @@ func IsLoopback(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// SameHost reports whether a request for req reaches the host of base, as
+// forward-proxy mode matches them (CONTRACT.md §3): the host names agree
+// (case aside), and the request names base's port when base names one, or,
+// when base names none, no port or a default one (80 or 443).
+func SameHost(base, req *url.URL) bool {
+	if !strings.EqualFold(base.Hostname(), req.Hostname()) {
+		return false
+	}
+	if p := base.Port(); p != "" {
+		return req.Port() == p
+	}
+	switch req.Port() {
+	case "", "80", "443":
+		return true
+	}
+	return false
 }

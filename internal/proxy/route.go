@@ -6,6 +6,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/tokenproxy/tokenproxy/internal/endpoint"
 )
 
 // byRoute maps http://{listen}/{name}/{rest} to {base_url}/{rest}. The path
@@ -76,7 +78,7 @@ func (t *Table) forward(r *http.Request) (*Route, *url.URL, *Error) {
 	path, query := requestTarget(r)
 	var hostMatch *Route
 	for _, rt := range t.sorted() {
-		if !sameHost(rt.Base, r.URL) {
+		if !endpoint.SameHost(rt.Base, r.URL) {
 			continue
 		}
 		hostMatch = rt
@@ -108,23 +110,6 @@ func (t *Table) sorted() []*Route {
 		return rs[i].Name < rs[j].Name
 	})
 	return rs
-}
-
-// sameHost matches hosts by name; where base names an explicit port the
-// request must name that port too, and where it names none the request may
-// name none or a default port.
-func sameHost(base, req *url.URL) bool {
-	if !strings.EqualFold(base.Hostname(), req.Hostname()) {
-		return false
-	}
-	if p := base.Port(); p != "" {
-		return req.Port() == p
-	}
-	switch req.Port() {
-	case "", "80", "443":
-		return true
-	}
-	return false
 }
 
 // targetURL builds the outbound URL on rt's base from an escaped path
