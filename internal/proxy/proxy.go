@@ -164,7 +164,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		x.endSpan(r, status, sw)
 	}()
 
-	if len(r.TransferEncoding) > 0 || r.ProtoAtLeast(1, 0) && !r.ProtoAtLeast(1, 1) {
+	http10 := !r.ProtoAtLeast(1, 1) // HTTP/1.0: net/http takes no other version below 1.1
+	if len(r.TransferEncoding) > 0 || http10 {
 		// net/http drops a Content-Length sent beside Transfer-Encoding and
 		// reads the chunked body; RFC 9112 §6.1 then wants the connection
 		// closed after the response, so that nothing smuggled can follow.
@@ -175,7 +176,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// the header cannot be seen here, every HTTP/1.0 one is.
 		w.Header().Set("Connection", "close")
 	}
-	if !r.ProtoAtLeast(1, 1) {
+	if http10 {
 		// RFC 9110 §7.8: a server must ignore Upgrade in an HTTP/1.0
 		// request.
 		r.Header.Del("Upgrade")
