@@ -179,62 +179,20 @@ func load(dir string) (*results, error) {
 		return nil, err
 	}
 
-	// Runs are numbered from 1; sort by number, not by name (10 after 9).
-	wrkFiles, _ := filepath.Glob(filepath.Join(dir, "raw", "wrk", "*.txt"))
-	type numbered[T any] struct {
-		n int
-		v T
-	}
-	wrk := map[[2]string][]numbered[wrkRun]{}
-	for _, p := range wrkFiles {
-		m := wrkName.FindStringSubmatch(filepath.Base(p))
-		if m == nil {
-			continue
-		}
-		text, err := os.ReadFile(p)
-		if err != nil {
-			return nil, err
-		}
-		r, err := parseWrk(p, text)
-		if err != nil {
-			return nil, err
-		}
-		n, _ := strconv.Atoi(m[3])
-		wrk[[2]string{m[1], m[2]}] = append(wrk[[2]string{m[1], m[2]}], numbered[wrkRun]{n, r})
+	wrk, err := readRuns(filepath.Join(dir, "raw", "wrk", "*.txt"), wrkName, 3,
+		func(m []string) [2]string { return [2]string{m[1], m[2]} }, parseWrk)
+	if err != nil {
+		return nil, err
 	}
 	for k, runs := range wrk {
-		sortBy(runs, func(r numbered[wrkRun]) int { return r.n })
 		if res.Wrk[k[0]] == nil {
 			res.Wrk[k[0]] = map[string][]wrkRun{}
 		}
-		for _, r := range runs {
-			res.Wrk[k[0]][k[1]] = append(res.Wrk[k[0]][k[1]], r.v)
-		}
+		res.Wrk[k[0]][k[1]] = runs
 	}
-
-	latFiles, _ := filepath.Glob(filepath.Join(dir, "raw", "lat", "*.json"))
-	lat := map[string][]numbered[vegetaRun]{}
-	for _, p := range latFiles {
-		m := latName.FindStringSubmatch(filepath.Base(p))
-		if m == nil {
-			continue
-		}
-		text, err := os.ReadFile(p)
-		if err != nil {
-			return nil, err
-		}
-		r, err := parseVegeta(p, text)
-		if err != nil {
-			return nil, err
-		}
-		n, _ := strconv.Atoi(m[2])
-		lat[m[1]] = append(lat[m[1]], numbered[vegetaRun]{n, r})
-	}
-	for t, runs := range lat {
-		sortBy(runs, func(r numbered[vegetaRun]) int { return r.n })
-		for _, r := range runs {
-			res.Lat[t] = append(res.Lat[t], r.v)
-		}
+	if res.Lat, err = readRuns(filepath.Join(dir, "raw", "lat", "*.json"), latName, 2,
+		func(m []string) string { return m[1] }, parseVegeta); err != nil {
+		return nil, err
 	}
 	for t, runs := range res.Lat {
 		for i := range runs {
@@ -251,6 +209,43 @@ func load(dir string) (*results, error) {
 		}
 	}
 	return res, nil
+}
+
+// readRuns parses every file matching glob whose name name matches, with
+// parse, into runs grouped by key(match), each group in the order of the
+// run number in submatch num (numbered from 1; 10 comes after 9, not after
+// 1). Other files are left out.
+func readRuns[K comparable, T any](glob string, name *regexp.Regexp, num int, key func([]string) K, parse func(string, []byte) (T, error)) (map[K][]T, error) {
+	type numbered struct {
+		n int
+		v T
+	}
+	files, _ := filepath.Glob(glob)
+	found := map[K][]numbered{}
+	for _, p := range files {
+		m := name.FindStringSubmatch(filepath.Base(p))
+		if m == nil {
+			continue
+		}
+		text, err := os.ReadFile(p)
+		if err != nil {
+			return nil, err
+		}
+		r, err := parse(p, text)
+		if err != nil {
+			return nil, err
+		}
+		n, _ := strconv.Atoi(m[num])
+		found[key(m)] = append(found[key(m)], numbered{n, r})
+	}
+	out := make(map[K][]T, len(found))
+	for k, runs := range found {
+		sortBy(runs, func(r numbered) int { return r.n })
+		for _, r := range runs {
+			out[k] = append(out[k], r.v)
+		}
+	}
+	return out, nil
 }
 
 // values returns the numeric values of metric for target, optionally one
