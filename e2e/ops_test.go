@@ -868,3 +868,21 @@ func TestRequestLogLines(t *testing.T) {
 		t.Error("a query string reached the log")
 	}
 }
+
+// An idle tokenproxy runs on one P (internal/procs): the scheduler's
+// default of one P per core costs a sidecar CPU at low request rates.
+// Going back to the default under load is internal/procs' unit test. The
+// wait reads the process's log, not /metrics: scraping every 10 ms would
+// keep it busy.
+func TestIdleProcessRunsOnOneP(t *testing.T) {
+	e := newEnv(t)
+	c := e.config("hgem")
+	c.LogLevel = "debug"
+	p := e.start(c)
+	waitFor(t, 30*time.Second, "a log line saying GOMAXPROCS is 1", func() bool {
+		return p.logged("GOMAXPROCS changed", map[string]any{"gomaxprocs": 1})
+	})
+	if v, ok := scrapeMetrics(t, p).value("go_sched_gomaxprocs_threads"); !ok || v != 1 {
+		t.Fatalf("go_sched_gomaxprocs_threads = %v (found: %v), want 1", v, ok)
+	}
+}

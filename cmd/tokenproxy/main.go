@@ -327,7 +327,7 @@ func runDaemon(c *command, args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	b := build()
-	d, err := daemon.New(cfg, path, daemon.Options{Version: b.version, Revision: b.commit})
+	d, err := daemon.New(cfg, path, daemon.Options{Version: b.version, Revision: b.commit, SizeProcs: true})
 	if err != nil {
 		fmt.Fprintln(stderr, "tokenproxy:", err)
 		return exitFailure
@@ -382,6 +382,7 @@ func dev(c *command, args []string, stdout, stderr io.Writer) int {
 		Revision:      b.commit,
 		OpenSource:    env.OpenSource,
 		ExtraRootsPEM: env.CAPEM,
+		SizeProcs:     true,
 		OnListening: func(data, admin net.Addr) {
 			devserver.PrintTry(stdout, data.String(), admin.String())
 		},

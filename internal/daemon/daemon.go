@@ -30,6 +30,7 @@ import (
 	"github.com/tokenproxy/tokenproxy/internal/admin"
 	"github.com/tokenproxy/tokenproxy/internal/config"
 	"github.com/tokenproxy/tokenproxy/internal/metrics"
+	"github.com/tokenproxy/tokenproxy/internal/procs"
 	"github.com/tokenproxy/tokenproxy/internal/proxy"
 	"github.com/tokenproxy/tokenproxy/internal/secrets"
 	"github.com/tokenproxy/tokenproxy/internal/tracing"
@@ -53,6 +54,10 @@ type Options struct {
 	// ReplicaID names this process in the fleet's minting leases and in
 	// minted_by (CONTRACT.md §7); <hostname>-<pid> by default.
 	ReplicaID string
+	// SizeProcs lets the process's GOMAXPROCS follow its load
+	// (internal/procs). It changes the whole process, so only the
+	// program's entry point asks for it, not tests that run a Daemon.
+	SizeProcs bool
 
 	// console: the log goes to stderr and stderr is a terminal, where a
 	// person reads it: zap's console encoder instead of JSON lines.
@@ -308,6 +313,11 @@ func (d *Daemon) Run(ctx context.Context, signals <-chan os.Signal) int {
 	failed := make(chan error, 2)
 	go func() { failed <- dataSrv.Serve(data) }()
 	go func() { failed <- adminSrv.Serve(adm) }()
+	if d.opt.SizeProcs {
+		procsCtx, stopProcs := context.WithCancel(ctx)
+		defer stopProcs()
+		procs.Start(procsCtx, d.log.Named("procs"))
+	}
 	for _, w := range cfg.Warnings() {
 		d.log.Warn(w.String())
 	}
