@@ -648,7 +648,21 @@ func (b *body) finish(complete bool) {
 		case err := <-b.wrote:
 			reuse = err == nil
 		default:
-			reuse = false // still writing a body the upstream did not wait for
+			// The answer ended before the body's writer said it was done.
+			// Usually it is about to: it reports right after its last
+			// write, which the upstream had read before it answered (a
+			// POST's connection was reused only when the writer won that
+			// race). But an upstream that answered without reading the
+			// body may never let it finish: the wait is bounded, and the
+			// connection then closed, which ends the writer.
+			t := time.NewTimer(writerGrace)
+			select {
+			case err := <-b.wrote:
+				reuse = err == nil
+			case <-t.C:
+				reuse = false
+			}
+			t.Stop()
 		}
 	}
 	if reuse {
@@ -657,6 +671,11 @@ func (b *body) finish(complete bool) {
 	}
 	b.c.close()
 }
+
+// writerGrace bounds how long the end of an answer waits for its request
+// body's writer to report, before the connection is closed instead of
+// reused.
+const writerGrace = 10 * time.Millisecond
 
 // switchedConn is a 101 answer's body: the connection itself, which
 // ReverseProxy reads and writes until either side closes.

@@ -451,3 +451,30 @@ func TestClientPassesAStreamAsItComes(t *testing.T) {
 		t.Fatalf("rest: %q (%v)", rest, err)
 	}
 }
+
+// After an answer to a request with a body, the connection goes back to
+// the pool even when the answer ends before the body's writer has said
+// it is done (it usually has one step left): a connection per POST would
+// cost a TLS handshake each.
+func TestClientReusesAConnectionAfterABody(t *testing.T) {
+	up, conns := tlsUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		fmt.Fprint(w, n)
+	}))
+	c := clientFor(t, up, 0)
+	for i := range 300 {
+		req, _ := http.NewRequest("POST", up.URL+"/", strings.NewReader(strings.Repeat("x", 1<<10)))
+		resp, err := c.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(b) != "1024" {
+			t.Fatalf("request %d: the upstream read %s bytes", i, b)
+		}
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("300 POSTs one after another used %d connections, want 1", n)
+	}
+}
