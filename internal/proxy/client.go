@@ -103,6 +103,15 @@ type conn struct {
 
 	nothingRead bool // the last answer failed before its first byte
 
+	aborted atomic.Bool // see abort
+}
+
+// abort makes every read and write on c fail from now on: its request was
+// cancelled, or the request body could not be written (the answer can no
+// longer be trusted). Whoever clears a deadline on c checks aborted after.
+func (c *conn) abort() {
+	c.aborted.Store(true)
+	c.SetDeadline(aLongTimeAgo)
 }
 
 // close closes the connection under TLS without a close_notify: sending
@@ -474,7 +483,7 @@ func (c *conn) roundTrip(req *http.Request, deadline time.Time) (*http.Response,
 	}
 	stop := func() bool { return true }
 	if ctx.Done() != nil {
-		stop = context.AfterFunc(ctx, func() { c.SetDeadline(aLongTimeAgo) })
+		stop = context.AfterFunc(ctx, c.abort)
 	}
 	fail := func(err error) (*http.Response, error) {
 		stop()
@@ -503,7 +512,7 @@ func (c *conn) roundTrip(req *http.Request, deadline time.Time) (*http.Response,
 				err = c.bw.Flush()
 			}
 			if err != nil {
-				c.SetDeadline(aLongTimeAgo) // the answer can no longer be trusted
+				c.abort()
 			}
 			wrote <- err
 		}()
@@ -511,9 +520,8 @@ func (c *conn) roundTrip(req *http.Request, deadline time.Time) (*http.Response,
 	resp, err := c.readResponse(req)
 	if err == nil && !deadline.IsZero() {
 		c.SetDeadline(time.Time{})
-		if ctx.Err() != nil {
-			// Cancelled meanwhile: the watch's deadline may have just been
-			// cleared.
+		if c.aborted.Load() {
+			// Aborted meanwhile: its deadline may have just been cleared.
 			c.SetDeadline(aLongTimeAgo)
 		}
 	}
@@ -593,21 +601,21 @@ func (c *conn) readResponse(req *http.Request) (*http.Response, error) {
 // full and neither side asking to close, its connection goes back to the
 // pool; otherwise the connection is closed.
 //
-// A body of known length (Content-Length) is read until p is full or the
-// body ends: a read from the TLS connection returns one record (at most
-// 16 KiB, RFC 8446 §5.1), and without this each record would be written
-// to the caller by a write system call of its own. A 64 KiB answer went
-// out in 6 writes instead of 2, and filling cut the CPU per 64 KiB request
-// by a quarter (BENCHMARKS.md). A body of unknown length (chunked, or
-// until the connection closes) is passed on as it comes: it may be a
-// stream whose parts the caller wants at once.
+// A read of a body of known length (Content-Length) goes on reading, up to
+// p's size, while more arrives within fillWait: a read from a TLS
+// connection returns one record (at most 16 KiB, RFC 8446 §5.1), and each
+// would otherwise be written to the caller by a write system call of its
+// own, 7 for a 64 KiB answer. A slow answer, or a stream sent with a
+// length, reaches the caller at most fillWait later than it came. Not for
+// a chunked body: net/http's chunked reader keeps the first error it
+// sees, and the bounded wait (see more) ends in a timeout error.
 type body struct {
 	rc    io.ReadCloser
 	c     *conn
 	stop  func() bool // stops the context's watch on c
 	wrote chan error  // the request body's writer, when there was one
 	keep  bool
-	fill  bool // read until p is full (a body of known length)
+	fill  bool // a body of known length: reads go on while more comes
 	done  bool
 }
 
@@ -617,14 +625,35 @@ func (b *body) Read(p []byte) (int, error) {
 	}
 	n, err := b.rc.Read(p)
 	for b.fill && err == nil && n > 0 && n < len(p) {
-		more, e := b.rc.Read(p[n:])
-		if more == 0 && e == nil {
+		more, e := b.more(p[n:])
+		if more == 0 {
+			err = e
 			break
 		}
 		n, err = n+more, e
 	}
 	if err != nil {
 		b.finish(err == io.EOF)
+	}
+	return n, err
+}
+
+// more reads into p what arrives within fillWait, and returns (0, nil)
+// when nothing does. The read deadline is fillWait ahead during the read;
+// a timeout is not fatal to a tls.Conn (it keeps a partial record) or to
+// net/http's reader of a body of known length. A conn aborted meanwhile
+// keeps failing.
+func (b *body) more(p []byte) (int, error) {
+	c := b.c
+	c.SetReadDeadline(time.Now().Add(fillWait))
+	n, err := b.rc.Read(p)
+	c.SetReadDeadline(time.Time{})
+	if c.aborted.Load() {
+		c.SetDeadline(aLongTimeAgo)
+		return n, err
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		err = nil
 	}
 	return n, err
 }
@@ -671,6 +700,11 @@ func (b *body) finish(complete bool) {
 	}
 	b.c.close()
 }
+
+// fillWait bounds how long a read of an answer waits for more after it
+// has something to pass on. The records of one burst arrive microseconds
+// apart.
+const fillWait = time.Millisecond
 
 // writerGrace bounds how long the end of an answer waits for its request
 // body's writer to report, before the connection is closed instead of

@@ -375,17 +375,21 @@ func TestClientHeaderDeadline(t *testing.T) {
 	}
 }
 
-// A body of known length is read until the buffer is full: the caller's
-// answer then goes out in a few large writes, not one per TLS record.
+// A read of a body of known length goes on while more has come, up to
+// the buffer's size: the caller's answer then goes out in a few large
+// writes, not one per TLS record.
 func TestClientFillsReadsOfAKnownLengthBody(t *testing.T) {
 	const size = 64 << 10
+	sent := make(chan struct{})
 	up, _ := tlsUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Length", fmt.Sprint(size))
+		w.(http.Flusher).Flush()
 		part := []byte(strings.Repeat("x", size/8))
 		for range 8 {
 			w.Write(part)
 			w.(http.Flusher).Flush() // a TLS record or more of its own
 		}
+		close(sent)
 	}))
 	c := clientFor(t, up, 0)
 	req, _ := http.NewRequest("GET", up.URL+"/", nil)
@@ -394,19 +398,60 @@ func TestClientFillsReadsOfAKnownLengthBody(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
+	<-sent // the whole body is in this side's socket: nothing waits
 	buf := make([]byte, 32<<10)
-	var err2 error
-	for i := range 2 {
+	total := 0
+	for i := 0; total < size; i++ {
 		n, err := resp.Body.Read(buf)
+		total += n
 		if n != len(buf) || err != nil && err != io.EOF {
 			t.Fatalf("read %d: %d bytes (%v), want %d", i, n, err, len(buf))
 		}
-		err2 = err
 	}
-	if err2 == nil {
-		if n, err := resp.Body.Read(buf); n != 0 || err != io.EOF {
-			t.Fatalf("after the body: %d bytes, %v; want io.EOF", n, err)
+}
+
+// A read of a body of known length does not wait for the rest of it: an
+// answer that comes slowly, or a stream sent with a length, reaches the
+// caller as it comes (seen: text/event-stream with a Content-Length, each
+// event held until the body's end).
+func TestClientPassesASlowAnswerOfKnownLengthAsItComes(t *testing.T) {
+	next := make(chan struct{})
+	up, _ := tlsUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "11")
+		io.WriteString(w, "first")
+		w.(http.Flusher).Flush()
+		select {
+		case <-next:
+		case <-r.Context().Done():
+			return
 		}
+		io.WriteString(w, "second")
+	}))
+	c := clientFor(t, up, 0)
+	req, _ := http.NewRequest("GET", up.URL+"/", nil)
+	resp, err := c.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	got := make(chan string, 1)
+	go func() {
+		buf := make([]byte, 32<<10)
+		n, _ := resp.Body.Read(buf)
+		got <- string(buf[:n])
+	}()
+	select {
+	case s := <-got:
+		if s != "first" {
+			t.Fatalf("first read: %q, want %q", s, "first")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first part was held back until the upstream sent more")
+	}
+	close(next)
+	rest, err := io.ReadAll(resp.Body)
+	if string(rest) != "second" || err != nil {
+		t.Fatalf("rest: %q (%v)", rest, err)
 	}
 }
 

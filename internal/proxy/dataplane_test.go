@@ -479,3 +479,46 @@ func TestStalledCallerBodyIsCutOff(t *testing.T) {
 		}
 	})
 }
+
+// An event stream sent with a Content-Length reaches the caller event by
+// event, as one without a length does (a break-it tester's input: each
+// event was held until the body's end).
+func TestEventStreamWithALengthPassesEventByEvent(t *testing.T) {
+	next := make(chan struct{})
+	g := newRecRig(t, "", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Header().Set("Content-Length", "22")
+		io.WriteString(w, "data: one\n\n")
+		w.(http.Flusher).Flush()
+		select {
+		case <-next:
+		case <-r.Context().Done():
+			return
+		}
+		io.WriteString(w, "data: two\n\n")
+	})
+	resp, err := http.Get(g.srv.URL + "/up/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	got := make(chan string, 1)
+	go func() {
+		b := make([]byte, len("data: one\n\n"))
+		n, _ := io.ReadFull(resp.Body, b)
+		got <- string(b[:n])
+	}()
+	select {
+	case s := <-got:
+		if s != "data: one\n\n" {
+			t.Fatalf("first event: %q", s)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first event was held back until the upstream sent the next")
+	}
+	close(next)
+	rest, err := io.ReadAll(resp.Body)
+	if string(rest) != "data: two\n\n" || err != nil {
+		t.Fatalf("rest: %q (%v)", rest, err)
+	}
+}
