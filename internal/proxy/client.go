@@ -474,6 +474,12 @@ func cmpErr(err, other error) error {
 
 var aLongTimeAgo = time.Unix(1, 0)
 
+// bodyWriters buffer a request that has a body. Through the connection's
+// own 4 KiB writer each 4 KiB of the body became a TLS record and a write
+// system call of its own; 32 KiB make two records per write. Pooled, not
+// per connection: most requests have no body.
+var bodyWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 32<<10) }}
+
 // roundTrip makes one exchange on c, the headers by deadline (none when
 // zero). On an error c is closed.
 func (c *conn) roundTrip(req *http.Request, deadline time.Time) (*http.Response, error) {
@@ -507,9 +513,12 @@ func (c *conn) roundTrip(req *http.Request, deadline time.Time) (*http.Response,
 		// (a 401, a 413) before it reads the body, or never read it.
 		wrote = make(chan error, 1)
 		go func() {
-			err := req.Write(c.bw)
+			bw := bodyWriters.Get().(*bufio.Writer)
+			bw.Reset(c.Conn)
+			defer func() { bw.Reset(nil); bodyWriters.Put(bw) }()
+			err := req.Write(bw)
 			if err == nil {
-				err = c.bw.Flush()
+				err = bw.Flush()
 			}
 			if err != nil {
 				c.abort()

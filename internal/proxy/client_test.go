@@ -497,6 +497,63 @@ func TestClientPassesAStreamAsItComes(t *testing.T) {
 	}
 }
 
+// writeCounter counts the writes to a connection: each is a system call.
+type writeCounter struct {
+	net.Conn
+	writes *atomic.Int64
+}
+
+func (w writeCounter) Write(p []byte) (int, error) {
+	w.writes.Add(1)
+	return w.Conn.Write(p)
+}
+
+// A request body goes to the upstream in large TLS records, a write
+// each: through a 4 KiB buffer, a 64 KiB body took 17 writes.
+func TestClientWritesABodyInFewWrites(t *testing.T) {
+	up, _ := tlsUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		fmt.Fprint(w, n)
+	}))
+	var writes, dials atomic.Int64
+	tr := up.Client().Transport.(*http.Transport).Clone()
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		dials.Add(1)
+		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return writeCounter{c, &writes}, nil
+	}
+	c := NewClient(tr)
+	t.Cleanup(c.CloseIdleConnections)
+	post := func(size int) {
+		t.Helper()
+		req, _ := http.NewRequest("POST", up.URL+"/", strings.NewReader(strings.Repeat("x", size)))
+		resp, err := c.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(b) != fmt.Sprint(size) {
+			t.Fatalf("the upstream read %s bytes, want %d", b, size)
+		}
+	}
+	// crypto/tls starts a connection with small records, growing them
+	// over its first 128 KiB (dynamic record sizing); pooled connections
+	// are past that.
+	post(160 << 10)
+	before := writes.Load()
+	post(64 << 10)
+	if n := dials.Load(); n != 1 {
+		t.Fatalf("%d connections, want 1: the first was not reused", n)
+	}
+	if n := writes.Load() - before; n > 8 {
+		t.Errorf("a 64 KiB body took %d writes, want at most 8", n)
+	}
+}
+
 // After an answer to a request with a body, the connection goes back to
 // the pool even when the answer ends before the body's writer has said
 // it is done (it usually has one step left): a connection per POST would
