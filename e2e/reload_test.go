@@ -371,7 +371,9 @@ func TestReloadOfPollIntervalKeepsTokens(t *testing.T) {
 	if tok := tokenUsed(t, p, hgem); tok != token {
 		t.Errorf("hgem changed token on a reload of poll_interval alone")
 	}
-	// hgem-dup is new and mints its own; hgem made no new token request.
+	// hgem-dup is new and mints its own (in the background: wait until
+	// every upstream holds a token); hgem made no new token request.
+	p.ready(t)
 	if got := hgem.sim.TokenCalls(); got != calls+1 {
 		t.Errorf("hgem's token endpoint saw %d requests after the reload, want %d (hgem-dup's first token only)", got, calls+1)
 	}
