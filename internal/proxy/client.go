@@ -611,20 +611,20 @@ func (c *conn) readResponse(req *http.Request) (*http.Response, error) {
 // pool; otherwise the connection is closed.
 //
 // A read of a body of known length (Content-Length) goes on reading, up to
-// p's size, while more arrives within fillWait: a read from a TLS
+// p's size, for at most fillWait after its first bytes: a read from a TLS
 // connection returns one record (at most 16 KiB, RFC 8446 §5.1), and each
 // would otherwise be written to the caller by a write system call of its
 // own, 7 for a 64 KiB answer. A slow answer, or a stream sent with a
 // length, reaches the caller at most fillWait later than it came. Not for
 // a chunked body: net/http's chunked reader keeps the first error it
-// sees, and the bounded wait (see more) ends in a timeout error.
+// sees, and the bounded wait (see fillUntil) ends in a timeout error.
 type body struct {
 	rc    io.ReadCloser
 	c     *conn
 	stop  func() bool // stops the context's watch on c
 	wrote chan error  // the request body's writer, when there was one
 	keep  bool
-	fill  bool // a body of known length: reads go on while more comes
+	fill  bool // a body of known length: a read goes on for fillWait
 	done  bool
 }
 
@@ -633,13 +633,8 @@ func (b *body) Read(p []byte) (int, error) {
 		return 0, io.EOF
 	}
 	n, err := b.rc.Read(p)
-	for b.fill && err == nil && n > 0 && n < len(p) {
-		more, e := b.more(p[n:])
-		if more == 0 {
-			err = e
-			break
-		}
-		n, err = n+more, e
+	if b.fill && err == nil && n > 0 && n < len(p) {
+		n, err = b.fillUntil(p, n, time.Now().Add(fillWait))
 	}
 	if err != nil {
 		b.finish(err == io.EOF)
@@ -647,15 +642,23 @@ func (b *body) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// more reads into p what arrives within fillWait, and returns (0, nil)
-// when nothing does. The read deadline is fillWait ahead during the read;
+// fillUntil reads on into p[n:] what arrives before until, and returns
+// the bytes in p: n and what came. The read deadline is until meanwhile;
 // a timeout is not fatal to a tls.Conn (it keeps a partial record) or to
-// net/http's reader of a body of known length. A conn aborted meanwhile
-// keeps failing.
-func (b *body) more(p []byte) (int, error) {
+// net/http's reader of a body of known length, and ends the fill without
+// an error. A conn aborted meanwhile keeps failing.
+func (b *body) fillUntil(p []byte, n int, until time.Time) (int, error) {
 	c := b.c
-	c.SetReadDeadline(time.Now().Add(fillWait))
-	n, err := b.rc.Read(p)
+	c.SetReadDeadline(until)
+	var err error
+	for err == nil && n < len(p) {
+		var more int
+		more, err = b.rc.Read(p[n:])
+		if more == 0 && err == nil {
+			break
+		}
+		n += more
+	}
 	c.SetReadDeadline(time.Time{})
 	if c.aborted.Load() {
 		c.SetDeadline(aLongTimeAgo)
@@ -710,9 +713,9 @@ func (b *body) finish(complete bool) {
 	b.c.close()
 }
 
-// fillWait bounds how long a read of an answer waits for more after it
-// has something to pass on. The records of one burst arrive microseconds
-// apart.
+// fillWait bounds how long a read of an answer goes on after its first
+// bytes, gathering more to pass on in one write. The records of one burst
+// arrive microseconds apart.
 const fillWait = time.Millisecond
 
 // writerGrace bounds how long the end of an answer waits for its request

@@ -455,6 +455,42 @@ func TestClientPassesASlowAnswerOfKnownLengthAsItComes(t *testing.T) {
 	}
 }
 
+// The wait for more is bounded per read, not per piece: under a steady
+// trickle of small pieces, each sooner than fillWait after the last, a
+// read still returns within fillWait (a break-it tester's input: 3 bytes
+// every 0.5 ms held the headers for 5 s, until 32 KiB had come).
+func TestClientTrickleIsNotHeldUntilTheBufferIsFull(t *testing.T) {
+	const size = 1 << 20
+	stop := make(chan struct{})
+	up, _ := tlsUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", fmt.Sprint(size))
+		for range size {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			w.Write([]byte{'x'})
+			w.(http.Flusher).Flush() // a record of its own, microseconds apart
+		}
+	}))
+	c := clientFor(t, up, 0)
+	req, _ := http.NewRequest("GET", up.URL+"/", nil)
+	resp, err := c.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	defer close(stop)
+	buf := make([]byte, 32<<10)
+	for i := range 3 {
+		// 32 KiB of one-byte records take far longer than fillWait to come.
+		if n, err := resp.Body.Read(buf); n == len(buf) || err != nil {
+			t.Fatalf("read %d: %d bytes (%v): held until the buffer was full", i, n, err)
+		}
+	}
+}
+
 // A body of unknown length may be a stream: each part reaches the caller
 // as it comes, before the upstream sends the next.
 func TestClientPassesAStreamAsItComes(t *testing.T) {
