@@ -516,11 +516,18 @@ func (c *conn) roundTrip(req *http.Request, deadline time.Time) (*http.Response,
 			bw := bodyWriters.Get().(*bufio.Writer)
 			bw.Reset(c.Conn)
 			defer func() { bw.Reset(nil); bodyWriters.Put(bw) }()
-			err := req.Write(bw)
+			body := &readFailure{ReadCloser: req.Body}
+			out := *req
+			out.Body = body
+			err := out.Write(bw)
 			if err == nil {
 				err = bw.Flush()
 			}
-			if err != nil {
+			if body.err != nil {
+				// The upstream got part of the body: its answer cannot be
+				// trusted. A failed write to the upstream alone aborts
+				// nothing: the upstream answered early and closed, or the
+				// connection is broken and the read ends by itself.
 				c.abort()
 			}
 			wrote <- err
@@ -722,6 +729,21 @@ const fillWait = time.Millisecond
 // body's writer to report, before the connection is closed instead of
 // reused.
 const writerGrace = 10 * time.Millisecond
+
+// readFailure is a request body that remembers the error reading it
+// failed with (io.EOF is not a failure).
+type readFailure struct {
+	io.ReadCloser
+	err error
+}
+
+func (r *readFailure) Read(p []byte) (int, error) {
+	n, err := r.ReadCloser.Read(p)
+	if err != nil && err != io.EOF {
+		r.err = err
+	}
+	return n, err
+}
 
 // switchedConn is a 101 answer's body: the connection itself, which
 // ReverseProxy reads and writes until either side closes.
