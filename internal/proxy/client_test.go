@@ -207,6 +207,19 @@ func TestClientPassesInformationalAnswers(t *testing.T) {
 
 // Trailers both ways: a chunked request's trailer reaches the upstream, and
 // the answer's trailer is in resp.Trailer once the body is read.
+// answer sends a GET and returns the answer with its body unread, closed
+// when the test ends.
+func answer(t *testing.T, c *Client, u string) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequest("GET", u, nil)
+	resp, err := c.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	return resp
+}
+
 func TestClientTrailers(t *testing.T) {
 	up, _ := tlsUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
@@ -392,12 +405,7 @@ func TestClientFillsReadsOfAKnownLengthBody(t *testing.T) {
 		close(sent)
 	}))
 	c := clientFor(t, up, 0)
-	req, _ := http.NewRequest("GET", up.URL+"/", nil)
-	resp, err := c.RoundTrip(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	resp := answer(t, c, up.URL+"/")
 	<-sent // the whole body is in this side's socket: nothing waits
 	buf := make([]byte, 32<<10)
 	total := 0
@@ -407,51 +415,6 @@ func TestClientFillsReadsOfAKnownLengthBody(t *testing.T) {
 		if n != len(buf) || err != nil && err != io.EOF {
 			t.Fatalf("read %d: %d bytes (%v), want %d", i, n, err, len(buf))
 		}
-	}
-}
-
-// A read of a body of known length does not wait for the rest of it: an
-// answer that comes slowly, or a stream sent with a length, reaches the
-// caller as it comes (seen: text/event-stream with a Content-Length, each
-// event held until the body's end).
-func TestClientPassesASlowAnswerOfKnownLengthAsItComes(t *testing.T) {
-	next := make(chan struct{})
-	up, _ := tlsUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Length", "11")
-		io.WriteString(w, "first")
-		w.(http.Flusher).Flush()
-		select {
-		case <-next:
-		case <-r.Context().Done():
-			return
-		}
-		io.WriteString(w, "second")
-	}))
-	c := clientFor(t, up, 0)
-	req, _ := http.NewRequest("GET", up.URL+"/", nil)
-	resp, err := c.RoundTrip(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	got := make(chan string, 1)
-	go func() {
-		buf := make([]byte, 32<<10)
-		n, _ := resp.Body.Read(buf)
-		got <- string(buf[:n])
-	}()
-	select {
-	case s := <-got:
-		if s != "first" {
-			t.Fatalf("first read: %q, want %q", s, "first")
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the first part was held back until the upstream sent more")
-	}
-	close(next)
-	rest, err := io.ReadAll(resp.Body)
-	if string(rest) != "second" || err != nil {
-		t.Fatalf("rest: %q (%v)", rest, err)
 	}
 }
 
@@ -475,12 +438,7 @@ func TestClientTrickleIsNotHeldUntilTheBufferIsFull(t *testing.T) {
 		}
 	}))
 	c := clientFor(t, up, 0)
-	req, _ := http.NewRequest("GET", up.URL+"/", nil)
-	resp, err := c.RoundTrip(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	resp := answer(t, c, up.URL+"/")
 	defer close(stop)
 	buf := make([]byte, 32<<10)
 	for i := range 3 {
@@ -491,45 +449,49 @@ func TestClientTrickleIsNotHeldUntilTheBufferIsFull(t *testing.T) {
 	}
 }
 
-// A body of unknown length may be a stream: each part reaches the caller
-// as it comes, before the upstream sends the next.
-func TestClientPassesAStreamAsItComes(t *testing.T) {
-	next := make(chan struct{})
-	up, _ := tlsUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, "first")
-		w.(http.Flusher).Flush()
-		select {
-		case <-next:
-		case <-r.Context().Done():
-			return
-		}
-		io.WriteString(w, "second")
-	}))
-	c := clientFor(t, up, 0)
-	req, _ := http.NewRequest("GET", up.URL+"/", nil)
-	resp, err := c.RoundTrip(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	got := make(chan string, 1)
-	go func() {
-		buf := make([]byte, 32<<10)
-		n, _ := resp.Body.Read(buf)
-		got <- string(buf[:n])
-	}()
-	select {
-	case s := <-got:
-		if s != "first" {
-			t.Fatalf("first read: %q, want %q", s, "first")
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the first part was held back until the upstream sent more")
-	}
-	close(next)
-	rest, err := io.ReadAll(resp.Body)
-	if string(rest) != "second" || err != nil {
-		t.Fatalf("rest: %q (%v)", rest, err)
+// An answer reaches the caller as it comes, before the upstream sends the
+// rest: a stream, chunked or sent with a length (seen: text/event-stream
+// with a Content-Length, each event held until the body's end), or an
+// answer that comes slowly.
+func TestClientPassesAnAnswerAsItComes(t *testing.T) {
+	for _, length := range []string{"", "11"} {
+		t.Run("Content-Length="+length, func(t *testing.T) {
+			next := make(chan struct{})
+			up, _ := tlsUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if length != "" {
+					w.Header().Set("Content-Length", length)
+				}
+				io.WriteString(w, "first")
+				w.(http.Flusher).Flush()
+				select {
+				case <-next:
+				case <-r.Context().Done():
+					return
+				}
+				io.WriteString(w, "second")
+			}))
+			c := clientFor(t, up, 0)
+			resp := answer(t, c, up.URL+"/")
+			got := make(chan string, 1)
+			go func() {
+				buf := make([]byte, 32<<10)
+				n, _ := resp.Body.Read(buf)
+				got <- string(buf[:n])
+			}()
+			select {
+			case s := <-got:
+				if s != "first" {
+					t.Fatalf("first read: %q, want %q", s, "first")
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("the first part was held back until the upstream sent more")
+			}
+			close(next)
+			rest, err := io.ReadAll(resp.Body)
+			if string(rest) != "second" || err != nil {
+				t.Fatalf("rest: %q (%v)", rest, err)
+			}
+		})
 	}
 }
 
