@@ -107,8 +107,9 @@ type conn struct {
 }
 
 // abort makes every read and write on c fail from now on: its request was
-// cancelled, or the request body could not be written (the answer can no
-// longer be trusted). Whoever clears a deadline on c checks aborted after.
+// cancelled, or the request body was not sent whole for a reason other
+// than the upstream's (the answer can no longer be trusted). Whoever
+// clears a deadline on c checks aborted after.
 func (c *conn) abort() {
 	c.aborted.Store(true)
 	c.SetDeadline(aLongTimeAgo)
@@ -527,7 +528,9 @@ func (c *conn) roundTrip(req *http.Request, deadline time.Time) (*http.Response,
 				// The upstream got part of the body: its answer cannot be
 				// trusted. A failed write to the upstream alone aborts
 				// nothing: the upstream answered early and closed, or the
-				// connection is broken and the read ends by itself.
+				// connection is broken and the read ends by itself. (err
+				// cannot tell the two apart: net/http reports a failed
+				// write while copying the body as a body read error.)
 				c.abort()
 			}
 			wrote <- err
