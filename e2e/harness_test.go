@@ -287,10 +287,16 @@ func (e *env) startArgs(args ...string) *proc {
 // launch starts tokenproxy with args and returns at once.
 func (e *env) launch(args ...string) *proc {
 	e.t.Helper()
+	return e.launchEnv(nil, args...)
+}
+
+// launchEnv is launch with environment variables (NAME=value) added.
+func (e *env) launchEnv(vars []string, args ...string) *proc {
+	e.t.Helper()
 	p := &proc{t: e.t, out: &testlog.Buffer{}, exited: make(chan struct{})}
 	p.cmd = exec.Command(binary, args...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	p.cmd.Env = append(os.Environ(), "GORACE=halt_on_error=1")
+	p.cmd.Env = append(append(os.Environ(), "GORACE=halt_on_error=1"), vars...)
 	if err := p.cmd.Start(); err != nil {
 		e.t.Fatal(err)
 	}

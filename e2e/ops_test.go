@@ -874,15 +874,24 @@ func TestRequestLogLines(t *testing.T) {
 // Going back to the default under load is internal/procs' unit test. The
 // wait reads the process's log, not /metrics: scraping every 10 ms would
 // keep it busy.
+//
+// A process started just before it with GOMAXPROCS set keeps that value:
+// by the time the second has gone to one P, the first has been idle
+// longer.
 func TestIdleProcessRunsOnOneP(t *testing.T) {
 	e := newEnv(t)
 	c := e.config("hgem")
 	c.LogLevel = "debug"
+	fixed := e.launchEnv([]string{"GOMAXPROCS=2"}, "run", "--config", e.writeConfig("fixed.yaml", c))
+	fixed.waitListening(t)
 	p := e.start(c)
 	waitFor(t, 30*time.Second, "a log line saying GOMAXPROCS is 1", func() bool {
 		return p.logged("GOMAXPROCS changed", map[string]any{"gomaxprocs": 1})
 	})
 	if v, ok := scrapeMetrics(t, p).value("go_sched_gomaxprocs_threads"); !ok || v != 1 {
 		t.Fatalf("go_sched_gomaxprocs_threads = %v (found: %v), want 1", v, ok)
+	}
+	if v, ok := scrapeMetrics(t, fixed).value("go_sched_gomaxprocs_threads"); !ok || v != 2 || fixed.logged("GOMAXPROCS changed", nil) {
+		t.Fatalf("with GOMAXPROCS=2: go_sched_gomaxprocs_threads = %v (found: %v), want 2 and no change logged", v, ok)
 	}
 }
