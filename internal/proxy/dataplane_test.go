@@ -480,45 +480,66 @@ func TestStalledCallerBodyIsCutOff(t *testing.T) {
 	})
 }
 
-// An event stream sent with a Content-Length reaches the caller event by
-// event, as one without a length does (a break-it tester's input: each
-// event was held until the body's end).
-func TestEventStreamWithALengthPassesEventByEvent(t *testing.T) {
-	next := make(chan struct{})
-	g := newRecRig(t, "", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/event-stream")
-		w.Header().Set("Content-Length", "22")
-		io.WriteString(w, "data: one\n\n")
-		w.(http.Flusher).Flush()
-		select {
-		case <-next:
-		case <-r.Context().Done():
-			return
-		}
-		io.WriteString(w, "data: two\n\n")
-	})
-	resp, err := http.Get(g.srv.URL + "/up/events")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	got := make(chan string, 1)
-	go func() {
-		b := make([]byte, len("data: one\n\n"))
-		n, _ := io.ReadFull(resp.Body, b)
-		got <- string(b[:n])
-	}()
-	select {
-	case s := <-got:
-		if s != "data: one\n\n" {
-			t.Fatalf("first event: %q", s)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the first event was held back until the upstream sent the next")
-	}
-	close(next)
-	rest, err := io.ReadAll(resp.Body)
-	if string(rest) != "data: two\n\n" || err != nil {
-		t.Fatalf("rest: %q (%v)", rest, err)
+// An answer sent slowly with a Content-Length reaches the caller piece by
+// piece, as one without a length does: an event stream (a break-it
+// tester's input: each event was held until the body's end) or any other
+// (net/http's 4 KiB buffer held it, status included, until 4 KiB or the
+// end).
+func TestSlowAnswerWithALengthPassesPieceByPiece(t *testing.T) {
+	for _, ctype := range []string{"text/event-stream", "application/octet-stream"} {
+		t.Run(ctype, func(t *testing.T) {
+			next := make(chan struct{})
+			g := newRecRig(t, "", func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", ctype)
+				w.Header().Set("Content-Length", "22")
+				io.WriteString(w, "data: one\n\n")
+				w.(http.Flusher).Flush()
+				select {
+				case <-next:
+				case <-r.Context().Done():
+					return
+				}
+				io.WriteString(w, "data: two\n\n")
+			})
+			// On a failure, the upstream is let go so that everything ends.
+			var once sync.Once
+			release := func() { once.Do(func() { close(next) }) }
+			defer release()
+			type first struct {
+				resp  *http.Response
+				piece string
+				err   error
+			}
+			got := make(chan first, 1)
+			go func() {
+				// The headers too may be held back: Get is in here.
+				resp, err := http.Get(g.srv.URL + "/up/events")
+				if err != nil {
+					got <- first{err: err}
+					return
+				}
+				b := make([]byte, len("data: one\n\n"))
+				n, err := io.ReadFull(resp.Body, b)
+				got <- first{resp, string(b[:n]), err}
+			}()
+			var resp *http.Response
+			select {
+			case f := <-got:
+				if f.resp != nil {
+					resp = f.resp
+					defer resp.Body.Close()
+				}
+				if f.err != nil || f.piece != "data: one\n\n" {
+					t.Fatalf("first piece: %q (%v)", f.piece, f.err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("the first piece (or the headers) was held back until the upstream sent the next")
+			}
+			release()
+			rest, err := io.ReadAll(resp.Body)
+			if string(rest) != "data: two\n\n" || err != nil {
+				t.Fatalf("rest: %q (%v)", rest, err)
+			}
+		})
 	}
 }

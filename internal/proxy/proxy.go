@@ -92,7 +92,14 @@ func New(t *Table, listen string, m *metrics.Metrics, log *zap.Logger) *Handler 
 		ModifyResponse: h.modifyResponse,
 		ErrorHandler:   h.proxyError,
 		BufferPool:     bufferPool{},
-		ErrorLog:       zap.NewStdLog(log),
+		// What has been read of an answer goes to the caller within 1 ms
+		// (after the client's own gathering of at most 1 ms): with the
+		// default, net/http's 4 KiB buffer held a slowly sent answer with
+		// a Content-Length, status included, until 4 KiB or its end. A
+		// flush after every write (-1) cost up to 5% at 1 KiB; this timer
+		// costs nothing measurable (wrk -c64, 3 × 5 s side by side).
+		FlushInterval: time.Millisecond,
+		ErrorLog:      zap.NewStdLog(log),
 	}
 	return h
 }
