@@ -108,11 +108,23 @@ type conn struct {
 
 // abort makes every read and write on c fail from now on: its request was
 // cancelled, or the request body was not sent whole for a reason other
-// than the upstream's (the answer can no longer be trusted). Whoever
-// clears a deadline on c checks aborted after.
+// than the upstream's (the answer can no longer be trusted). Deadlines are
+// cleared through clear, which keeps an abort in force.
 func (c *conn) abort() {
 	c.aborted.Store(true)
 	c.SetDeadline(aLongTimeAgo)
+}
+
+// clear removes a deadline with set (c.SetDeadline or c.SetReadDeadline)
+// and reports whether c was aborted, in which case the abort's deadline,
+// which clearing may have just undone, is put back.
+func (c *conn) clear(set func(time.Time) error) (aborted bool) {
+	set(time.Time{})
+	if c.aborted.Load() {
+		c.SetDeadline(aLongTimeAgo)
+		return true
+	}
+	return false
 }
 
 // close closes the connection under TLS without a close_notify: sending
@@ -538,11 +550,7 @@ func (c *conn) roundTrip(req *http.Request, deadline time.Time) (*http.Response,
 	}
 	resp, err := c.readResponse(req)
 	if err == nil && !deadline.IsZero() {
-		c.SetDeadline(time.Time{})
-		if c.aborted.Load() {
-			// Aborted meanwhile: its deadline may have just been cleared.
-			c.SetDeadline(aLongTimeAgo)
-		}
+		c.clear(c.SetDeadline)
 	}
 	if err != nil {
 		if wrote != nil {
@@ -669,9 +677,7 @@ func (b *body) fillUntil(p []byte, n int, until time.Time) (int, error) {
 		}
 		n += more
 	}
-	c.SetReadDeadline(time.Time{})
-	if c.aborted.Load() {
-		c.SetDeadline(aLongTimeAgo)
+	if c.clear(c.SetReadDeadline) {
 		return n, err
 	}
 	if errors.Is(err, os.ErrDeadlineExceeded) {
