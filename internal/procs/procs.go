@@ -81,12 +81,11 @@ func (g *Governor) Next(load float64) bool {
 
 // Run applies g every interval until ctx is done. cpu returns the
 // process's CPU time so far; set applies a decision that differs from the
-// one before (the first decision is taken as a change from "not single").
+// one before (g starts at "not single", the runtime's default).
 func Run(ctx context.Context, interval time.Duration, g *Governor, cpu func() time.Duration, set func(single bool)) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	lastCPU, lastWall := cpu(), time.Now()
-	single := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -99,9 +98,8 @@ func Run(ctx context.Context, interval time.Duration, g *Governor, cpu func() ti
 			}
 			load := (used - lastCPU).Seconds() / wall.Seconds()
 			lastCPU, lastWall = used, now
-			if next := g.Next(load); next != single {
-				single = next
-				set(single)
+			if was := g.single; g.Next(load) != was {
+				set(g.single)
 			}
 		}
 	}
