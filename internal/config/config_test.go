@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -68,6 +69,15 @@ func problems(t *testing.T, text string) []string {
 		t.Fatalf("want problems, got %v", err)
 	}
 	return strings.Split(ps.Error(), "\n")
+}
+
+// sameLines fails t unless got is want, line for line, showing both under
+// what ("problems", "warnings").
+func sameLines(t *testing.T, what string, got, want []string) {
+	t.Helper()
+	if !slices.Equal(got, want) {
+		t.Errorf("%s:\n  %s\nwant:\n  %s", what, strings.Join(got, "\n  "), strings.Join(want, "\n  "))
+	}
 }
 
 // wantProblems parses text and checks that it has exactly as many problems

@@ -2,8 +2,6 @@ package config
 
 import (
 	"fmt"
-	"slices"
-	"strings"
 	"testing"
 )
 
@@ -77,9 +75,7 @@ func TestForwardProxyShadowsAreWarned(t *testing.T) {
 		"upstreams.hgem-uk.base_url: upstreams hgem-eu and hgem-uk have the same host and path: forward-proxy requests (HTTP_PROXY) for results-api.hgem.com at any path all reach hgem-eu, the first by name; hgem-uk gets them only by route (/hgem-uk/...) (lines 8 and 4)",
 		"upstreams.hgem-us.base_url: upstreams hgem-eu and hgem-us have the same host and path: forward-proxy requests (HTTP_PROXY) for results-api.hgem.com at any path all reach hgem-eu, the first by name; hgem-us gets them only by route (/hgem-us/...) (lines 12 and 4)",
 	}
-	if !slices.Equal(got, want) {
-		t.Errorf("warnings:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
-	}
+	sameLines(t, "warnings", got, want)
 
 	cfg, err = Parse([]byte("upstreams:\n  a: {type: hgem, base_url: 'https://h.example:443/v1', credentials: 'env:A'}\n  b: {type: hgem, base_url: 'https://h.example/v1', credentials: 'env:B'}\n"))
 	if err != nil {

@@ -2,8 +2,6 @@ package config
 
 import (
 	"regexp"
-	"slices"
-	"strings"
 	"testing"
 )
 
@@ -66,12 +64,8 @@ upstreams:
 		"upstreams.hgem.credentials: starts with vault:, but there is no secrets.vault section (Vault's address and auth) to read it with (line 5)",
 		"upstreams.pro.credentials: starts with vault:, but there is no secrets.vault section (Vault's address and auth) to read it with (line 13)",
 	}
-	if !slices.Equal(got, want) {
-		t.Errorf("problems:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
-	}
+	sameLines(t, "problems", got, want)
 	got = problems(t, texts[1])
 	want = []string{"sharing.lease: 1s is less than twice the token_timeout of upstream h (10s): a holder must be able to mint and write back within its lease (lines 5 and 7)"}
-	if !slices.Equal(got, want) {
-		t.Errorf("problems:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
-	}
+	sameLines(t, "problems", got, want)
 }

@@ -228,9 +228,7 @@ func TestSchemaChecksEveryKind(t *testing.T) {
 	for _, p := range s.ps {
 		got = append(got, p.String())
 	}
-	if !slices.Equal(got, want) {
-		t.Errorf("problems:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
-	}
+	sameLines(t, "problems", got, want)
 }
 
 // A problem on a key that is not written (a required key left out, a

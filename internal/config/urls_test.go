@@ -1,8 +1,6 @@
 package config
 
 import (
-	"slices"
-	"strings"
 	"testing"
 )
 
@@ -64,9 +62,7 @@ tracing:
 		"tracing.endpoint: port 123456 is out of range" + rng + " (line 39)",
 		"secrets.vault.address: port 0 is out of range" + rng + " (line 5)",
 	}
-	if !slices.Equal(got, want) {
-		t.Errorf("problems:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
-	}
+	sameLines(t, "problems", got, want)
 }
 
 // An address from $VAULT_ADDR is named as such.
@@ -74,9 +70,7 @@ func TestVaultAddrFromTheEnvironmentWithAnImpossiblePort(t *testing.T) {
 	t.Setenv("VAULT_ADDR", "https://vault.internal:99999")
 	got := problems(t, "secrets:\n  vault: {auth: {method: token, token_file: /t}}\nupstreams:\n  h: {type: hgem, base_url: 'https://x', credentials: 'vault:secret/h'}\n")
 	want := []string{"secrets.vault.address: $VAULT_ADDR: port 99999 is out of range; a port is 1 to 65535 (or none, for the scheme's default) (line 2, under secrets.vault)"}
-	if !slices.Equal(got, want) {
-		t.Errorf("problems:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
-	}
+	sameLines(t, "problems", got, want)
 }
 
 // The other faults of a URL are refused alike on every URL-valued key,
@@ -100,7 +94,5 @@ tracing:
 		"tracing.endpoint: must be an http(s) URL, e.g. http://127.0.0.1:4318 (line 9)",
 		"secrets.vault.address: must not have a query or fragment (line 3)",
 	}
-	if !slices.Equal(got, want) {
-		t.Errorf("problems:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
-	}
+	sameLines(t, "problems", got, want)
 }
