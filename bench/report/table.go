@@ -83,6 +83,9 @@ func label(t string, env map[string]string) string {
 			log = "request log off (log_level " + env["tp_log"] + ")"
 		}
 		return "tokenproxy (default config, " + log + ")"
+	case "fasthttp":
+		// bench/sketch: a measurement, never to be read as a peer.
+		return "sketch: tokenproxy's per-request work on fasthttp " + env["fasthttp"] + " (not shipped)"
 	}
 	if v := env[t]; v != "" {
 		return t + " " + v
