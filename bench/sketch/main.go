@@ -170,8 +170,9 @@ func (s *sketch) forward(ctx *fasthttp.RequestCtx, id string) (int, string) {
 	} else if req.IsBodyStream() {
 		out.SetBodyStream(ctx.RequestBodyStream(), req.Header.ContentLength())
 	}
-	defer s.inFlight.WithLabelValues(route).Dec()
-	s.inFlight.WithLabelValues(route).Inc()
+	inFlight := s.inFlight.WithLabelValues(route)
+	inFlight.Inc()
+	defer inFlight.Dec()
 	if err := s.client.Do(out, &ctx.Response); err != nil {
 		ctx.Response.Reset()
 		return fail(ctx, fasthttp.StatusBadGateway, "upstream_unreachable", "the upstream could not be reached")
