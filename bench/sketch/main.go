@@ -141,17 +141,21 @@ func (s *sketch) serve(ctx *fasthttp.RequestCtx) {
 func (s *sketch) forward(ctx *fasthttp.RequestCtx, id string) (int, string) {
 	req := &ctx.Request
 	if status, msg := check(&req.Header); status != 0 {
-		return fail(ctx, status, "bad_request", msg)
+		// fasthttp framed the body by its own reading of these headers
+		// (a Transfer-Encoding: identity body as empty, its bytes as the
+		// next request): nothing more may be read from this connection.
+		ctx.SetConnectionClose()
+		return fail(ctx, status, "bad_request", msg, "")
 	}
 	switch string(req.Header.Method()) {
 	case fasthttp.MethodConnect:
-		return fail(ctx, fasthttp.StatusMethodNotAllowed, "connect_not_supported", "CONNECT is not supported")
+		return fail(ctx, fasthttp.StatusMethodNotAllowed, "connect_not_supported", "CONNECT is not supported", "")
 	case fasthttp.MethodTrace:
-		return fail(ctx, fasthttp.StatusBadRequest, "bad_request", "TRACE is not forwarded")
+		return fail(ctx, fasthttp.StatusBadRequest, "bad_request", "TRACE is not forwarded", "")
 	}
 	uri := req.Header.RequestURI()
 	if len(uri) < len(route)+2 || uri[0] != '/' || string(uri[1:len(route)+1]) != route || uri[len(route)+1] != '/' {
-		return fail(ctx, fasthttp.StatusNotFound, "unknown_upstream", "no upstream by that name")
+		return fail(ctx, fasthttp.StatusNotFound, "unknown_upstream", "no upstream by that name", "")
 	}
 	if req.Header.ContentLength() != 0 && len(req.Header.Peek("Transfer-Encoding")) > 0 {
 		ctx.Response.SetConnectionClose() // RFC 9112 §6.1
@@ -175,7 +179,7 @@ func (s *sketch) forward(ctx *fasthttp.RequestCtx, id string) (int, string) {
 	defer inFlight.Dec()
 	if err := s.client.Do(out, &ctx.Response); err != nil {
 		ctx.Response.Reset()
-		return fail(ctx, fasthttp.StatusBadGateway, "upstream_unreachable", "the upstream could not be reached")
+		return fail(ctx, fasthttp.StatusBadGateway, "upstream_unreachable", "the upstream could not be reached", route)
 	}
 	for _, h := range hopByHop {
 		ctx.Response.Header.Del(h)
@@ -184,11 +188,11 @@ func (s *sketch) forward(ctx *fasthttp.RequestCtx, id string) (int, string) {
 }
 
 // fail answers with the contract's error shape (CONTRACT.md §4).
-func fail(ctx *fasthttp.RequestCtx, status int, code, msg string) (int, string) {
+func fail(ctx *fasthttp.RequestCtx, status int, code, msg, upstream string) (int, string) {
 	ctx.Response.SetStatusCode(status)
 	ctx.Response.Header.Set("Tokenproxy-Error", code)
 	ctx.Response.Header.SetContentType("application/json")
-	ctx.Response.SetBodyString(`{"error":"` + code + `","message":"` + msg + `","upstream":"` + route + `"}`)
+	ctx.Response.SetBodyString(`{"error":"` + code + `","message":"` + msg + `","upstream":"` + upstream + `"}`)
 	return status, code
 }
 
