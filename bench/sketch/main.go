@@ -32,6 +32,8 @@ import (
 	"log"
 	"os"
 	"strconv"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -177,7 +179,15 @@ func (s *sketch) forward(ctx *fasthttp.RequestCtx, id string) (int, string) {
 	inFlight := s.inFlight.WithLabelValues(route)
 	inFlight.Inc()
 	defer inFlight.Dec()
-	if err := s.client.Do(out, &ctx.Response); err != nil {
+	var left func() bool
+	if !req.IsBodyStream() && len(req.Body()) == 0 {
+		left = watchCaller(ctx)
+	}
+	err := s.client.Do(out, &ctx.Response)
+	if left != nil && left() {
+		return 499, "" // as tokenproxy logs a caller gone
+	}
+	if err != nil {
 		ctx.Response.Reset()
 		return fail(ctx, fasthttp.StatusBadGateway, "upstream_unreachable", "the upstream could not be reached", route)
 	}
@@ -185,6 +195,42 @@ func (s *sketch) forward(ctx *fasthttp.RequestCtx, id string) (int, string) {
 		ctx.Response.Header.Del(h)
 	}
 	return ctx.Response.StatusCode(), ""
+}
+
+// watchCaller watches for the caller going away while the upstream is
+// asked, as net/http's server does with a goroutine reading the connection
+// in the background (tokenproxy then logs 499 and stops its upstream
+// work). fasthttp gives no such signal (research/fasthttp, request Q5), so
+// a goroutine waits until the caller's socket is readable and peeks at it:
+// end of stream or a reset is a caller gone, bytes are a pipelined request.
+// The returned func ends the watch and reports whether the caller left.
+func watchCaller(ctx *fasthttp.RequestCtx) (left func() bool) {
+	sc, ok := ctx.Conn().(syscall.Conn)
+	if !ok {
+		return func() bool { return false }
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return func() bool { return false }
+	}
+	var gone atomic.Bool
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var b [1]byte
+		var n int
+		var rerr error
+		err := rc.Read(func(fd uintptr) bool {
+			n, _, rerr = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+			return rerr != syscall.EAGAIN
+		})
+		gone.Store(err == nil && (rerr == nil && n == 0 || rerr == syscall.ECONNRESET))
+	}()
+	return func() bool {
+		ctx.SetReadDeadline(time.Now()) // ends rc.Read; fasthttp sets its own before the next request
+		<-done
+		return gone.Load()
+	}
 }
 
 // fail answers with the contract's error shape (CONTRACT.md §4).
