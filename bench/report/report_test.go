@@ -202,3 +202,30 @@ func TestReplaceMarkedWithoutMarkers(t *testing.T) {
 		t.Errorf("got %v, want an error naming the file", err)
 	}
 }
+
+// A run of tokenproxy alone names no peers (it read "Peers:  (Debian
+// packages)").
+func TestRunWithoutPeers(t *testing.T) {
+	dir := fakeRun(t, "0")
+	env := filepath.Join(dir, "machine.env")
+	b, _ := os.ReadFile(env)
+	var kept []string
+	for _, l := range strings.Split(string(b), "\n") {
+		switch {
+		case strings.HasPrefix(l, "targets="):
+			kept = append(kept, "targets=direct tokenproxy")
+		case strings.HasPrefix(l, "nginx="), strings.HasPrefix(l, "haproxy="), strings.HasPrefix(l, "caddy="):
+		default:
+			kept = append(kept, l)
+		}
+	}
+	os.WriteFile(env, []byte(strings.Join(kept, "\n")+"\n"), 0o644)
+	md := filepath.Join(dir, "report.md")
+	if err := run(dir, md, filepath.Join(dir, "latency.png"), "", ""); err != nil {
+		t.Fatal(err)
+	}
+	text, _ := os.ReadFile(md)
+	if bytes.Contains(text, []byte("Peers:")) || !bytes.Contains(text, []byte("\nwrk ")) {
+		t.Errorf("report.md names peers, or not wrk:\n%s", text)
+	}
+}

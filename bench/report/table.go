@@ -164,14 +164,16 @@ func (r *results) markdown(pngLink string) string {
 	w("Measured %s on %s cores (%s), %s, %s; tokenproxy %s; load average %s at the start, %s at the end.\n\n",
 		e["date"], e["cores"], e["cpu"], e["kernel"], e["go"], e["binary"], e["loadavg_start"], e["loadavg"])
 	w("```sh\n%s\n# %s\n```\n\n", e["command"], e["settings"])
-	w("Peers: ")
 	var peers []string
 	for _, t := range []string{"nginx", "haproxy", "caddy"} {
 		if e[t] != "" {
 			peers = append(peers, t+" "+e[t])
 		}
 	}
-	w("%s (Debian packages); wrk %s, vegeta %s.\n\n", strings.Join(peers, ", "), e["wrk"], e["vegeta"])
+	if len(peers) > 0 {
+		w("Peers: %s (Debian packages); ", strings.Join(peers, ", "))
+	}
+	w("wrk %s, vegeta %s.\n\n", e["wrk"], e["vegeta"])
 
 	// Throughput.
 	w("### Throughput\n\nwrk -t%s -c%s, each run %s; median of %s runs (lowest–highest). ×nginx is the ratio of medians.\n\n",

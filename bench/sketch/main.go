@@ -29,6 +29,7 @@ import (
 	"encoding/hex"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"os"
 	"strconv"
@@ -83,7 +84,7 @@ func main() {
 type sketch struct {
 	up       string
 	client   *fasthttp.HostClient
-	auth     string // "Bearer " + token
+	token    atomic.Pointer[string] // "Bearer " + token, as tokenproxy's cache holds it
 	apiKey   string
 	log      *zap.Logger
 	requests *prometheus.CounterVec
@@ -104,7 +105,6 @@ func newSketch(up string, tlsConfig *tls.Config, token, apiKey string, reg prome
 		up: up,
 		client: &fasthttp.HostClient{Addr: up, IsTLS: true, TLSConfig: tlsConfig, MaxConns: 64,
 			StreamResponseBody: true, ReadTimeout: 30 * time.Second, DisableHeaderNamesNormalizing: true},
-		auth:   "Bearer " + token,
 		apiKey: apiKey,
 		log:    zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(enc), out, zapcore.InfoLevel)).Named("proxy"),
 		// The shapes of tokenproxy's own series (internal/metrics).
@@ -113,64 +113,125 @@ func newSketch(up string, tlsConfig *tls.Config, token, apiKey string, reg prome
 			Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12)}, []string{"upstream"}),
 		inFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tokenproxy_requests_in_flight"}, []string{"upstream"}),
 	}
+	auth := "Bearer " + token
+	s.token.Store(&auth)
 	reg.MustRegister(s.requests, s.duration, s.inFlight)
 	return s
 }
 
-func (s *sketch) serve(ctx *fasthttp.RequestCtx) {
-	start := time.Now()
-	req := &ctx.Request
-	id := requestID(req.Header.Peek("X-Request-Id"))
-	status, code := s.forward(ctx, id)
-	ctx.Response.Header.Set("X-Request-Id", id)
-	d := time.Since(start)
-	s.requests.WithLabelValues(route, strconv.Itoa(status)).Inc()
-	s.duration.WithLabelValues(route).Observe(d.Seconds())
-	if ce := s.log.Check(zapcore.InfoLevel, "request"); ce != nil {
-		f := []zap.Field{zap.String("upstream", route), zap.ByteString("method", req.Header.Method()),
-			zap.ByteString("path", req.URI().PathOriginal()), zap.Int("status", status), zap.Duration("duration", d),
-			zap.String("request_id", id), zap.Duration("upstream_latency", d), zap.Int("response_bytes", ctx.Response.Header.ContentLength())}
-		if code != "" {
-			f = append(f, zap.String("error", code))
-		}
-		ce.Write(f...)
-	}
+// exchange is one request's record, logged and counted when its answer has
+// gone to the caller, as tokenproxy's finish does.
+type exchange struct {
+	s            *sketch
+	start        time.Time
+	method, path string
+	id           string
+	status       int
+	code         string // the error code when the sketch answered itself
+	gotToken     bool
+	tokenWait    time.Duration
+	upstreamTime time.Duration // until the upstream's response headers
+	bytes        int64         // of the answer's body, written to the caller
 }
 
-// forward answers ctx, from the upstream or with an error of the
-// contract's shape, and returns the status and the error code ("" for the
-// upstream's answer).
-func (s *sketch) forward(ctx *fasthttp.RequestCtx, id string) (int, string) {
+func (s *sketch) serve(ctx *fasthttp.RequestCtx) {
+	x := &exchange{s: s, start: time.Now(), method: string(ctx.Method()), path: string(ctx.Request.URI().PathOriginal())}
+	x.id = requestID(&ctx.Request.Header)
+	up := s.forward(ctx, x)
+	ctx.Response.Header.Set("X-Request-Id", x.id)
+	if up == nil {
+		x.bytes = int64(len(ctx.Response.Body()))
+		x.finish()
+		return
+	}
+	// The answer streams after the handler returns; fasthttp closes the
+	// stream at its end or when the caller goes, and the close logs it.
+	body := up.BodyStream()
+	if body == nil {
+		body = bytes.NewReader(up.Body())
+	}
+	ctx.Response.SetBodyStream(&answer{x: x, up: up, body: body}, up.Header.ContentLength())
+}
+
+// finish writes the request's log line (CONTRACT.md §6, with tokenproxy's
+// own fields) and counts it.
+func (x *exchange) finish() {
+	d := time.Since(x.start)
+	x.s.requests.WithLabelValues(route, strconv.Itoa(x.status)).Inc()
+	x.s.duration.WithLabelValues(route).Observe(d.Seconds())
+	ce := x.s.log.Check(zapcore.InfoLevel, "request")
+	if ce == nil {
+		return
+	}
+	f := make([]zap.Field, 0, 12)
+	f = append(f, zap.String("upstream", route), zap.String("method", x.method), zap.String("path", x.path),
+		zap.Int("status", x.status), zap.Duration("duration", d), zap.String("request_id", x.id))
+	if x.code != "" {
+		f = append(f, zap.String("error", x.code))
+	}
+	if x.gotToken {
+		f = append(f, zap.String("token", "fresh"), zap.Duration("token_wait", x.tokenWait),
+			zap.Duration("upstream_latency", x.upstreamTime))
+	}
+	f = append(f, zap.Int64("response_bytes", x.bytes))
+	ce.Write(f...)
+}
+
+// answer is the upstream's body on its way to the caller.
+type answer struct {
+	x    *exchange
+	up   *fasthttp.Response
+	body io.Reader
+}
+
+func (a *answer) Read(p []byte) (int, error) {
+	n, err := a.body.Read(p)
+	a.x.bytes += int64(n)
+	return n, err
+}
+
+func (a *answer) Close() error {
+	a.up.CloseBodyStream()
+	fasthttp.ReleaseResponse(a.up)
+	a.x.finish()
+	return nil
+}
+
+// forward returns the upstream's answer, its headers already copied to
+// ctx, or nil when the sketch answered ctx itself with an error of the
+// contract's shape. x gets the status and, for an error, its code.
+func (s *sketch) forward(ctx *fasthttp.RequestCtx, x *exchange) *fasthttp.Response {
 	req := &ctx.Request
 	if status, msg := check(&req.Header); status != 0 {
 		// fasthttp framed the body by its own reading of these headers
 		// (a Transfer-Encoding: identity body as empty, its bytes as the
 		// next request): nothing more may be read from this connection.
 		ctx.SetConnectionClose()
-		return fail(ctx, status, "bad_request", msg, "")
+		return x.fail(ctx, status, "bad_request", msg, "")
 	}
 	switch string(req.Header.Method()) {
 	case fasthttp.MethodConnect:
-		return fail(ctx, fasthttp.StatusMethodNotAllowed, "connect_not_supported", "CONNECT is not supported", "")
+		return x.fail(ctx, fasthttp.StatusMethodNotAllowed, "connect_not_supported", "CONNECT is not supported", "")
 	case fasthttp.MethodTrace:
-		return fail(ctx, fasthttp.StatusBadRequest, "bad_request", "TRACE is not forwarded", "")
+		return x.fail(ctx, fasthttp.StatusBadRequest, "bad_request", "TRACE is not forwarded", route)
 	}
 	uri := req.Header.RequestURI()
 	if len(uri) < len(route)+2 || uri[0] != '/' || string(uri[1:len(route)+1]) != route || uri[len(route)+1] != '/' {
-		return fail(ctx, fasthttp.StatusNotFound, "unknown_upstream", "no upstream by that name", "")
+		return x.fail(ctx, fasthttp.StatusNotFound, "unknown_upstream", "no upstream by that name", "")
 	}
-	if req.Header.ContentLength() != 0 && len(req.Header.Peek("Transfer-Encoding")) > 0 {
-		ctx.Response.SetConnectionClose() // RFC 9112 §6.1
-	}
+	closeCaller := req.Header.ContentLength() != 0 && len(req.Header.Peek("Transfer-Encoding")) > 0 // RFC 9112 §6.1
 	out := fasthttp.AcquireRequest()
 	defer fasthttp.ReleaseRequest(out)
 	req.Header.CopyTo(&out.Header)
 	out.SetRequestURI("https://" + s.up + string(uri[len(route)+1:]))
 	out.Header.SetHost(s.up)
 	strip(&out.Header)
-	out.Header.Set("Authorization", s.auth)
+	t0 := time.Now()
+	auth := s.token.Load()
+	x.gotToken, x.tokenWait = true, time.Since(t0)
+	out.Header.Set("Authorization", *auth)
 	out.Header.Set("hgem-api-key", s.apiKey)
-	out.Header.Set("X-Request-Id", id)
+	out.Header.Set("X-Request-Id", x.id)
 	if !req.IsBodyStream() && len(req.Body()) > 0 {
 		out.SetBodyRaw(req.Body())
 	} else if req.IsBodyStream() {
@@ -183,18 +244,38 @@ func (s *sketch) forward(ctx *fasthttp.RequestCtx, id string) (int, string) {
 	if !req.IsBodyStream() && len(req.Body()) == 0 {
 		left = watchCaller(ctx)
 	}
-	err := s.client.Do(out, &ctx.Response)
+	up := fasthttp.AcquireResponse()
+	err := s.client.Do(out, up)
+	x.upstreamTime = time.Since(t0)
 	if left != nil && left() {
-		return 499, "" // as tokenproxy logs a caller gone
+		fasthttp.ReleaseResponse(up)
+		x.status = 499 // as tokenproxy logs a caller gone
+		return nil
 	}
 	if err != nil {
-		ctx.Response.Reset()
-		return fail(ctx, fasthttp.StatusBadGateway, "upstream_unreachable", "the upstream could not be reached", route)
+		fasthttp.ReleaseResponse(up)
+		return x.fail(ctx, fasthttp.StatusBadGateway, "upstream_unreachable", "the upstream could not be reached", route)
 	}
-	for _, h := range hopByHop {
-		ctx.Response.Header.Del(h)
+	h := &ctx.Response.Header
+	up.Header.CopyTo(h)
+	h.SetNoDefaultContentType(true) // the copy takes the upstream's flags
+	h.ResetConnectionClose()        // the upstream's connection, not the caller's
+	cleanAnswer(h)
+	if closeCaller {
+		h.SetConnectionClose()
 	}
-	return ctx.Response.StatusCode(), ""
+	x.status = up.StatusCode()
+	return up
+}
+
+// fail answers with the contract's error shape (CONTRACT.md §4).
+func (x *exchange) fail(ctx *fasthttp.RequestCtx, status int, code, msg, upstream string) *fasthttp.Response {
+	ctx.Response.SetStatusCode(status)
+	ctx.Response.Header.Set("Tokenproxy-Error", code)
+	ctx.Response.Header.SetContentType("application/json")
+	ctx.Response.SetBodyString(`{"error":"` + code + `","message":"` + msg + `","upstream":"` + upstream + `"}`)
+	x.status, x.code = status, code
+	return nil
 }
 
 // watchCaller watches for the caller going away while the upstream is
@@ -231,15 +312,6 @@ func watchCaller(ctx *fasthttp.RequestCtx) (left func() bool) {
 		<-done
 		return gone.Load()
 	}
-}
-
-// fail answers with the contract's error shape (CONTRACT.md §4).
-func fail(ctx *fasthttp.RequestCtx, status int, code, msg, upstream string) (int, string) {
-	ctx.Response.SetStatusCode(status)
-	ctx.Response.Header.Set("Tokenproxy-Error", code)
-	ctx.Response.Header.SetContentType("application/json")
-	ctx.Response.SetBodyString(`{"error":"` + code + `","message":"` + msg + `","upstream":"` + upstream + `"}`)
-	return status, code
 }
 
 // check makes the request checks net/http's server makes and fasthttp's
@@ -280,41 +352,84 @@ var hopByHop = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-A
 
 // stripped are the caller's headers tokenproxy removes besides hop-by-hop
 // ones and X-Forwarded-*: credentials and who-called headers
-// (internal/proxy callerHeaders, with HGEM's key).
+// (internal/proxy callerHeaders, with HGEM's key), and the caller's
+// X-Request-Id, set again with the request's id.
 var stripped = []string{"Authorization", "Proxy-Authorization", "Forwarded", "X-Original-URL", "X-Rewrite-URL",
-	"X-Real-IP", "True-Client-IP", "Client-IP", "X-Client-IP", "X-Original-Host", "X-Host", "hgem-api-key"}
+	"X-Real-IP", "True-Client-IP", "Client-IP", "X-Client-IP", "X-Original-Host", "X-Host", "hgem-api-key", "X-Request-Id"}
 
+// strip removes the caller's headers that must not reach the upstream.
+// Header names keep their case (DisableHeaderNamesNormalizing), so fasthttp's
+// lookups are case-sensitive: every name is compared here, "_" read as "-".
 func strip(h *fasthttp.RequestHeader) {
-	var gone []string
-	for k := range h.All() {
-		if len(k) >= 12 && equalFold(k[:12], "x-forwarded-") {
-			gone = append(gone, string(k))
-			continue
-		}
-		for _, s := range stripped {
-			if sameName(k, s) {
-				gone = append(gone, string(k))
-				break
-			}
+	var listed, gone []string
+	for k, v := range h.All() {
+		if sameName(k, "Connection") {
+			listed = connectionListed(v, listed)
 		}
 	}
-	for c := range bytes.SplitSeq(h.Peek("Connection"), []byte(",")) {
-		if c = bytes.TrimSpace(c); len(c) > 0 {
-			gone = append(gone, string(c)) // RFC 9110 §7.6.1
+	for k := range h.All() {
+		if len(k) >= 12 && sameName(k[:12], "x-forwarded-") || anyName(k, stripped) || anyName(k, hopByHop) || anyName(k, listed) {
+			gone = append(gone, string(k))
 		}
 	}
 	for _, k := range gone {
 		h.Del(k)
 	}
-	for _, k := range hopByHop {
+}
+
+// cleanAnswer removes from the upstream's answer the hop-by-hop headers,
+// those its Connection header lists, its X-Request-Id (the request's is
+// set) and any Tokenproxy-Error (which only tokenproxy may send, CONTRACT.md
+// §4), in whatever case they came.
+func cleanAnswer(h *fasthttp.ResponseHeader) {
+	var listed, gone []string
+	for k, v := range h.All() {
+		if sameName(k, "Connection") {
+			listed = connectionListed(v, listed)
+		}
+	}
+	for k := range h.All() {
+		if anyName(k, hopByHop) || anyName(k, listed) || sameName(k, "X-Request-Id") || sameName(k, "Tokenproxy-Error") {
+			gone = append(gone, string(k))
+		}
+	}
+	for _, k := range gone {
 		h.Del(k)
 	}
 }
 
-// requestID is a caller's X-Request-Id of 1 to 128 visible ASCII
-// characters, else a new random UUID (RFC 9562 §5.4).
-func requestID(v []byte) string {
-	ok := len(v) > 0 && len(v) <= 128
+// connectionListed appends the header names a Connection header's value
+// lists (RFC 9110 §7.6.1).
+func connectionListed(v []byte, names []string) []string {
+	for c := range bytes.SplitSeq(v, []byte(",")) {
+		if c = bytes.TrimSpace(c); len(c) > 0 {
+			names = append(names, string(c))
+		}
+	}
+	return names
+}
+
+func anyName(k []byte, names []string) bool {
+	for _, n := range names {
+		if sameName(k, n) {
+			return true
+		}
+	}
+	return false
+}
+
+// requestID is the caller's X-Request-Id when it sent exactly one of 1 to
+// 128 visible ASCII characters, else a new random UUID (RFC 9562 §5.4), as
+// tokenproxy's.
+func requestID(h *fasthttp.RequestHeader) string {
+	var v []byte
+	n := 0
+	for k, val := range h.All() {
+		if sameName(k, "X-Request-Id") {
+			v, n = val, n+1
+		}
+	}
+	ok := n == 1 && len(v) > 0 && len(v) <= 128
 	for _, c := range v {
 		ok = ok && c >= 0x21 && c <= 0x7e
 	}

@@ -50,14 +50,50 @@ func TestCheckRefusesWhatNetHTTPRefuses(t *testing.T) {
 
 func TestStripRemovesCredentialsAndHopByHop(t *testing.T) {
 	h := parse(t, "GET /up/p HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer caller\r\nhgem_api_key: k\r\n"+
-		"X-Forwarded-For: 10.0.0.1\r\nX-Real-IP: 10.0.0.2\r\nConnection: X-Hop\r\nX-Hop: 1\r\nAccept: */*\r\n\r\n")
+		"X-Forwarded-For: 10.0.0.1\r\nX_Forwarded_Proto: http\r\nX-Real-IP: 10.0.0.2\r\nConnection: X-Hop\r\nX-Hop: 1\r\n"+
+		"X-Request-Id: a\r\nx-request-id: b\r\nAccept: */*\r\n\r\n")
 	strip(h)
-	for _, k := range []string{"Authorization", "hgem_api_key", "X-Forwarded-For", "X-Real-IP", "X-Hop", "Connection"} {
+	for _, k := range []string{"Authorization", "hgem_api_key", "X-Forwarded-For", "X_Forwarded_Proto", "X-Real-IP", "X-Hop", "Connection", "X-Request-Id", "x-request-id"} {
 		if v := h.Peek(k); len(v) > 0 {
 			t.Errorf("%s: %q still there", k, v)
 		}
 	}
 	if v := string(h.Peek("Accept")); v != "*/*" {
 		t.Errorf("Accept = %q, want */* kept", v)
+	}
+}
+
+// Two X-Request-Id values are no id at all, in any case (tokenproxy's
+// requestID).
+func TestRequestIDTakesOnlyOneValidValue(t *testing.T) {
+	for raw, keep := range map[string]bool{
+		"X-Request-Id: abc\r\n":                              true,
+		"X-Request-Id: abc\r\nx-request-id: def\r\n":         false,
+		"X-Request-Id: " + strings.Repeat("a", 129) + "\r\n": false,
+		"": false,
+	} {
+		h := parse(t, "GET /up/p HTTP/1.1\r\nHost: a\r\n"+raw+"\r\n")
+		if got := requestID(h); (got == "abc" || len(got) == 129) != keep || len(got) != 36 && !keep {
+			t.Errorf("%q: id %q, keep the caller's: %v", raw, got, keep)
+		}
+	}
+}
+
+func TestCleanAnswerRemovesHopByHopInAnyCase(t *testing.T) {
+	var h fasthttp.ResponseHeader
+	h.DisableNormalizing()
+	raw := "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nkeep-alive: timeout=5\r\nconnection: x-secret\r\nX-Secret: s\r\n" +
+		"tokenproxy-error: fake\r\nx-request-id: upstream's\r\nupgrade: h2c\r\nX-Kept: k\r\n\r\n"
+	if err := h.Read(bufio.NewReader(strings.NewReader(raw))); err != nil {
+		t.Fatal(err)
+	}
+	cleanAnswer(&h)
+	for k, v := range h.All() {
+		if !anyName(k, []string{"Content-Length", "X-Kept", "Content-Type", "Server", "Date"}) {
+			t.Errorf("%s: %s kept", k, v)
+		}
+	}
+	if string(h.Peek("X-Kept")) != "k" {
+		t.Errorf("X-Kept removed")
 	}
 }
