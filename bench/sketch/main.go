@@ -340,7 +340,7 @@ func check(h *fasthttp.RequestHeader) (int, string) {
 			return fasthttp.StatusBadRequest, "invalid header name"
 		case !fieldValue(v):
 			return fasthttp.StatusBadRequest, "invalid header value"
-		case equalFold(k, "Transfer-Encoding") && !equalFold(v, "chunked"):
+		case bytes.EqualFold(k, []byte("Transfer-Encoding")) && !bytes.EqualFold(v, []byte("chunked")):
 			return fasthttp.StatusNotImplemented, "unsupported transfer encoding"
 		}
 	}
@@ -479,18 +479,6 @@ var tchar = func() (t [128]bool) {
 func fieldValue(v []byte) bool {
 	for _, c := range v {
 		if c < ' ' && c != '\t' || c == 0x7f {
-			return false
-		}
-	}
-	return true
-}
-
-func equalFold(b []byte, s string) bool {
-	if len(b) != len(s) {
-		return false
-	}
-	for i := range b {
-		if lower(b[i]) != lower(s[i]) {
 			return false
 		}
 	}
