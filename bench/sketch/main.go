@@ -10,11 +10,14 @@
 // (check), the route by the path's first segment, the contract's JSON
 // error for an unknown route, CONNECT and TRACE, an X-Request-Id kept or
 // generated (a UUID) and set both ways, the caller's credentials,
-// X-Forwarded-* and hop-by-hop headers removed, Authorization and
-// hgem-api-key injected (static values, as the peers inject: tokenproxy's
-// token lookup is an atomic load), the answer streamed back, the same
-// three Prometheus series per request, and the same JSON request log line,
-// batched as tokenproxy batches it (64 KiB or 100 ms), on stderr.
+// X-Forwarded-* and hop-by-hop headers removed in whatever case they come,
+// Authorization and hgem-api-key injected (static values, as the peers
+// inject; read and timed from an atomic pointer, as tokenproxy's token
+// cache is), a watch for the caller going away while the upstream is asked
+// (watchCaller), the upstream's hop-by-hop headers and Tokenproxy-Error
+// removed, the answer streamed back, and when it has gone, the same three
+// Prometheus series and the same JSON request log line, batched as
+// tokenproxy batches it (64 KiB or 100 ms), on stderr.
 //
 // It leaves out what a 1 KiB GET does not reach: request bodies and their
 // replay after a 401, upgrades, trailers, 1xx answers, Location rewriting,
