@@ -33,6 +33,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"iter"
 	"log"
 	"os"
 	"strconv"
@@ -364,27 +365,30 @@ var stripped = []string{"Authorization", "Proxy-Authorization", "Forwarded", "X-
 // Header names keep their case (DisableHeaderNamesNormalizing), so fasthttp's
 // lookups are case-sensitive: every name is compared here, "_" read as "-".
 func strip(h *fasthttp.RequestHeader) {
-	var listed, gone []string
-	for k, v := range h.All() {
-		if sameName(k, "Connection") {
-			listed = connectionListed(v, listed)
-		}
-	}
-	for k := range h.All() {
-		if len(k) >= 12 && sameName(k[:12], "x-forwarded-") || anyName(k, stripped) || anyName(k, hopByHop) || anyName(k, listed) {
-			gone = append(gone, string(k))
-		}
-	}
-	for _, k := range gone {
-		h.Del(k)
-	}
+	removeHopByHop(h, func(k []byte) bool {
+		return len(k) >= 12 && sameName(k[:12], "x-forwarded-") || anyName(k, stripped)
+	})
 }
 
 // cleanAnswer removes from the upstream's answer the hop-by-hop headers,
-// those its Connection header lists, its X-Request-Id (the request's is
-// set) and any Tokenproxy-Error (which only tokenproxy may send, CONTRACT.md
-// §4), in whatever case they came.
+// its X-Request-Id (the request's is set) and any Tokenproxy-Error (which
+// only tokenproxy may send, CONTRACT.md §4), in whatever case they came.
 func cleanAnswer(h *fasthttp.ResponseHeader) {
+	removeHopByHop(h, func(k []byte) bool {
+		return sameName(k, "X-Request-Id") || sameName(k, "Tokenproxy-Error")
+	})
+}
+
+// header is what fasthttp's request and response headers share.
+type header interface {
+	All() iter.Seq2[[]byte, []byte]
+	Del(key string)
+}
+
+// removeHopByHop removes from h the hop-by-hop headers, those its
+// Connection headers list (RFC 9110 §7.6.1), and those drop names, all
+// compared as sameName does.
+func removeHopByHop(h header, drop func(k []byte) bool) {
 	var listed, gone []string
 	for k, v := range h.All() {
 		if sameName(k, "Connection") {
@@ -392,7 +396,7 @@ func cleanAnswer(h *fasthttp.ResponseHeader) {
 		}
 	}
 	for k := range h.All() {
-		if anyName(k, hopByHop) || anyName(k, listed) || sameName(k, "X-Request-Id") || sameName(k, "Tokenproxy-Error") {
+		if anyName(k, hopByHop) || anyName(k, listed) || drop(k) {
 			gone = append(gone, string(k))
 		}
 	}
