@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -457,19 +458,11 @@ func TestClientPassesAnAnswerAsItComes(t *testing.T) {
 	for _, length := range []string{"", "11"} {
 		t.Run("Content-Length="+length, func(t *testing.T) {
 			next := make(chan struct{})
-			up, _ := tlsUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				if length != "" {
-					w.Header().Set("Content-Length", length)
-				}
-				io.WriteString(w, "first")
-				w.(http.Flusher).Flush()
-				select {
-				case <-next:
-				case <-r.Context().Done():
-					return
-				}
-				io.WriteString(w, "second")
-			}))
+			h := http.Header{}
+			if length != "" {
+				h.Set("Content-Length", length)
+			}
+			up, _ := tlsUpstream(t, twoPieces(h, "first", "second", next))
 			c := clientFor(t, up, 0)
 			resp := answer(t, c, up.URL+"/")
 			got := make(chan string, 1)
@@ -492,6 +485,23 @@ func TestClientPassesAnAnswerAsItComes(t *testing.T) {
 				t.Fatalf("rest: %q (%v)", rest, err)
 			}
 		})
+	}
+}
+
+// twoPieces answers with h's headers and first, flushed, then with second
+// once next is closed (nothing more if the request ends first): an answer
+// that comes slowly.
+func twoPieces(h http.Header, first, second string, next <-chan struct{}) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		maps.Copy(w.Header(), h)
+		io.WriteString(w, first)
+		w.(http.Flusher).Flush()
+		select {
+		case <-next:
+		case <-r.Context().Done():
+			return
+		}
+		io.WriteString(w, second)
 	}
 }
 

@@ -489,18 +489,8 @@ func TestSlowAnswerWithALengthPassesPieceByPiece(t *testing.T) {
 	for _, ctype := range []string{"text/event-stream", "application/octet-stream"} {
 		t.Run(ctype, func(t *testing.T) {
 			next := make(chan struct{})
-			g := newRecRig(t, "", func(w http.ResponseWriter, r *http.Request) {
-				w.Header().Set("Content-Type", ctype)
-				w.Header().Set("Content-Length", "22")
-				io.WriteString(w, "data: one\n\n")
-				w.(http.Flusher).Flush()
-				select {
-				case <-next:
-				case <-r.Context().Done():
-					return
-				}
-				io.WriteString(w, "data: two\n\n")
-			})
+			h := http.Header{"Content-Type": {ctype}, "Content-Length": {"22"}}
+			g := newRecRig(t, "", twoPieces(h, "data: one\n\n", "data: two\n\n", next))
 			// On a failure, the upstream is let go so that everything ends.
 			var once sync.Once
 			release := func() { once.Do(func() { close(next) }) }
