@@ -85,7 +85,7 @@ func label(t string, env map[string]string) string {
 		return "tokenproxy (default config, " + log + ")"
 	case "fasthttp":
 		// bench/sketch: a measurement, never to be read as a peer.
-		return "sketch: tokenproxy's per-request work on fasthttp " + env["fasthttp"] + " (not shipped)"
+		return "sketch: tokenproxy's per-request work on fasthttp " + env["fasthttp"] + "'s server and tokenproxy's client (not shipped)"
 	}
 	if v := env[t]; v != "" {
 		return t + " " + v
