@@ -398,8 +398,8 @@ func (x *exchange) fail(ctx *fasthttp.RequestCtx, status int, code, msg, upstrea
 // end of stream or a reset is a caller gone, bytes are a pipelined request.
 // With after > 0 the watch starts only once the upstream has taken that
 // long, so that a quick answer costs a timer instead of a goroutine, a
-// system call and a wake-up, and a caller gone is noticed at most after
-// later. left ends the watch and reports whether the caller left; ended
+// system call and a wake-up, and a caller gone is noticed at most that
+// much later. left ends the watch and reports whether the caller left; ended
 // is closed when the watch has ended, by itself (the caller left, or sent
 // more) or by left.
 func watchCaller(ctx *fasthttp.RequestCtx, after time.Duration) (left func() bool, ended <-chan struct{}) {
