@@ -18,8 +18,9 @@
 // Authorization and hgem-api-key injected (static values, as the peers
 // inject; read and timed from an atomic pointer, as tokenproxy's token
 // cache is), a watch for the caller going away while the upstream is asked
-// (watchCaller), the upstream's hop-by-hop headers and Tokenproxy-Error
-// removed, the answer streamed back, and when it has gone, the same three
+// (watchCaller; a caller gone stops tokenproxy's client's call), the
+// upstream's hop-by-hop headers and Tokenproxy-Error removed, the answer
+// streamed back, and when it has gone, the same three
 // Prometheus series and the same JSON request log line, batched as
 // tokenproxy batches it (64 KiB or 100 ms), on stderr.
 //
@@ -44,6 +45,7 @@ import (
 	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -257,9 +259,13 @@ func (s *sketch) forward(ctx *fasthttp.RequestCtx, x *exchange) (io.ReadCloser, 
 	inFlight := s.inFlight.WithLabelValues(route)
 	inFlight.Inc()
 	defer inFlight.Dec()
+	// A caller gone cancels the upstream call (tokenproxy's client stops
+	// at once; HostClient cannot be stopped and runs to its end).
+	asking, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	var left func() bool
 	if !req.IsBodyStream() && len(req.Body()) == 0 {
-		left, _ = watchCaller(ctx, s.watchAfter)
+		left, _ = watchCaller(ctx, s.watchAfter, cancel)
 	}
 	var body io.ReadCloser
 	var n int
@@ -267,7 +273,7 @@ func (s *sketch) forward(ctx *fasthttp.RequestCtx, x *exchange) (io.ReadCloser, 
 	if s.client != nil {
 		body, n, err = s.askHostClient(ctx, x, uri[len(route)+1:], *auth)
 	} else {
-		body, n, err = s.askTokenproxy(ctx, x, uri[len(route)+1:], *auth)
+		body, n, err = s.askTokenproxy(asking, ctx, x, uri[len(route)+1:], *auth)
 	}
 	x.upstreamTime = time.Since(t0)
 	if left != nil && left() {
@@ -340,7 +346,7 @@ func (r *released) Close() error {
 // keeps tokenproxy's transport would: the caller's headers, stripped, go
 // into an http.Request, and the answer's status and headers come back to
 // ctx.
-func (s *sketch) askTokenproxy(ctx *fasthttp.RequestCtx, x *exchange, path []byte, auth string) (io.ReadCloser, int, error) {
+func (s *sketch) askTokenproxy(asking context.Context, ctx *fasthttp.RequestCtx, x *exchange, path []byte, auth string) (io.ReadCloser, int, error) {
 	req := &ctx.Request
 	strip(&req.Header)
 	h := make(http.Header, req.Header.Len()+3)
@@ -357,8 +363,8 @@ func (s *sketch) askTokenproxy(ctx *fasthttp.RequestCtx, x *exchange, path []byt
 		return nil, 0, err
 	}
 	target.Scheme, target.Host = "https", s.up
-	out := &http.Request{Method: string(req.Header.Method()), URL: target, Header: h, Host: s.up,
-		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Body: http.NoBody, ContentLength: int64(req.Header.ContentLength())}
+	out := (&http.Request{Method: string(req.Header.Method()), URL: target, Header: h, Host: s.up,
+		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Body: http.NoBody, ContentLength: int64(req.Header.ContentLength())}).WithContext(asking)
 	if req.IsBodyStream() {
 		out.Body = io.NopCloser(ctx.RequestBodyStream())
 	} else if len(req.Body()) > 0 {
@@ -372,6 +378,12 @@ func (s *sketch) askTokenproxy(ctx *fasthttp.RequestCtx, x *exchange, path []byt
 	rh.SetNoDefaultContentType(true)
 	rh.SetStatusCode(resp.StatusCode)
 	for k, vs := range resp.Header {
+		if sameName([]byte(k), "Connection") {
+			// fasthttp keeps one Connection header: every list the
+			// upstream sent goes into it, for cleanAnswer to read.
+			rh.Set(k, strings.Join(vs, ", "))
+			continue
+		}
 		for _, v := range vs {
 			rh.Add(k, v)
 		}
@@ -401,8 +413,9 @@ func (x *exchange) fail(ctx *fasthttp.RequestCtx, status int, code, msg, upstrea
 // system call and a wake-up, and a caller gone is noticed at most that
 // much later. left ends the watch and reports whether the caller left; ended
 // is closed when the watch has ended, by itself (the caller left, or sent
-// more) or by left.
-func watchCaller(ctx *fasthttp.RequestCtx, after time.Duration) (left func() bool, ended <-chan struct{}) {
+// more) or by left. onGone is called, from the watch's goroutine, when
+// the caller is seen gone.
+func watchCaller(ctx *fasthttp.RequestCtx, after time.Duration, onGone func()) (left func() bool, ended <-chan struct{}) {
 	never := func() bool { return false }
 	sc, ok := ctx.Conn().(syscall.Conn)
 	if !ok {
@@ -423,7 +436,10 @@ func watchCaller(ctx *fasthttp.RequestCtx, after time.Duration) (left func() boo
 			n, _, rerr = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 			return rerr != syscall.EAGAIN
 		})
-		gone.Store(err == nil && (rerr == nil && n == 0 || rerr == syscall.ECONNRESET))
+		if err == nil && (rerr == nil && n == 0 || rerr == syscall.ECONNRESET) {
+			gone.Store(true)
+			onGone()
+		}
 	}
 	var timer *time.Timer
 	if after > 0 {
@@ -488,8 +504,10 @@ var stripped = []string{"Authorization", "Proxy-Authorization", "Forwarded", "X-
 	"X-Real-IP", "True-Client-IP", "Client-IP", "X-Client-IP", "X-Original-Host", "X-Host", "hgem-api-key", "X-Request-Id"}
 
 // strip removes the caller's headers that must not reach the upstream.
-// Header names keep their case (DisableHeaderNamesNormalizing), so fasthttp's
-// lookups are case-sensitive: every name is compared here, "_" read as "-".
+// Every name is compared here, in any case and "_" read as "-", rather
+// than looked up: a data plane passing names on as sent keeps them as sent
+// (DisableHeaderNamesNormalizing, as the HostClient path does), and
+// fasthttp's lookups are then case-sensitive.
 func strip(h *fasthttp.RequestHeader) {
 	removeHopByHop(h, func(k []byte) bool {
 		return len(k) >= 12 && sameName(k[:12], "x-forwarded-") || anyName(k, stripped)
@@ -627,6 +645,9 @@ func sameName(b []byte, s string) bool {
 		x, y := lower(b[i]), lower(s[i])
 		if x == '_' {
 			x = '-'
+		}
+		if y == '_' {
+			y = '-'
 		}
 		if x != y {
 			return false

@@ -50,10 +50,10 @@ func TestCheckRefusesWhatNetHTTPRefuses(t *testing.T) {
 
 func TestStripRemovesCredentialsAndHopByHop(t *testing.T) {
 	h := parse(t, "GET /up/p HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer caller\r\nhgem_api_key: k\r\n"+
-		"X-Forwarded-For: 10.0.0.1\r\nX_Forwarded_Proto: http\r\nX-Real-IP: 10.0.0.2\r\nConnection: X-Hop\r\nX-Hop: 1\r\n"+
+		"X-Forwarded-For: 10.0.0.1\r\nX_Forwarded_Proto: http\r\nX-Real-IP: 10.0.0.2\r\nConnection: X-Hop, x_listed\r\nX-Hop: 1\r\nx-listed: 2\r\n"+
 		"X-Request-Id: a\r\nx-request-id: b\r\nAccept: */*\r\n\r\n")
 	strip(h)
-	for _, k := range []string{"Authorization", "hgem_api_key", "X-Forwarded-For", "X_Forwarded_Proto", "X-Real-IP", "X-Hop", "Connection", "X-Request-Id", "x-request-id"} {
+	for _, k := range []string{"Authorization", "hgem_api_key", "X-Forwarded-For", "X_Forwarded_Proto", "X-Real-IP", "X-Hop", "x-listed", "Connection", "X-Request-Id", "x-request-id"} {
 		if v := h.Peek(k); len(v) > 0 {
 			t.Errorf("%s: %q still there", k, v)
 		}

@@ -3,6 +3,7 @@ package main
 import (
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,7 +14,7 @@ import (
 // and, once the test says so, ends the watch; it returns the caller's
 // connection, the watch's ended channel, and a func that ends the watch
 // and returns what left reported.
-func watching(t *testing.T, after time.Duration, request string) (net.Conn, <-chan struct{}, func() bool) {
+func watching(t *testing.T, after time.Duration, request string, onGone func()) (net.Conn, <-chan struct{}, func() bool) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -23,7 +24,7 @@ func watching(t *testing.T, after time.Duration, request string) (net.Conn, <-ch
 	proceed := make(chan struct{})
 	result := make(chan bool, 1)
 	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
-		left, ended := watchCaller(ctx, after)
+		left, ended := watchCaller(ctx, after, onGone)
 		endedc <- ended
 		<-proceed
 		result <- left()
@@ -61,12 +62,16 @@ const get = "GET /up/x HTTP/1.1\r\nHost: tokenproxy\r\n\r\n"
 
 func TestWatchCallerNoticesACallerGone(t *testing.T) {
 	for _, after := range []time.Duration{0, time.Millisecond} {
-		c, ended, end := watching(t, after, get)
+		var called atomic.Bool
+		c, ended, end := watching(t, after, get, func() { called.Store(true) })
 		c.Close()
 		select {
 		case <-ended:
 		case <-time.After(10 * time.Second):
 			t.Fatalf("after=%v: the watch did not notice the caller's close within 10 s", after)
+		}
+		if !called.Load() {
+			t.Errorf("after=%v: onGone not called before the watch ended", after)
 		}
 		if !end() {
 			t.Errorf("after=%v: left() = false for a caller that closed its connection", after)
@@ -78,7 +83,7 @@ func TestWatchCallerNoticesACallerGone(t *testing.T) {
 // already read it (the socket is then not readable and the watch waits
 // until it is ended) or it is still in the socket.
 func TestWatchCallerTakesAPipelinedRequestForACallerStill(t *testing.T) {
-	c, _, end := watching(t, 0, get+get)
+	c, _, end := watching(t, 0, get+get, func() { t.Error("onGone called for a pipelined request") })
 	if end() {
 		t.Error("left() = true for a caller that pipelined a second request")
 	}
@@ -106,7 +111,7 @@ func countAnswers(b []byte) int {
 }
 
 func TestWatchCallerStartsLateOnlyWhenTheUpstreamIsSlow(t *testing.T) {
-	_, ended, end := watching(t, time.Hour, get)
+	_, ended, end := watching(t, time.Hour, get, func() { t.Error("onGone called for a caller still there") })
 	if end() {
 		t.Error("left() = true for a caller still there")
 	}

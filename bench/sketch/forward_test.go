@@ -1,0 +1,94 @@
+package main
+
+import (
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/tokenproxy/tokenproxy/internal/proxy"
+	"github.com/valyala/fasthttp"
+)
+
+// Every header the upstream lists in its Connection headers is removed,
+// however many Connection headers it sends (fasthttp keeps one).
+func TestForwardRemovesWhatEveryConnectionHeaderLists(t *testing.T) {
+	up := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header()["Connection"] = []string{"X-Secret, keep-alive", "x-other"}
+		w.Header().Set("X-Secret", "s1")
+		w.Header().Set("X-Other", "o1")
+		w.Header().Set("X-Kept", "k")
+		w.Write([]byte("ok"))
+	}))
+	defer up.Close()
+	u, _ := url.Parse(up.URL)
+	s := newSketch(u.Host, nil, "TOK", "KEY", prometheus.NewRegistry())
+	s.client = nil
+	s.ours = proxy.NewClient(up.Client().Transport.(*http.Transport))
+	var ctx fasthttp.RequestCtx
+	ctx.Request.SetRequestURI("/up/p")
+	ctx.Request.Header.SetHost("tokenproxy")
+	x := &exchange{s: s, id: "id"}
+	body, _ := s.forward(&ctx, x)
+	if body == nil {
+		t.Fatalf("no answer: %d %s", ctx.Response.StatusCode(), ctx.Response.Body())
+	}
+	body.Close()
+	for _, k := range []string{"X-Secret", "X-Other", "Connection"} {
+		if v := ctx.Response.Header.Peek(k); len(v) > 0 {
+			t.Errorf("%s: %q reached the caller", k, v)
+		}
+	}
+	if v := string(ctx.Response.Header.Peek("X-Kept")); v != "k" {
+		t.Errorf("X-Kept = %q, want k", v)
+	}
+}
+
+// A caller that leaves while the upstream is slow stops the upstream
+// call: the upstream sees its request cancelled, and the sketch logs 499.
+func TestCallerGoneStopsTheUpstreamCall(t *testing.T) {
+	arrived, stopped, release := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	up := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(arrived)
+		select {
+		case <-r.Context().Done():
+			close(stopped)
+		case <-release: // the test failed: let the servers shut down
+		}
+	}))
+	defer up.Close()
+	u, _ := url.Parse(up.URL)
+	s := newSketch(u.Host, nil, "TOK", "KEY", prometheus.NewRegistry())
+	s.client = nil
+	s.ours = proxy.NewClient(up.Client().Transport.(*http.Transport))
+	s.watchAfter = time.Millisecond
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &fasthttp.Server{Handler: s.serve}
+	go srv.Serve(ln)
+	defer srv.Shutdown()
+	defer close(release)
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write([]byte("GET /up/slow HTTP/1.1\r\nHost: tokenproxy\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range []struct {
+		what string
+		ch   chan struct{}
+	}{{"the request to reach the upstream", arrived}, {"the upstream call to stop", stopped}} {
+		select {
+		case <-step.ch:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("waited 10 s for %s", step.what)
+		}
+		c.Close()
+	}
+}
