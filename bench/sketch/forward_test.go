@@ -1,10 +1,12 @@
 package main
 
 import (
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -90,5 +92,49 @@ func TestCallerGoneStopsTheUpstreamCall(t *testing.T) {
 			t.Fatalf("waited 10 s for %s", step.what)
 		}
 		c.Close()
+	}
+}
+
+// Answers read in full leave their upstream connection for the next
+// request: one after another, twenty requests take one connection (an
+// upstream call's context ended before its answer had streamed aborted
+// each connection instead).
+func TestSequentialRequestsReuseOneUpstreamConnection(t *testing.T) {
+	var conns atomic.Int32
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("answer"))
+	}))
+	up.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	up.StartTLS()
+	defer up.Close()
+	u, _ := url.Parse(up.URL)
+	s := newSketch(u.Host, nil, "TOK", "KEY", prometheus.NewRegistry())
+	s.client = nil
+	s.ours = proxy.NewClient(up.Client().Transport.(*http.Transport))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &fasthttp.Server{Handler: s.serve}
+	go srv.Serve(ln)
+	defer srv.Shutdown()
+	caller := &http.Client{Timeout: 10 * time.Second}
+	for i := range 20 {
+		resp, err := caller.Get("http://" + ln.Addr().String() + "/up/p")
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || string(b) != "answer" {
+			t.Fatalf("request %d: %q, %v", i, b, err)
+		}
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("20 requests one after another opened %d upstream connections, want 1", n)
 	}
 }

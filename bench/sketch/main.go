@@ -170,6 +170,7 @@ type exchange struct {
 	tokenWait    time.Duration
 	upstreamTime time.Duration // until the upstream's response headers
 	bytes        int64         // of the answer's body, written to the caller
+	cancel       func()        // ends the upstream call's context; nil before there is one
 }
 
 func (s *sketch) serve(ctx *fasthttp.RequestCtx) {
@@ -179,12 +180,20 @@ func (s *sketch) serve(ctx *fasthttp.RequestCtx) {
 	ctx.Response.Header.Set("X-Request-Id", x.id)
 	if body == nil {
 		x.bytes = int64(len(ctx.Response.Body()))
-		x.finish()
+		x.end()
 		return
 	}
 	// The answer streams after the handler returns; fasthttp closes the
 	// stream at its end or when the caller goes, and the close logs it.
 	ctx.Response.SetBodyStream(&answer{x: x, body: body}, n)
+}
+
+// end ends the exchange's context, if it has one, and logs and counts it.
+func (x *exchange) end() {
+	if x.cancel != nil {
+		x.cancel()
+	}
+	x.finish()
 }
 
 // finish writes the request's log line (CONTRACT.md §6, with tokenproxy's
@@ -225,7 +234,7 @@ func (a *answer) Read(p []byte) (int, error) {
 
 func (a *answer) Close() error {
 	a.body.Close()
-	a.x.finish()
+	a.x.end()
 	return nil
 }
 
@@ -260,9 +269,11 @@ func (s *sketch) forward(ctx *fasthttp.RequestCtx, x *exchange) (io.ReadCloser, 
 	inFlight.Inc()
 	defer inFlight.Dec()
 	// A caller gone cancels the upstream call (tokenproxy's client stops
-	// at once; HostClient cannot be stopped and runs to its end).
+	// at once; HostClient cannot be stopped and runs to its end). The
+	// context lives until the answer has streamed (exchange.end): ended
+	// earlier, it would abort the answer and its connection.
 	asking, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	x.cancel = cancel
 	var left func() bool
 	if !req.IsBodyStream() && len(req.Body()) == 0 {
 		left, _ = watchCaller(ctx, s.watchAfter, cancel)
