@@ -15,6 +15,28 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
+// sketchFor is a sketch asking up through tokenproxy's client.
+func sketchFor(up *httptest.Server) *sketch {
+	u, _ := url.Parse(up.URL)
+	s := newSketch(u.Host, nil, "TOK", "KEY", prometheus.NewRegistry())
+	s.client = nil
+	s.ours = proxy.NewClient(up.Client().Transport.(*http.Transport))
+	return s
+}
+
+// serving serves s on 127.0.0.1 until the test's end, and returns where.
+func serving(t *testing.T, s *sketch) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &fasthttp.Server{Handler: s.serve}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Shutdown() })
+	return ln.Addr().String()
+}
+
 // Every header the upstream lists in its Connection headers is removed,
 // however many Connection headers it sends (fasthttp keeps one).
 func TestForwardRemovesWhatEveryConnectionHeaderLists(t *testing.T) {
@@ -26,10 +48,7 @@ func TestForwardRemovesWhatEveryConnectionHeaderLists(t *testing.T) {
 		w.Write([]byte("ok"))
 	}))
 	defer up.Close()
-	u, _ := url.Parse(up.URL)
-	s := newSketch(u.Host, nil, "TOK", "KEY", prometheus.NewRegistry())
-	s.client = nil
-	s.ours = proxy.NewClient(up.Client().Transport.(*http.Transport))
+	s := sketchFor(up)
 	var ctx fasthttp.RequestCtx
 	ctx.Request.SetRequestURI("/up/p")
 	ctx.Request.Header.SetHost("tokenproxy")
@@ -62,20 +81,11 @@ func TestCallerGoneStopsTheUpstreamCall(t *testing.T) {
 		}
 	}))
 	defer up.Close()
-	u, _ := url.Parse(up.URL)
-	s := newSketch(u.Host, nil, "TOK", "KEY", prometheus.NewRegistry())
-	s.client = nil
-	s.ours = proxy.NewClient(up.Client().Transport.(*http.Transport))
+	s := sketchFor(up)
 	s.watchAfter = time.Millisecond
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &fasthttp.Server{Handler: s.serve}
-	go srv.Serve(ln)
-	defer srv.Shutdown()
+	addr := serving(t, s)
 	defer close(release)
-	c, err := net.Dial("tcp", ln.Addr().String())
+	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,20 +121,11 @@ func TestSequentialRequestsReuseOneUpstreamConnection(t *testing.T) {
 	}
 	up.StartTLS()
 	defer up.Close()
-	u, _ := url.Parse(up.URL)
-	s := newSketch(u.Host, nil, "TOK", "KEY", prometheus.NewRegistry())
-	s.client = nil
-	s.ours = proxy.NewClient(up.Client().Transport.(*http.Transport))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &fasthttp.Server{Handler: s.serve}
-	go srv.Serve(ln)
-	defer srv.Shutdown()
+	s := sketchFor(up)
+	addr := serving(t, s)
 	caller := &http.Client{Timeout: 10 * time.Second}
 	for i := range 20 {
-		resp, err := caller.Get("http://" + ln.Addr().String() + "/up/p")
+		resp, err := caller.Get("http://" + addr + "/up/p")
 		if err != nil {
 			t.Fatalf("request %d: %v", i, err)
 		}
