@@ -18,8 +18,7 @@ import (
 // sketchFor is a sketch asking up through tokenproxy's client.
 func sketchFor(up *httptest.Server) *sketch {
 	u, _ := url.Parse(up.URL)
-	s := newSketch(u.Host, nil, "TOK", "KEY", prometheus.NewRegistry())
-	s.client = nil
+	s := newSketch(u.Host, "TOK", "KEY", prometheus.NewRegistry())
 	s.ours = proxy.NewClient(up.Client().Transport.(*http.Transport))
 	return s
 }

@@ -83,13 +83,14 @@ func main() {
 		log.Fatalf("sketch: %s holds no PEM certificate", *caFile)
 	}
 	tlsConfig := &tls.Config{RootCAs: roots, ServerName: *serverName, NextProtos: []string{"http/1.1"}}
-	s := newSketch(*up, tlsConfig, *token, *apiKey, prometheus.NewRegistry())
+	s := newSketch(*up, *token, *apiKey, prometheus.NewRegistry())
 	s.watchAfter = *watchAfter
 	switch *client {
 	case "tokenproxy":
-		s.client = nil
 		s.ours = proxy.NewClient(&http.Transport{TLSClientConfig: tlsConfig, MaxConnsPerHost: 64})
 	case "hostclient":
+		s.client = &fasthttp.HostClient{Addr: *up, IsTLS: true, TLSConfig: tlsConfig, MaxConns: 64,
+			StreamResponseBody: true, ReadTimeout: 30 * time.Second, DisableHeaderNamesNormalizing: true}
 	default:
 		log.Fatalf("sketch: -client %q: want tokenproxy or hostclient", *client)
 	}
@@ -117,8 +118,9 @@ func main() {
 
 // sketch is the data plane's state: one upstream, its metrics and the log.
 type sketch struct {
-	up     string
-	client *fasthttp.HostClient // nil: ours asks the upstream
+	up string
+	// The client to the upstream: one of the two is set.
+	client *fasthttp.HostClient
 	ours   *proxy.Client
 	token  atomic.Pointer[string] // "Bearer " + token, as tokenproxy's cache holds it
 	apiKey string
@@ -135,14 +137,13 @@ type writeOnly struct{ *os.File }
 
 func (writeOnly) Sync() error { return nil }
 
-func newSketch(up string, tlsConfig *tls.Config, token, apiKey string, reg prometheus.Registerer) *sketch {
+// newSketch returns a sketch for the upstream at up with no client yet.
+func newSketch(up string, token, apiKey string, reg prometheus.Registerer) *sketch {
 	enc := zap.NewProductionEncoderConfig()
 	enc.TimeKey, enc.EncodeTime = "ts", zapcore.ISO8601TimeEncoder
 	out := &zapcore.BufferedWriteSyncer{WS: writeOnly{os.Stderr}, Size: 64 << 10, FlushInterval: 100 * time.Millisecond}
 	s := &sketch{
-		up: up,
-		client: &fasthttp.HostClient{Addr: up, IsTLS: true, TLSConfig: tlsConfig, MaxConns: 64,
-			StreamResponseBody: true, ReadTimeout: 30 * time.Second, DisableHeaderNamesNormalizing: true},
+		up:     up,
 		apiKey: apiKey,
 		log:    zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(enc), out, zapcore.InfoLevel)).Named("proxy"),
 		// The shapes of tokenproxy's own series (internal/metrics).
@@ -180,7 +181,7 @@ func (s *sketch) serve(ctx *fasthttp.RequestCtx) {
 	ctx.Response.Header.Set("X-Request-Id", x.id)
 	if body == nil {
 		x.bytes = int64(len(ctx.Response.Body()))
-		x.end()
+		x.finish()
 		return
 	}
 	// The answer streams after the handler returns; fasthttp closes the
@@ -188,17 +189,13 @@ func (s *sketch) serve(ctx *fasthttp.RequestCtx) {
 	ctx.Response.SetBodyStream(&answer{x: x, body: body}, n)
 }
 
-// end ends the exchange's context, if it has one, and logs and counts it.
-func (x *exchange) end() {
+// finish ends the upstream call's context, if there is one, and writes
+// the request's log line (CONTRACT.md §6, with tokenproxy's own fields)
+// and counts it.
+func (x *exchange) finish() {
 	if x.cancel != nil {
 		x.cancel()
 	}
-	x.finish()
-}
-
-// finish writes the request's log line (CONTRACT.md §6, with tokenproxy's
-// own fields) and counts it.
-func (x *exchange) finish() {
 	d := time.Since(x.start)
 	x.s.requests.WithLabelValues(route, strconv.Itoa(x.status)).Inc()
 	x.s.duration.WithLabelValues(route).Observe(d.Seconds())
@@ -234,7 +231,7 @@ func (a *answer) Read(p []byte) (int, error) {
 
 func (a *answer) Close() error {
 	a.body.Close()
-	a.x.end()
+	a.x.finish()
 	return nil
 }
 
@@ -270,7 +267,7 @@ func (s *sketch) forward(ctx *fasthttp.RequestCtx, x *exchange) (io.ReadCloser, 
 	defer inFlight.Dec()
 	// A caller gone cancels the upstream call (tokenproxy's client stops
 	// at once; HostClient cannot be stopped and runs to its end). The
-	// context lives until the answer has streamed (exchange.end): ended
+	// context lives until the answer has streamed (exchange.finish): ended
 	// earlier, it would abort the answer and its connection.
 	asking, cancel := context.WithCancel(context.Background())
 	x.cancel = cancel
