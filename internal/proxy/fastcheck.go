@@ -110,6 +110,11 @@ func checkRequest(h *fasthttp.RequestHeader) (status int, reason string) {
 	if len(f.expect) > 0 && !hasToken(f.expect, "100-continue") {
 		return fasthttp.StatusExpectationFailed, "unsupported Expect"
 	}
+	if f.folded {
+		// net/http would serve it. fasthttp may read the lines otherwise,
+		// and RFC 9112 §5.2 lets a server refuse obs-fold with 400.
+		return fasthttp.StatusBadRequest, "folded header line"
+	}
 	return 0, ""
 }
 
@@ -122,11 +127,13 @@ type fields struct {
 	expect      []byte // the first Expect's value; nil when none
 	badTrailer  bool
 	spaceInName bool // net/textproto takes it, net/http's server refuses it later
+	folded      bool
 }
 
 // read walks the raw header lines (LF or CRLF ended, RFC 9112 §2.2) and
 // returns why net/textproto would refuse them, or "".
 func (f *fields) read(raw []byte) string {
+	var lines [][]byte
 	for len(raw) > 0 {
 		line, rest, _ := bytes.Cut(raw, []byte("\n"))
 		raw = rest
@@ -134,12 +141,20 @@ func (f *fields) read(raw []byte) string {
 		if len(line) == 0 {
 			break // the blank line ending the header
 		}
-		if line[0] == ' ' || line[0] == '\t' {
-			// A first line so is net/http's 400; a later one is obs-fold,
-			// which net/http joins and fasthttp may not (RFC 9112 §5.2
-			// lets a server refuse it).
-			return "folded header line"
+		if line[0] != ' ' && line[0] != '\t' {
+			lines = append(lines, line)
+			continue
 		}
+		if len(lines) == 0 {
+			return "header starting with white space"
+		}
+		// obs-fold: joined as net/textproto joins it, so that every
+		// other check sees what net/http sees; refused at the end.
+		prev := trimSpaceTab(lines[len(lines)-1])
+		lines[len(lines)-1] = append(append(prev[:len(prev):len(prev)], ' '), trimSpaceTab(line)...)
+		f.folded = true
+	}
+	for _, line := range lines {
 		k, v, ok := bytes.Cut(trimSpaceTab(line), []byte(":"))
 		if !ok {
 			return "header line without a colon"
