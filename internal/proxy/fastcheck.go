@@ -16,36 +16,42 @@ import (
 // fasthttp refuses every request net/http's would, with the same status
 // (Go 1.26: net/http/server.go conn.readRequest and conn.serve,
 // request.go readRequest, transfer.go readTransfer, net/textproto
-// readMIMEHeader). It reads the header lines as sent (h.RawHeaders(), names
-// in any case, so the server needs DisableHeaderNamesNormalizing off or on
-// alike) because fasthttp's parsed view merges and drops fields: it hides a
-// Transfer-Encoding other than chunked.
+// readMIMEHeader). It reads the header lines as sent (h.RawHeaders(); names
+// compared in any case, with DisableHeaderNamesNormalizing or without)
+// because fasthttp's parsed view merges and drops fields: it hides a
+// Transfer-Encoding: identity.
 //
 // It returns 0 and "" for a request net/http would serve, else the status
 // net/http answers with and a short reason that names the problem, never a
-// header's value (it may be a credential). In net/http's order:
+// header's value (it may be a credential). In net/http's order, so that a
+// request with several faults gets net/http's status:
 //
-//   - 400: a request line net/http cannot parse: a method that is not a
-//     token, a request-target url.ParseRequestURI refuses (RFC 9112 §3);
-//     a header line without a colon, a name that is not a token (RFC 9110
-//     §5.1), a value with a control character (§5.5), a first header line
-//     starting with white space, several Host fields (RFC 9112 §3.2).
+//   - 400: a method that is not a token, a request-target
+//     url.ParseRequestURI refuses (RFC 9112 §3); a header line without a
+//     colon, a name that is not a token (RFC 9110 §5.1), a value with a
+//     control character (§5.5), a first header line starting with white
+//     space, several Host fields (RFC 9112 §3.2).
 //   - 501: Transfer-Encoding other than one field of exactly "chunked" on
 //     HTTP/1.1 (RFC 9112 §6.1; net/http knows no other coding).
 //   - 400: Content-Length fields that differ, or one that is not a decimal
 //     number (RFC 9110 §8.6); a chunked request's Trailer naming
 //     Transfer-Encoding, Trailer or Content-Length (RFC 9110 §6.6.2).
-//   - 505: an HTTP version other than 1.x (RFC 9110 §6.2).
+//   - 505: an HTTP version other than 1.x (RFC 9110 §6.2), the HTTP/2
+//     preface included (net/http hands PRI * HTTP/2.0 to the handler).
 //   - 400: no Host on HTTP/1.1 other than CONNECT, or an invalid one
-//     (RFC 9112 §3.2).
+//     (RFC 9112 §3.2); a space in a header name.
 //   - 417: an Expect other than 100-continue (RFC 9110 §10.1.1).
+//   - 400: an obs-folded line, which net/http joins and serves: fasthttp
+//     might read the lines otherwise, and RFC 9112 §5.2 lets a server
+//     refuse them.
 //
-// Where net/http takes what fasthttp would frame differently, it refuses
-// instead, as RFC 9112 allows a server to (fastcheck_test.go's table of
-// differences): 400 for an obs-folded line (§5.2), 400 for Transfer-Encoding
-// on HTTP/1.0 (§6.1: net/http ignores it, fasthttp would read chunks), and
-// 505 for the HTTP/2 connection preface. Header size (431) and the request
-// line's shape are fasthttp's own checks (ReadBufferSize, parseFirstLine).
+// It also refuses Transfer-Encoding on HTTP/1.0 (400), which net/http
+// ignores (RFC 9112 §6.1 calls it faulty framing); fasthttp refuses that
+// itself first. Header size (431), the request line's shape and a Host
+// its URI cannot hold are fasthttp's own checks (ReadBufferSize,
+// parseFirstLine; parseErrorStatus gives their statuses). Where the two
+// servers still answer otherwise, and why that is harmless:
+// fastcheck_test.go's allowedDifferences.
 func checkRequest(h *fasthttp.RequestHeader) (status int, reason string) {
 	proto := h.Protocol() // "HTTP/d.d": fasthttp refuses any other shape
 	if len(proto) != len("HTTP/1.1") {
@@ -133,7 +139,8 @@ type fields struct {
 // read walks the raw header lines (LF or CRLF ended, RFC 9112 §2.2) and
 // returns why net/textproto would refuse them, or "".
 func (f *fields) read(raw []byte) string {
-	var lines [][]byte
+	var buf [32][]byte // most requests' lines, kept off the heap
+	lines := buf[:0]
 	for len(raw) > 0 {
 		line, rest, _ := bytes.Cut(raw, []byte("\n"))
 		raw = rest
