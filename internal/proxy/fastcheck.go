@@ -255,3 +255,20 @@ func parseErrorStatus(err error) int {
 	}
 	return fasthttp.StatusBadRequest
 }
+
+// wantsClose reports whether net/http's server would close the connection
+// after answering this request because of its Connection fields: one holds
+// "close" between spaces, tabs or commas, as net/http's Request.wantsClose
+// reads the first (RFC 9110 §7.6.1 lists tokens by commas only; fasthttp
+// reads it so and would serve what follows). Any field is read so, which
+// closes at worst sooner than net/http. The data plane closes when it is
+// true (fasthttp.RequestCtx.SetConnectionClose).
+func wantsClose(h *fasthttp.RequestHeader) bool {
+	for line := range bytes.SplitSeq(h.RawHeaders(), []byte("\n")) {
+		k, v, _ := bytes.Cut(bytes.TrimSuffix(line, []byte("\r")), []byte(":"))
+		if bytes.EqualFold(trimSpaceTab(k), []byte("Connection")) && hasToken(trimSpaceTab(v), "close") {
+			return true
+		}
+	}
+	return false
+}
