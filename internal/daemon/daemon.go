@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/valyala/fasthttp"
 	"net"
 	"net/http"
 	"net/url"
@@ -304,10 +305,7 @@ func (d *Daemon) Run(ctx context.Context, signals <-chan os.Signal) int {
 		}
 		return 1
 	}
-	dataSrv := d.server(d.proxy)
-	// OPTIONS * goes to the proxy, which answers it in the contract's shape,
-	// instead of net/http's empty 200 that no log line or metric would see.
-	dataSrv.DisableGeneralOptionsHandler = true
+	dataSrv := d.dataServer()
 	adminSrv := d.server((&admin.Server{Upstreams: d.states, Draining: &d.draining, Gatherer: d.reg, Version: d.opt.Version,
 		Vault: d.vaultState, Config: d.configInfo, LogLevel: d.levelHandler()}).Handler())
 	failed := make(chan error, 2)
@@ -337,7 +335,7 @@ func (d *Daemon) Run(ctx context.Context, signals <-chan os.Signal) int {
 			d.log.Info("stopping; draining")
 		case err := <-failed:
 			d.log.Error("listener failed", zap.Error(err))
-			dataSrv.Close()
+			dataSrv.Shutdown()
 			adminSrv.Close()
 			d.closeAll()
 			return 1
@@ -349,7 +347,7 @@ func (d *Daemon) Run(ctx context.Context, signals <-chan os.Signal) int {
 // drain turns readiness off, keeps serving for drain_delay so that load
 // balancers notice, then lets in-flight requests finish within
 // shutdown_timeout. A second signal cuts the delay short.
-func (d *Daemon) drain(dataSrv, adminSrv *http.Server, signals <-chan os.Signal) int {
+func (d *Daemon) drain(dataSrv *fasthttp.Server, adminSrv *http.Server, signals <-chan os.Signal) int {
 	d.draining.Store(true)
 	cfg := d.config()
 	delay := time.NewTimer(cfg.DrainDelay.Duration)
@@ -361,9 +359,8 @@ func (d *Daemon) drain(dataSrv, adminSrv *http.Server, signals <-chan os.Signal)
 	code := 0
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout.Duration)
 	defer cancel()
-	if err := dataSrv.Shutdown(ctx); err != nil {
+	if err := dataSrv.ShutdownWithContext(ctx); err != nil {
 		d.log.Warn("requests still in flight at shutdown_timeout; closing them", zap.Error(err))
-		dataSrv.Close()
 		code = 1
 	}
 	// Shutdown does not wait for connections that switched protocols: they
@@ -381,6 +378,24 @@ func (d *Daemon) drain(dataSrv, adminSrv *http.Server, signals <-chan os.Signal)
 	}
 	d.log.Info("stopped", zap.Int("exit_code", code))
 	return code
+}
+
+// dataServer is a temporary stand-in for the server helper's NewServer.
+func (d *Daemon) dataServer() *fasthttp.Server {
+	return &fasthttp.Server{
+		Handler:                       d.proxy.Serve,
+		StreamRequestBody:             true,
+		DisablePreParseMultipartForm:  true,
+		NoDefaultServerHeader:         true,
+		NoDefaultContentType:          true,
+		ReadBufferSize:                64 << 10,
+		WriteBufferSize:               32 << 10,
+		IdleTimeout:                   2 * time.Minute,
+		ReadTimeout:                   d.config().ReadHeaderTimeout.Duration,
+		SecureErrorLogMessage:         true,
+		MaxRequestBodySize:            1,
+		DisableHeaderNamesNormalizing: false,
+	}
 }
 
 func (d *Daemon) server(h http.Handler) *http.Server {

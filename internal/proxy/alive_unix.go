@@ -32,3 +32,25 @@ func alive(c net.Conn) bool {
 	})
 	return err == nil && open
 }
+
+// waitGone blocks until c has something to read or has ended, or a read
+// deadline passes, and reports whether the peer went away (the end of the
+// stream, or a reset) rather than sent more. Nothing is consumed.
+func waitGone(c net.Conn) bool {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var b [1]byte
+	var n int
+	var rerr error
+	err = rc.Read(func(fd uintptr) bool {
+		n, _, rerr = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		return rerr != syscall.EAGAIN && rerr != syscall.EWOULDBLOCK
+	})
+	return err == nil && (rerr == nil && n == 0 || rerr == syscall.ECONNRESET)
+}

@@ -47,10 +47,10 @@ func benchSetup(b *testing.B, body []byte) (direct, proxied, observed string, c 
 	b.Cleanup(api.CloseIdleConnections)
 	route := &Route{Name: "up", Base: base, KeyHeaders: []string{"Hgem-Api-Key"}, Transport: api, Timeout: 30e9, ReplayMaxBytes: 1 << 20,
 		Tokens: staticTokens{broker.Token{AccessToken: "t", Gen: 1, Header: header}}}
-	px := httptest.NewServer(New(NewTable([]*Route{route}), "127.0.0.1:0", nil, nil))
+	px := newTestServer(New(NewTable([]*Route{route}), "127.0.0.1:0", nil, nil))
 	b.Cleanup(px.Close)
 	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(io.Discard), zapcore.InfoLevel))
-	ox := httptest.NewServer(New(NewTable([]*Route{route}), "127.0.0.1:0", metrics.New(prometheus.NewRegistry(), metrics.Build{Version: "bench"}), log))
+	ox := newTestServer(New(NewTable([]*Route{route}), "127.0.0.1:0", metrics.New(prometheus.NewRegistry(), metrics.Build{Version: "bench"}), log))
 	b.Cleanup(ox.Close)
 	ctr := up.Client().Transport.(*http.Transport).Clone()
 	ctr.MaxIdleConnsPerHost = 64

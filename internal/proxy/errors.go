@@ -45,26 +45,22 @@ func badRequest(msg string) *Error {
 	return &Error{Status: http.StatusBadRequest, Code: CodeBadRequest, Msg: msg}
 }
 
-// write sends e with the Tokenproxy-Error header and the JSON body. Every
-// answer tokenproxy makes goes through here, so that the request's log line
-// and metrics know its code.
-func (e *Error) write(w http.ResponseWriter) {
-	if sw, ok := w.(*statusWriter); ok {
-		sw.errCode = e.Code
-	}
-	h := w.Header()
+// write answers x's caller with e: the Tokenproxy-Error header and the
+// JSON body. Every answer tokenproxy makes goes through here, so that the
+// request's log line and metrics know its code.
+func (e *Error) write(x *exchange) {
+	x.status, x.errCode = e.Status, e.Code
+	resp := &x.ctx.Response
+	h := &resp.Header
 	h.Set("Tokenproxy-Error", e.Code)
-	h.Set("Content-Type", "application/json")
+	h.SetContentType("application/json")
 	h.Set("Cache-Control", "no-store")
 	if e.RetryAfter > 0 {
 		h.Set("Retry-After", strconv.Itoa(int(math.Ceil(e.RetryAfter.Seconds()))))
 	}
+	h.Set(requestIDHeader, x.id)
 	body, _ := json.Marshal(map[string]string{"error": e.Code, "message": e.Msg, "upstream": e.Upstream})
-	h.Set("Content-Length", strconv.Itoa(len(body)+1))
-	w.WriteHeader(e.Status)
-	w.Write(append(body, '\n'))
-}
-
-func writeError(w http.ResponseWriter, status int, code, msg, upstream string) {
-	(&Error{Status: status, Code: code, Msg: msg, Upstream: upstream}).write(w)
+	resp.SetStatusCode(e.Status)
+	resp.SetBody(append(body, '\n'))
+	x.bytes = int64(len(body) + 1)
 }

@@ -56,7 +56,7 @@ func (g *genTokens) Invalidate(gen uint64) bool {
 // tokens in good, records what each attempt carried, and may hold its
 // answer back.
 type injectorRig struct {
-	px     *httptest.Server
+	px     *testServer
 	tokens *genTokens
 
 	mu       sync.Mutex
@@ -112,7 +112,7 @@ func newInjectorRig(t *testing.T, replayMax int64, timeout time.Duration) *injec
 	api := NewClient(tr)
 	t.Cleanup(api.CloseIdleConnections)
 	route := &Route{Name: "up", Base: base, Tokens: g.tokens, Transport: api, Timeout: timeout, ReplayMaxBytes: replayMax}
-	g.px = httptest.NewServer(New(NewTable([]*Route{route}), "127.0.0.1:0", nil, nil))
+	g.px = newTestServer(New(NewTable([]*Route{route}), "127.0.0.1:0", nil, nil))
 	t.Cleanup(g.px.Close)
 	return g
 }

@@ -28,7 +28,7 @@ import (
 // upstream that records the X-Request-Id it gets and answers as told.
 type observed struct {
 	h    *Handler
-	srv  *httptest.Server
+	srv  *testServer
 	reg  *prometheus.Registry
 	logs *observer.ObservedLogs
 	tok  *switchTokens
@@ -96,7 +96,7 @@ func newObserved(t *testing.T) *observed {
 	core, logs := observer.New(zap.InfoLevel)
 	o.logs = logs
 	o.h = New(NewTable([]*Route{route}), "127.0.0.1:0", metrics.New(o.reg, metrics.Build{Version: "test"}), zap.New(core))
-	o.srv = httptest.NewServer(o.h)
+	o.srv = newTestServer(o.h)
 	t.Cleanup(o.srv.Close)
 	return o
 }

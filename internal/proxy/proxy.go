@@ -10,17 +10,20 @@ import (
 	"errors"
 	"net"
 	"net/http"
-	"net/http/httputil"
+	"net/http/httptrace"
 	"net/netip"
+	"net/textproto"
 	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/valyala/fasthttp"
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/tokenproxy/tokenproxy/internal/broker"
 	"github.com/tokenproxy/tokenproxy/internal/metrics"
@@ -65,11 +68,11 @@ func NewTable(routes []*Route) *Table {
 	return t
 }
 
-// Handler is the data plane's http.Handler.
+// Handler is the data plane: Serve is its fasthttp.RequestHandler.
 type Handler struct {
 	table    atomic.Pointer[Table]
 	listen   string // the configured listen address, for Location rewriting
-	rp       *httputil.ReverseProxy
+	inject   *injector
 	metrics  *metrics.Metrics
 	log      *zap.Logger
 	upgrades upgrades
@@ -82,25 +85,8 @@ func New(t *Table, listen string, m *metrics.Metrics, log *zap.Logger) *Handler 
 	if log == nil {
 		log = zap.NewNop()
 	}
-	h := &Handler{listen: listen, metrics: m, log: log, upgrades: upgrades{live: map[*upgrade]struct{}{}}}
+	h := &Handler{listen: listen, inject: &injector{metrics: m}, metrics: m, log: log, upgrades: upgrades{live: map[*upgrade]struct{}{}}}
 	h.SetTable(t)
-	h.rp = &httputil.ReverseProxy{
-		// Rewrite, not Director: it runs after the hop-by-hop headers are
-		// removed, so "Connection: Authorization" cannot strip what is injected.
-		Rewrite:        rewrite,
-		Transport:      &injector{metrics: m},
-		ModifyResponse: h.modifyResponse,
-		ErrorHandler:   h.proxyError,
-		BufferPool:     bufferPool{},
-		// What has been read of an answer goes to the caller within 1 ms
-		// (after the client's own gathering of at most 1 ms): with the
-		// default, net/http's 4 KiB buffer held a slowly sent answer with
-		// a Content-Length, status included, until 4 KiB or its end. A
-		// flush after every write (-1) cost up to 5% at 1 KiB; this timer
-		// costs nothing measurable (wrk -c64, 3 × 5 s side by side).
-		FlushInterval: time.Millisecond,
-		ErrorLog:      zap.NewStdLog(log),
-	}
 	return h
 }
 
@@ -115,19 +101,35 @@ func (h *Handler) SetTable(t *Table) {
 	h.table.Store(t)
 }
 
-// exchange is what one caller request carries through the proxy. Its
-// fields are written by the handler's goroutine alone (ReverseProxy calls
-// the transport and its hooks there) and read when the request ends.
+// exchange is what one caller request carries through the proxy, from
+// Serve until its answer has gone (done). Its fields are written by the
+// handler's goroutine, or after it by fasthttp's writing of the answer or
+// a switched connection's copier, one after the other.
 type exchange struct {
+	h          *Handler
+	ctx        *fasthttp.RequestCtx
+	start      time.Time
 	route      *Route
 	target     *url.URL
-	in         *http.Request       // the caller's request, for localOrigin
-	out        http.ResponseWriter // the answer to the caller, for read deadlines on its connection
-	id         string              // X-Request-Id (CONTRACT.md §3)
-	idValue    []string            // id, as a header's values
-	upstreamID string              // the upstream's own X-Request-Id, when it sent another
+	in         *http.Request // the caller's request, as net/http reads it
+	id         string        // X-Request-Id (CONTRACT.md §3)
+	idValue    []string      // id, as a header's values
+	upstreamID string        // the upstream's own X-Request-Id, when it sent another
 	replayed   bool
 	switched   bool // the upstream answered 101: the connection now carries another protocol
+
+	// What went to the caller: the final status (0: none, logged as 499),
+	// the Tokenproxy-Error code when tokenproxy answered, the body's bytes.
+	status  int
+	errCode string
+	bytes   int64
+
+	body      *callerStream
+	watch     *callerWatch
+	cancel    context.CancelFunc // ends the exchange's context: the upstream call
+	inFlight  func()             // ends the route's in-flight count; nil before routing
+	upgrade   *upgrade           // a request that asks to switch protocols
+	endUpgrade func()
 
 	// For the log line: whether a token was had, the time spent waiting
 	// for tokens, and the time the upstream took until its response
@@ -150,38 +152,86 @@ func exchangeOf(ctx context.Context) *exchange {
 	return x
 }
 
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
-	x := &exchange{id: requestID(r.Header)}
-	// One value slice for the outbound request and the answer: header
-	// values are replaced, never changed in place.
+// Serve is the data plane's fasthttp.RequestHandler. The answer is ready
+// in ctx.Response when it returns; its body may stream from the upstream
+// after that (answer), and a switched connection is carried on by a
+// hijack handler.
+func (h *Handler) Serve(ctx *fasthttp.RequestCtx) {
+	fh := &ctx.Request.Header
+	if status, reason := checkRequest(fh); status != 0 {
+		// Refused before routing, as net/http's server refuses it: no
+		// log line, no metric.
+		refuse(ctx, status, reason)
+		return
+	}
+	if wantsClose(fh) {
+		ctx.SetConnectionClose()
+	}
+	// Every answer is flushed when written, even with a pipelined request
+	// behind it: a 1xx answer (interim) goes straight to the connection,
+	// and must not pass an answer fasthttp still holds.
+	ctx.SetWriteDeadline(time.Time{})
+	x := &exchange{h: h, ctx: ctx, start: time.Now()}
+	x.body = &callerStream{setDeadline: ctx.Conn().SetReadDeadline}
+	cctx, cancel := context.WithCancel(context.WithValue(context.Background(), http.LocalAddrContextKey, ctx.LocalAddr()))
+	x.cancel = cancel
+	cctx = context.WithValue(cctx, ctxKey{}, x)
+	r, err := callerRequest(ctx, cctx, x.body)
+	if err != nil {
+		cancel()
+		refuse(ctx, http.StatusBadRequest, "invalid request target")
+		return
+	}
+	x.id = requestID(r.Header)
 	x.idValue = []string{x.id}
-	sw := &statusWriter{ResponseWriter: w, id: x.idValue}
-	x.out = sw
 	if h.tracer != nil {
 		r = h.startSpan(r, x)
 	}
-	defer func() {
-		status := sw.status()
-		if x.switched && sw.code == 0 {
-			// The 101 went out on the hijacked connection, past sw.
-			status = http.StatusSwitchingProtocols
-		}
-		h.finish(r, x, sw, status, start)
-		x.endSpan(r, status, sw)
-	}()
+	x.in = r
+	if !h.proxy(x, r) {
+		x.done()
+	}
+}
 
-	http10 := !r.ProtoAtLeast(1, 1) // HTTP/1.0: net/http takes no other version below 1.1
+// done ends the exchange once its answer has gone, or was never sent:
+// the caller's body and the watch stop, the upstream call's context ends,
+// and the request is logged and counted.
+func (x *exchange) done() {
+	if x.watch != nil {
+		x.watch.stop()
+	}
+	if x.body.stream != nil && !x.body.stop() {
+		// The body was not read to its end: what follows it on the
+		// connection cannot be told apart from it.
+		x.ctx.SetConnectionClose()
+	}
+	x.cancel()
+	if x.endUpgrade != nil {
+		x.endUpgrade()
+	}
+	if x.inFlight != nil {
+		x.inFlight()
+	}
+	status := x.status
+	if status == 0 {
+		status = 499
+	}
+	x.h.finish(x, status)
+	x.endSpan(status)
+}
+
+// proxy routes r and forwards it, and reports whether the answer goes on
+// after Serve returns (a body streaming from the upstream, a switched
+// connection), in which case what carries it calls done.
+func (h *Handler) proxy(x *exchange, r *http.Request) (later bool) {
+	ctx := x.ctx
+	http10 := !r.ProtoAtLeast(1, 1)
 	if len(r.TransferEncoding) > 0 || http10 {
-		// net/http drops a Content-Length sent beside Transfer-Encoding and
-		// reads the chunked body; RFC 9112 §6.1 then wants the connection
-		// closed after the response, so that nothing smuggled can follow.
-		// On HTTP/1.0 net/http ignores Transfer-Encoding and deletes the
-		// header (golang/go#12785), so a chunked body is read by its
-		// Content-Length or as empty, and its rest would be read as
-		// another request: §6.1 wants that connection closed too, and as
-		// the header cannot be seen here, every HTTP/1.0 one is.
-		w.Header().Set("Connection", "close")
+		// RFC 9112 §6.1: a request with Transfer-Encoding may have been
+		// framed otherwise by another hop; nothing smuggled behind it may
+		// be read. An HTTP/1.0 caller's connection closes after each
+		// answer, as net/http's data plane did.
+		ctx.SetConnectionClose()
 	}
 	if http10 {
 		// RFC 9110 §7.8: a server must ignore Upgrade in an HTTP/1.0
@@ -189,8 +239,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Header.Del("Upgrade")
 	}
 	if r.Method == http.MethodConnect {
-		writeError(sw, http.StatusMethodNotAllowed, CodeConnect, "CONNECT is not supported: send plain HTTP to tokenproxy, which speaks HTTPS to the upstream", "")
-		return
+		x.fail(http.StatusMethodNotAllowed, CodeConnect, "CONNECT is not supported: send plain HTTP to tokenproxy, which speaks HTTPS to the upstream", "")
+		return false
 	}
 	var err *Error
 	if r.URL.IsAbs() && !h.addressedToSelf(r) {
@@ -202,40 +252,130 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if x.route != nil {
 			err.Upstream = x.route.Name
 		}
-		err.write(sw)
-		return
+		err.write(x)
+		return false
 	}
 	if r.Method == http.MethodTrace {
 		// A TRACE answer echoes the request as the upstream received it:
 		// the injected token and vendor key would come back to the caller,
 		// which must never hold a credential.
-		writeError(sw, http.StatusBadRequest, CodeBadRequest, "TRACE is not forwarded: the upstream would echo the injected credentials back", x.route.Name)
-		return
+		x.fail(http.StatusBadRequest, CodeBadRequest, "TRACE is not forwarded: the upstream would echo the injected credentials back", x.route.Name)
+		return false
 	}
-	defer h.metrics.Started(x.route.Name)()
-	x.in = r
-	ctx := context.WithValue(r.Context(), ctxKey{}, x)
-	if proto := upgradeType(r.Header); proto != "" {
-		if !printable(proto) {
-			writeError(sw, http.StatusBadRequest, CodeBadRequest, "the Upgrade header names a protocol that is not printable ASCII", x.route.Name)
-			return
+	x.inFlight = h.metrics.Started(x.route.Name)
+	upType := upgradeType(r.Header)
+	if upType != "" {
+		if !printable(upType) {
+			x.fail(http.StatusBadRequest, CodeBadRequest, "the Upgrade header names a protocol that is not printable ASCII", x.route.Name)
+			return false
 		}
-		// Once switched, the connection is hijacked and http.Server.Shutdown
-		// no longer sees it: CloseUpgraded closes both sides through up.
-		var up *upgrade
-		var stop func()
-		ctx, up, stop = h.upgrades.add(ctx)
-		sw.onHijack = up.hijacked
-		defer stop()
+		// Once switched, the connection is hijacked and the server's
+		// shutdown no longer sees it: CloseUpgraded closes both sides
+		// through x.upgrade.
+		x.upgrade, x.endUpgrade = h.upgrades.add(x.cancel)
 	}
-	h.rp.ServeHTTP(sw, r.WithContext(ctx))
+	out := x.outbound(r, upType)
+	x.watch = &callerWatch{conn: ctx.Conn(), gone: x.cancel}
+	if out.Body == nil {
+		x.watch.arm()
+	} else {
+		x.body.onEnd = x.watch.arm
+	}
+	resp, rtErr := h.inject.RoundTrip(out)
+	if x.watch.stop() || out.Context().Err() != nil {
+		// The caller went away (or CloseUpgraded ended the request): no
+		// answer may go out. done logs and counts it, as 499.
+		if rtErr == nil {
+			resp.Body.Close()
+		}
+		abort(ctx)
+		return false
+	}
+	if rtErr != nil {
+		h.proxyError(x, rtErr)
+		return false
+	}
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		h.modifyResponse(x, resp)
+		return x.switchProtocols(resp)
+	}
+	removeHopByHop(resp.Header)
+	h.modifyResponse(x, resp)
+	return x.answer(resp)
+}
+
+// outbound is the request to the upstream, made from the caller's as
+// httputil.ReverseProxy made it (Go 1.26 reverseproxy.go ServeHTTP): the
+// hop-by-hop fields and those Connection lists removed (RFC 9110 §7.6.1),
+// "Te: trailers" kept, an Upgrade asked for again; then pointed at the
+// route's target, with every credential the caller sent and the headers
+// that say who called or which URL was asked removed (stripped), and the
+// request's X-Request-Id. The injector adds the upstream's credentials.
+// 1xx answers go to the caller (interim).
+func (x *exchange) outbound(r *http.Request, upType string) *http.Request {
+	out := new(http.Request)
+	*out = *r
+	out.URL = x.target
+	out.Host = "" // the target's host, never the caller's Host header
+	out.RequestURI = ""
+	out.Close = false
+	if r.ContentLength == 0 {
+		out.Body = nil
+	}
+	h := out.Header
+	trailers := httpguts.HeaderValuesContainsToken(h["Te"], "trailers")
+	removeHopByHop(h)
+	if trailers {
+		h["Te"] = []string{"trailers"}
+	}
+	if upType != "" {
+		h["Connection"] = []string{"Upgrade"}
+		h["Upgrade"] = []string{upType}
+	}
+	for k := range h {
+		if x.route.stripped(k) {
+			delete(h, k)
+		}
+	}
+	h[requestIDHeader] = x.idValue
+	if _, ok := h["User-Agent"]; !ok {
+		h["User-Agent"] = []string{""} // none, rather than Go's
+	}
+	trace := &httptrace.ClientTrace{Got1xxResponse: x.interim}
+	return out.WithContext(httptrace.WithClientTrace(r.Context(), trace))
+}
+
+// hopHeaders are the fields about one connection (RFC 9110 §7.6.1), as
+// httputil.ReverseProxy removes them.
+var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+
+// removeHopByHop removes from h the hop-by-hop fields and those its
+// Connection fields list.
+func removeHopByHop(h http.Header) {
+	for _, f := range h["Connection"] {
+		for sf := range strings.SplitSeq(f, ",") {
+			if sf = textproto.TrimString(sf); sf != "" {
+				h.Del(sf)
+			}
+		}
+	}
+	for _, k := range hopHeaders {
+		delete(h, k)
+	}
+}
+
+// abort closes the caller's connection without an answer.
+func abort(ctx *fasthttp.RequestCtx) {
+	ctx.HijackSetNoResponse(true)
+	ctx.Hijack(func(net.Conn) {})
 }
 
 // CloseUpgraded waits until every connection that switched protocols has
 // closed, or ctx is done, and then closes those still open; it returns how
-// many it closed. http.Server.Shutdown does not wait for these connections
-// (they are hijacked), so the daemon calls this after it, with the same
-// shutdown_timeout deadline (CONTRACT.md §3).
+// many it closed. The server's shutdown does not wait for these
+// connections (they are hijacked), so the daemon calls this after it, with
+// the same shutdown_timeout deadline (CONTRACT.md §3).
 func (h *Handler) CloseUpgraded(ctx context.Context) int {
 	return h.upgrades.close(ctx)
 }
@@ -246,17 +386,18 @@ func (h *Handler) CloseUpgraded(ctx context.Context) int {
 // upstream's time until its response headers); token says whether the
 // token used was the first one tried or a replay's, and is absent when
 // none was had.
-func (h *Handler) finish(r *http.Request, x *exchange, sw *statusWriter, status int, start time.Time) {
-	d := time.Since(start)
+func (h *Handler) finish(x *exchange, status int) {
+	d := time.Since(x.start)
 	name := ""
 	if x.route != nil {
 		name = x.route.Name
 	}
-	h.metrics.Request(name, status, sw.errCode, d)
+	h.metrics.Request(name, status, x.errCode, d)
 	ce := h.log.Check(zapcore.InfoLevel, "request")
 	if ce == nil {
 		return
 	}
+	r := x.in
 	f := make([]zap.Field, 0, 12) // every field below at most once
 	f = append(f,
 		zap.String("upstream", name),
@@ -265,8 +406,8 @@ func (h *Handler) finish(r *http.Request, x *exchange, sw *statusWriter, status 
 		zap.Int("status", status),
 		zap.Duration("duration", d),
 		zap.String("request_id", x.id))
-	if sw.errCode != "" {
-		f = append(f, zap.String("error", sw.errCode))
+	if x.errCode != "" {
+		f = append(f, zap.String("error", x.errCode))
 	}
 	switch {
 	case x.replayed:
@@ -281,7 +422,7 @@ func (h *Handler) finish(r *http.Request, x *exchange, sw *statusWriter, status 
 		f = append(f, zap.Duration("upstream_latency", x.upstreamTime))
 	}
 	if !x.switched {
-		f = append(f, zap.Int64("response_bytes", sw.bytes))
+		f = append(f, zap.Int64("response_bytes", x.bytes))
 	}
 	if x.upstreamID != "" {
 		f = append(f, zap.String("upstream_request_id", x.upstreamID))
@@ -425,34 +566,17 @@ func sameName(a, b string) bool {
 	return true
 }
 
-// rewrite points the outbound request at the route's target and removes
-// every credential the caller sent, and the headers that say who called or
-// which URL was asked (stripped); the injector adds the upstream's own.
-func rewrite(pr *httputil.ProxyRequest) {
-	x := exchangeOf(pr.In.Context())
-	pr.Out.URL = x.target
-	pr.Out.Host = "" // the target's host, never the caller's Host header
-	pr.Out.RequestURI = ""
-	for k := range pr.Out.Header {
-		if x.route.stripped(k) {
-			delete(pr.Out.Header, k)
-		}
-	}
-	pr.Out.Header[requestIDHeader] = x.idValue
-}
-
 // modifyResponse rewrites a Location on the upstream's own origin to the
 // matching local URL. Redirects are never followed.
-func (h *Handler) modifyResponse(resp *http.Response) error {
-	x := exchangeOf(resp.Request.Context())
+func (h *Handler) modifyResponse(x *exchange, resp *http.Response) {
 	x.switched = resp.StatusCode == http.StatusSwitchingProtocols
-	// The caller gets one X-Request-Id, ours (statusWriter sets it); the
+	// The caller gets one X-Request-Id, ours (answer sets it); the
 	// upstream's own, when another, is kept for the log line.
 	if ids := resp.Header[requestIDHeader]; len(ids) > 0 {
 		if len(ids) > 1 || ids[0] != x.id {
 			x.upstreamID = boundedID(ids[0])
 		}
-		resp.Header.Del(requestIDHeader)
+		delete(resp.Header, requestIDHeader)
 	}
 	// Tokenproxy-Error marks the answers tokenproxy makes itself (CONTRACT.md
 	// §4): an upstream's own would pass for one.
@@ -462,56 +586,35 @@ func (h *Handler) modifyResponse(resp *http.Response) error {
 			resp.Header.Set("Location", local)
 		}
 	}
-	return nil
 }
 
 // proxyError maps a failure of the round trip to the contract's errors.
-func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) {
-	x := exchangeOf(r.Context())
+func (h *Handler) proxyError(x *exchange, err error) {
 	name := x.route.Name
-	if sw, ok := w.(*statusWriter); ok && sw.hijacked {
-		// The caller's connection was taken over for a protocol switch
-		// and writing the 101 to it failed: the caller is gone as well.
-		x.switched = false
-		panic(http.ErrAbortHandler)
-	}
-	if r.Context().Err() != nil {
-		// The caller went away (net/http cancels the context when its
-		// connection closes, or is half-closed): no answer may go out, not
-		// even the empty 200 net/http would send for a handler that wrote
-		// nothing. Aborting closes the connection; ServeHTTP's deferred
-		// code still logs and counts the request, as 499.
-		panic(http.ErrAbortHandler)
-	}
 	var be *broker.Error
 	var bodyErr *BodyError
 	var switchErr *SwitchError
 	switch {
 	case errors.As(err, &switchErr):
 		h.log.Warn("protocol switch refused", zap.String("upstream", name), zap.String("error", switchErr.Error()))
-		writeError(w, http.StatusBadGateway, CodeUnreachable, name+": "+switchErr.Error(), name)
+		x.fail(http.StatusBadGateway, CodeUnreachable, name+": "+switchErr.Error(), name)
 	case errors.As(err, &bodyErr):
 		// The body's framing cannot be trusted, nor what follows it on the
 		// connection.
-		w.Header().Set("Connection", "close")
-		writeError(w, http.StatusBadRequest, CodeBadRequest, bodyErr.Error(), name)
+		x.ctx.SetConnectionClose()
+		x.fail(http.StatusBadRequest, CodeBadRequest, bodyErr.Error(), name)
 	case errors.As(err, &be):
 		status := http.StatusServiceUnavailable
 		if be.Code == broker.CodeTokenEndpoint {
 			status = http.StatusBadGateway
 		}
 		e := &Error{Status: status, Code: be.Code, Msg: be.Msg, Upstream: name, RetryAfter: be.RetryAfter}
-		e.write(w)
+		e.write(x)
 	case errors.Is(err, errHeaderTimeout):
-		writeError(w, http.StatusGatewayTimeout, CodeUpstreamTimeout, name+": the upstream did not answer within "+x.route.Timeout.String(), name)
-	case x.switched:
-		// The upstream answered the 101 asked for, but the caller's
-		// connection could not be taken over.
-		h.log.Warn("protocol switch failed", zap.String("upstream", name), zap.String("error", shortError(err)))
-		writeError(w, http.StatusBadGateway, CodeUnreachable, name+": the upstream's protocol switch failed: "+shortError(err), name)
+		x.fail(http.StatusGatewayTimeout, CodeUpstreamTimeout, name+": the upstream did not answer within "+x.route.Timeout.String(), name)
 	default:
 		h.log.Warn("upstream unreachable", zap.String("upstream", name), zap.String("host", x.target.Host), zap.String("error", shortError(err)))
-		writeError(w, http.StatusBadGateway, CodeUnreachable, name+": cannot reach "+x.target.Host+": "+shortError(err), name)
+		x.fail(http.StatusBadGateway, CodeUnreachable, name+": cannot reach "+x.target.Host+": "+shortError(err), name)
 	}
 }
 
@@ -533,51 +636,5 @@ func boundedID(s string) string {
 	return s
 }
 
-// statusWriter remembers the status, error code and body size written, for
-// the log and metrics, and gives every response the request's X-Request-Id:
-// set as the headers go out, it replaces any other value and survives
-// ReverseProxy clearing the headers after a 1xx.
-type statusWriter struct {
-	http.ResponseWriter
-	id       []string // X-Request-Id's values: the request's id alone
-	code     int
-	errCode  string // Tokenproxy-Error, when tokenproxy answered (Error.write)
-	bytes    int64
-	onHijack func(net.Conn) // set for requests that ask to switch protocols
-	hijacked bool
-}
-
-func (s *statusWriter) WriteHeader(code int) {
-	if s.code == 0 && code >= 200 {
-		s.code = code
-	}
-	s.ResponseWriter.Header()[requestIDHeader] = s.id
-	s.ResponseWriter.WriteHeader(code)
-}
-
-func (s *statusWriter) Write(b []byte) (int, error) {
-	if s.code == 0 {
-		s.WriteHeader(http.StatusOK)
-	}
-	n, err := s.ResponseWriter.Write(b)
-	s.bytes += int64(n)
-	return n, err
-}
-
-func (s *statusWriter) status() int {
-	if s.code == 0 {
-		return 499
-	}
-	return s.code
-}
-
-// Unwrap lets http.ResponseController reach Flush and deadlines.
-func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
-
-// bufferPool recycles ReverseProxy's copy buffers.
-type bufferPool struct{}
-
+// buffers hold the first piece of an answer's body (answer).
 var buffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
-
-func (bufferPool) Get() []byte  { return *buffers.Get().(*[]byte) }
-func (bufferPool) Put(b []byte) { buffers.Put(&b) }

@@ -63,27 +63,27 @@ func spanMethod(m string) string {
 // endSpan ends the server span with what the log line says; its name
 // becomes "{method} {route}" once the request was routed (OpenTelemetry's
 // HTTP conventions).
-func (x *exchange) endSpan(r *http.Request, status int, sw *statusWriter) {
+func (x *exchange) endSpan(status int) {
 	if x.span == nil {
 		return
 	}
 	if x.route != nil {
 		route := "/" + x.route.Name + "/*"
-		x.span.SetName(spanMethod(r.Method) + " " + route)
+		x.span.SetName(spanMethod(x.in.Method) + " " + route)
 		x.span.SetAttributes(attribute.String("http.route", route), attribute.String("tokenproxy.upstream", x.route.Name))
 	}
 	x.span.SetAttributes(attribute.Int("http.response.status_code", status))
 	if !x.switched {
-		x.span.SetAttributes(attribute.Int64("http.response.body.size", sw.bytes))
+		x.span.SetAttributes(attribute.Int64("http.response.body.size", x.bytes))
 	}
 	if x.replayed {
 		x.span.SetAttributes(attribute.Bool("tokenproxy.replayed", true))
 	}
-	if sw.errCode != "" {
-		x.span.SetAttributes(attribute.String("tokenproxy.error", sw.errCode))
+	if x.errCode != "" {
+		x.span.SetAttributes(attribute.String("tokenproxy.error", x.errCode))
 	}
 	if status >= 500 {
-		x.span.SetStatus(codes.Error, strconv.Itoa(status)+" "+sw.errCode)
+		x.span.SetStatus(codes.Error, strconv.Itoa(status)+" "+x.errCode)
 	}
 	x.span.End()
 }

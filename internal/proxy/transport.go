@@ -35,7 +35,8 @@ func (in *injector) RoundTrip(req *http.Request) (*http.Response, error) {
 	rt := x.route
 	var cb *callerBody
 	if req.Body != nil && req.Body != http.NoBody {
-		cb = &callerBody{rc: req.Body, idle: rt.Timeout, conn: http.NewResponseController(x.out)}
+		x.body.idle = rt.Timeout
+		cb = &callerBody{rc: req.Body}
 		req.Trailer = forwardedTrailer(rt, x.in.Trailer)
 		cb.trailer, cb.from = req.Trailer, x.in.Trailer
 		req.Body = cb
@@ -224,41 +225,28 @@ func bufferBody(req *http.Request, max int64) (bool, error) {
 }
 
 // BodyError is a failure to read the caller's request body (malformed
-// chunked framing, a connection that broke off): the caller's fault, never
-// the upstream's, answered 400 when no answer has started.
+// chunked framing, a connection that broke off, nothing sent for the
+// route's timeout): the caller's fault, never the upstream's, answered 400
+// when no answer has started.
 type BodyError struct{ Err error }
 
 func (e *BodyError) Error() string { return "the request body could not be read: " + e.Err.Error() }
 func (e *BodyError) Unwrap() error { return e.Err }
 
-// callerBody is the caller's request body as the transport reads it: its
-// read errors become *BodyError, and the first is kept, as Request.Write
-// does not pass it on in a form errors.As finds. At its end the caller's
-// trailer fields (from, which net/http fills then) are copied into trailer,
-// the outbound request's, which Request.Write sends after the body.
-//
-// A caller that sends nothing of its body for idle (the route's timeout) is
-// cut off: each read sets a deadline on the caller's connection that far
-// ahead. When the body ends, net/http clears it as it starts watching the
-// connection for the caller leaving (a test holds it to that). Without it a stalled body holds
-// the request (and, being read, net/http's answer) for as long as the
-// caller keeps the connection.
+// callerBody is the caller's request body (a callerStream) as the
+// transport reads it: its read errors become *BodyError, and the first is
+// kept, as Request.Write does not pass it on in a form errors.As finds. At
+// its end the caller's trailer fields (from, which callerStream fills then)
+// are copied into trailer, the outbound request's, which Request.Write
+// sends after the body.
 type callerBody struct {
 	rc      io.ReadCloser
 	err     atomic.Pointer[BodyError]
 	trailer http.Header
 	from    http.Header
-
-	idle time.Duration // 0: no limit
-	conn *http.ResponseController
 }
 
 func (b *callerBody) Read(p []byte) (int, error) {
-	if b.idle > 0 {
-		// An error means the connection cannot take deadlines (a test's
-		// recorder): the body is then read without one.
-		_ = b.conn.SetReadDeadline(time.Now().Add(b.idle))
-	}
 	n, err := b.rc.Read(p)
 	switch {
 	case err == io.EOF:

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bufio"
 	"context"
 	"net"
 	"net/http"
@@ -12,10 +11,11 @@ import (
 
 // Upgrades (WebSocket and any other protocol a request asks to switch to,
 // RFC 9110 §7.8) go through the same route, injection and 401 replay as
-// every request; httputil.ReverseProxy copies bytes both ways after a 101.
-// What is ours: the Client gives each its own HTTP/1.1 connection (HTTP/2
-// has no Upgrade, RFC 9113 §8.2.2) outside max_connections, whose 101
-// answer's body the proxy can write to; and closing them at shutdown.
+// every request; after a 101 the caller's connection is hijacked from
+// fasthttp's server and bytes are copied both ways (switchProtocols). The
+// Client gives each its own HTTP/1.1 connection (HTTP/2 has no Upgrade,
+// RFC 9113 §8.2.2) outside max_connections, whose 101 answer's body the
+// proxy can write to. Here: closing them at shutdown.
 
 // upgradeType is the protocol a request asks to switch to, as
 // httputil.ReverseProxy reads it: "" unless Connection names Upgrade.
@@ -78,16 +78,14 @@ func (u *upgrade) close() {
 	}
 }
 
-// add tracks a request; its handler must run with the returned context,
-// report the hijacked connection to the upgrade, and call stop when it ends.
-func (u *upgrades) add(ctx context.Context) (context.Context, *upgrade, func()) {
-	ctx, cancel := context.WithCancel(ctx)
-	up := &upgrade{cancel: cancel}
+// add tracks a request whose context cancel ends; it must report the
+// hijacked connection to the upgrade, and call stop when it ends.
+func (u *upgrades) add(cancel context.CancelFunc) (up *upgrade, stop func()) {
+	up = &upgrade{cancel: cancel}
 	u.mu.Lock()
 	u.live[up] = struct{}{}
 	u.mu.Unlock()
-	return ctx, up, func() {
-		cancel()
+	return up, func() {
 		u.mu.Lock()
 		defer u.mu.Unlock()
 		delete(u.live, up)
@@ -132,42 +130,4 @@ func (u *upgrades) close(ctx context.Context) int {
 		<-empty
 	}
 	return len(left)
-}
-
-// Hijack lets ReverseProxy take over the caller's connection after a 101,
-// telling onHijack about it.
-func (s *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	// ReverseProxy writes the 101 with these headers itself, past
-	// WriteHeader.
-	s.ResponseWriter.Header()[requestIDHeader] = s.id
-	c, brw, err := http.NewResponseController(s.ResponseWriter).Hijack()
-	if err != nil {
-		return c, brw, err
-	}
-	s.hijacked = true
-	if s.onHijack != nil {
-		s.onHijack(c)
-	}
-	if brw.Reader.Buffered() > 0 {
-		// The caller sent bytes of the new protocol right behind its
-		// request, and net/http has read them already; ReverseProxy copies
-		// from the connection alone and would drop them.
-		return &drainingConn{Conn: c, buffered: brw.Reader}, brw, nil
-	}
-	return c, brw, nil
-}
-
-// drainingConn reads what its bufio.Reader holds before reading the
-// connection itself.
-type drainingConn struct {
-	net.Conn
-	buffered *bufio.Reader
-}
-
-func (d *drainingConn) Read(p []byte) (int, error) {
-	if d.buffered != nil && d.buffered.Buffered() > 0 {
-		return d.buffered.Read(p)
-	}
-	d.buffered = nil
-	return d.Conn.Read(p)
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/pem"
 	"errors"
+	"github.com/valyala/fasthttp"
 	"io"
 	"net"
 	"net/http"
@@ -80,7 +81,7 @@ type upgradeEnv struct {
 	creds  map[string]string
 	tokens *simTokens
 	h      *Handler
-	srv    *http.Server
+	srv    *fasthttp.Server
 	addr   string // host:port of the data plane
 	logs   *observer.ObservedLogs
 }
@@ -128,9 +129,9 @@ func newUpgradeEnv(t *testing.T) *upgradeEnv {
 	}
 	e.addr = ln.Addr().String()
 	e.h = New(NewTable([]*Route{route}), e.addr, nil, zap.New(core))
-	e.srv = &http.Server{Handler: e.h}
+	e.srv = testFastServer(e.h)
 	go e.srv.Serve(ln)
-	t.Cleanup(func() { e.srv.Close() })
+	t.Cleanup(func() { e.srv.Shutdown() })
 	return e
 }
 
@@ -381,8 +382,8 @@ func TestUpgradeClosedWhenShutdownTimeoutEnds(t *testing.T) {
 	defer cancel()
 	c := e.dial(t, ctx, nil)
 	echo(t, ctx, c, "before")
-	// http.Server.Shutdown does not wait for a hijacked connection...
-	if err := e.srv.Shutdown(ctx); err != nil {
+	// The server's shutdown does not wait for a hijacked connection...
+	if err := e.srv.ShutdownWithContext(ctx); err != nil {
 		t.Fatal(err)
 	}
 	echo(t, ctx, c, "after Shutdown")

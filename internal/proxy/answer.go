@@ -1,0 +1,277 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/textproto"
+	"strconv"
+	"strings"
+
+	"github.com/valyala/fasthttp"
+)
+
+// How an upstream's answer reaches the caller through fasthttp's server,
+// which writes the answer once the handler has returned:
+//
+//   - the status and the headers are copied to ctx.Response, the Trailer
+//     field announcing the upstream's trailer fields, the X-Request-Id the
+//     request's own;
+//   - a body of known length that is whole in its first read (every small
+//     answer) becomes ctx's body: status, headers and body go out in one
+//     write;
+//   - a longer or slower one is written by answerBody straight to the
+//     caller's connection after fasthttp has flushed the headers
+//     (ImmediateHeaderFlush), each piece as it comes: fasthttp's own
+//     writer would hold a slow answer's pieces until 32 KiB had come;
+//   - a body of unknown length streams through fasthttp's chunked writer,
+//     which flushes every chunk, the upstream's trailer fields after it;
+//   - HEAD answers and those without a body keep the upstream's
+//     Content-Length and send nothing.
+//
+// net/http's data plane (httputil.ReverseProxy with a 1 ms flush interval)
+// did the same in other ways: no answer waits for more of its body before
+// what came is passed on.
+
+// answer copies resp to the caller and reports whether its body streams
+// after Serve returns (answerBody then ends the exchange).
+func (x *exchange) answer(resp *http.Response) (later bool) {
+	rh := &x.ctx.Response.Header
+	rh.SetStatusCode(resp.StatusCode)
+	copyHeader(rh, resp.Header)
+	if len(resp.Trailer) > 0 {
+		keys := make([]string, 0, len(resp.Trailer))
+		for k := range resp.Trailer {
+			keys = append(keys, k)
+		}
+		rh.SetTrailer(strings.Join(keys, ", "))
+	}
+	rh.Set(requestIDHeader, x.id)
+	x.status = resp.StatusCode
+	if x.in.Method == http.MethodHead || !bodyAllowed(resp.StatusCode) {
+		x.ctx.Response.SkipBody = true
+		if resp.ContentLength >= 0 && x.in.Method == http.MethodHead {
+			rh.SetContentLength(int(resp.ContentLength))
+		}
+		resp.Body.Close()
+		return false
+	}
+	b := &answerBody{x: x, rc: resp.Body, trailer: resp.Trailer}
+	if resp.ContentLength < 0 {
+		x.ctx.Response.SetBodyStream(b, -1)
+		return true
+	}
+	buf := buffers.Get().(*[]byte)
+	defer buffers.Put(buf)
+	p := (*buf)[:min(int64(len(*buf)), max(resp.ContentLength, 1))]
+	n, err := resp.Body.Read(p)
+	x.bytes += int64(n)
+	switch {
+	case err == io.EOF && int64(n) == resp.ContentLength:
+		x.ctx.Response.SetBody(p[:n])
+		return false
+	case err != nil:
+		// Cut short: the caller must not take what came for the answer.
+		resp.Body.Close()
+		abort(x.ctx)
+		return false
+	}
+	b.first = append([]byte(nil), p[:n]...)
+	b.direct = true
+	x.ctx.Response.ImmediateHeaderFlush = true
+	x.ctx.Response.SetBodyStream(b, int(resp.ContentLength))
+	return true
+}
+
+// bodyAllowed reports whether an answer with this status may have a body
+// (RFC 9110 §15.2, §15.3.5, §15.4.5).
+func bodyAllowed(status int) bool {
+	return status >= 200 && status != http.StatusNoContent && status != http.StatusNotModified
+}
+
+// copyHeader adds h's fields to rh, but Content-Length: the body's framing
+// is fasthttp's to write, from the length answer gives it.
+func copyHeader(rh *fasthttp.ResponseHeader, h http.Header) {
+	for k, vs := range h {
+		if k == "Content-Length" {
+			continue
+		}
+		for _, v := range vs {
+			rh.Add(k, v)
+		}
+	}
+}
+
+// answerBody is an upstream's answer body on its way to the caller. Read
+// serves fasthttp's chunked writer (a body of unknown length); for a body
+// of known length (direct) WriteTo writes what was read first and the rest
+// straight to the caller's connection. At the body's end the upstream's
+// trailer fields are set, for fasthttp to write after the last chunk;
+// Close, which fasthttp calls when the answer is written or has failed,
+// ends the exchange.
+type answerBody struct {
+	x       *exchange
+	rc      io.ReadCloser
+	trailer http.Header
+	first   []byte
+	direct  bool
+}
+
+func (b *answerBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	b.x.bytes += int64(n)
+	if err == io.EOF {
+		rh := &b.x.ctx.Response.Header
+		for k, vs := range b.trailer {
+			for _, v := range vs {
+				rh.Add(k, v)
+			}
+		}
+	}
+	return n, err
+}
+
+// SupportsBodyWriteTo tells fasthttp to call WriteTo for a body of known
+// length (fasthttp.BodyWriterTo).
+func (b *answerBody) SupportsBodyWriteTo() bool { return b.direct }
+
+// WriteTo writes the body to the caller's connection, not to w (fasthttp's
+// buffered writer, already flushed), and returns the bytes written.
+func (b *answerBody) WriteTo(io.Writer) (int64, error) {
+	c := b.x.ctx.Conn()
+	n, err := c.Write(b.first)
+	total := int64(n)
+	if err != nil {
+		return total, err
+	}
+	buf := buffers.Get().(*[]byte)
+	defer buffers.Put(buf)
+	for {
+		n, rerr := b.rc.Read(*buf)
+		b.x.bytes += int64(n)
+		if n > 0 {
+			w, err := c.Write((*buf)[:n])
+			total += int64(w)
+			if err != nil {
+				return total, err
+			}
+		}
+		if rerr == io.EOF {
+			return total, nil
+		}
+		if rerr != nil {
+			return total, rerr
+		}
+	}
+}
+
+func (b *answerBody) Close() error {
+	// The caller's body stops first: an upstream that answered before it
+	// read the body leaves the Client's writer waiting on the caller.
+	if b.x.body.stream != nil {
+		b.x.body.stop()
+	}
+	b.rc.Close()
+	b.x.done()
+	return nil
+}
+
+// interim passes an upstream's 1xx answer to the caller, as
+// httputil.ReverseProxy does, written straight to the connection (fasthttp
+// writes only final answers): not to an HTTP/1.0 caller (RFC 9110 §15.2),
+// and not a 100 Continue that fasthttp's server has already sent for an
+// Expect: 100-continue. A write that fails is left for the final answer to
+// find.
+func (x *exchange) interim(code int, h textproto.MIMEHeader) error {
+	if !x.in.ProtoAtLeast(1, 1) || code == http.StatusContinue && x.ctx.Request.MayContinue() {
+		return nil
+	}
+	b := make([]byte, 0, 256)
+	b = append(b, "HTTP/1.1 "...)
+	b = strconv.AppendInt(b, int64(code), 10)
+	b = append(b, ' ')
+	b = append(b, http.StatusText(code)...)
+	b = append(b, "\r\n"...)
+	for k, vs := range h {
+		if k == requestIDHeader {
+			continue
+		}
+		for _, v := range vs {
+			b = append(append(append(append(b, k...), ": "...), v...), "\r\n"...)
+		}
+	}
+	b = append(append(append(b, requestIDHeader+": "...), x.id...), "\r\n\r\n"...)
+	x.ctx.Conn().Write(b)
+	return nil
+}
+
+// switchProtocols answers the caller with the upstream's 101 and, once
+// fasthttp has written it, carries bytes both ways between the two
+// connections until either ends (httputil.ReverseProxy's
+// handleUpgradeResponse); the exchange ends then.
+func (x *exchange) switchProtocols(resp *http.Response) (later bool) {
+	backend, ok := resp.Body.(io.ReadWriteCloser)
+	if !ok {
+		resp.Body.Close()
+		x.fail(http.StatusBadGateway, CodeUnreachable, x.route.Name+": the upstream's protocol switch failed", x.route.Name)
+		return false
+	}
+	rh := &x.ctx.Response.Header
+	rh.SetStatusCode(http.StatusSwitchingProtocols)
+	copyHeader(rh, resp.Header)
+	rh.Set(requestIDHeader, x.id)
+	x.status = http.StatusSwitchingProtocols
+	raw := x.ctx.Conn()
+	x.ctx.Hijack(func(c net.Conn) {
+		defer x.done()
+		defer backend.Close()
+		x.upgrade.hijacked(raw)
+		errc := make(chan error, 2)
+		go func() {
+			_, err := io.Copy(backend, c)
+			if err == nil {
+				if cw, ok := backend.(interface{ CloseWrite() error }); ok {
+					err = cw.CloseWrite()
+				} else {
+					err = errCopyDone
+				}
+			}
+			errc <- err
+		}()
+		go func() {
+			_, err := io.Copy(c, backend)
+			if err == nil {
+				if cw, ok := raw.(interface{ CloseWrite() error }); ok {
+					err = cw.CloseWrite()
+				} else {
+					err = errCopyDone
+				}
+			}
+			errc <- err
+		}()
+		if err := <-errc; err == nil {
+			<-errc
+		}
+		raw.Close()
+	})
+	return true
+}
+
+var errCopyDone = errors.New("switched connection copy complete")
+
+// fail answers with the contract's error shape.
+func (x *exchange) fail(status int, code, msg, upstream string) {
+	(&Error{Status: status, Code: code, Msg: msg, Upstream: upstream}).write(x)
+}
+
+// refuse answers a request refused before routing as net/http's server
+// does (a plain-text status line; Go 1.26 net/http server.go), closing
+// the connection: what follows cannot be trusted to be a request.
+func refuse(ctx *fasthttp.RequestCtx, status int, reason string) {
+	ctx.Response.Reset()
+	ctx.SetStatusCode(status)
+	ctx.SetContentType("text/plain; charset=utf-8")
+	ctx.SetBodyString(strconv.Itoa(status) + " " + http.StatusText(status) + ": " + reason)
+	ctx.SetConnectionClose()
+}
