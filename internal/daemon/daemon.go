@@ -384,6 +384,8 @@ func (d *Daemon) drain(dataSrv *fasthttp.Server, adminSrv *http.Server, signals 
 func (d *Daemon) dataServer() *fasthttp.Server {
 	return &fasthttp.Server{
 		Handler:                       d.proxy.Serve,
+		ErrorHandler:                  d.proxy.Refused,
+		MaxIdleWorkerDuration:         time.Second,
 		StreamRequestBody:             true,
 		DisablePreParseMultipartForm:  true,
 		NoDefaultServerHeader:         true,

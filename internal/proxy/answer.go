@@ -6,8 +6,10 @@ import (
 	"net"
 	"net/http"
 	"net/textproto"
+	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/valyala/fasthttp"
 )
@@ -272,6 +274,61 @@ func refuse(ctx *fasthttp.RequestCtx, status int, reason string) {
 	ctx.Response.Reset()
 	ctx.SetStatusCode(status)
 	ctx.SetContentType("text/plain; charset=utf-8")
-	ctx.SetBodyString(strconv.Itoa(status) + " " + http.StatusText(status) + ": " + reason)
+	text := strconv.Itoa(status) + " " + http.StatusText(status)
+	if reason != "" {
+		text += ": " + reason
+	}
+	ctx.SetBodyString(text)
 	ctx.SetConnectionClose()
+}
+
+// Refused is the data plane's fasthttp.Server ErrorHandler: a request
+// fasthttp's parser refused gets net/http's status for the same fault
+// (parseErrorStatus) in net/http's plain shape; but a request-target that
+// fasthttp refuses and net/http hands to its handler (asterisk-form with a
+// method other than OPTIONS, "PRI * HTTP/2.0", an absolute URI without
+// "//") is answered as the handler answers it, in the contract's shape,
+// logged and counted. None of those names an upstream's host, so none is
+// forwarded: the request's header lines were never read.
+func (h *Handler) Refused(ctx *fasthttp.RequestCtx, err error) {
+	method := string(ctx.Request.Header.Method())
+	if target, ok := refusedTarget(err); ok && token([]byte(method)) {
+		if u, perr := parseTarget(method, target); perr == nil {
+			h.serveTarget(ctx, method, target, u)
+			return
+		}
+	}
+	refuse(ctx, parseErrorStatus(err), "")
+}
+
+// refusedTarget is the request-target fasthttp's parser quoted in err when
+// the target was what it refused (with SecureErrorLogMessage, the error
+// holds the target alone).
+func refusedTarget(err error) (string, bool) {
+	// "error when reading request headers: invalid request uri "*": buffer size=27"
+	_, q, ok := strings.Cut(err.Error(), "invalid request uri ")
+	if !ok {
+		return "", false
+	}
+	if q, err = strconv.QuotedPrefix(q); err != nil {
+		return "", false
+	}
+	target, uerr := strconv.Unquote(q)
+	return target, uerr == nil
+}
+
+// serveTarget answers a request of which only the method and target are
+// known, as Serve would: routing refuses every such target.
+func (h *Handler) serveTarget(ctx *fasthttp.RequestCtx, method, target string, u *url.URL) {
+	ctx.Response.Reset()
+	x := &exchange{h: h, ctx: ctx, start: time.Now(), body: &callerStream{}, cancel: func() {}}
+	x.id = newRequestID()
+	x.idValue = []string{x.id}
+	x.in = &http.Request{Method: method, RequestURI: target, URL: u, Header: http.Header{},
+		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Body: http.NoBody}
+	if h.route(x, x.in) {
+		x.fail(http.StatusBadRequest, CodeBadRequest, "the request target cannot be forwarded", x.route.Name)
+	}
+	ctx.SetConnectionClose()
+	x.done()
 }

@@ -124,11 +124,11 @@ type exchange struct {
 	errCode string
 	bytes   int64
 
-	body      *callerStream
-	watch     *callerWatch
-	cancel    context.CancelFunc // ends the exchange's context: the upstream call
-	inFlight  func()             // ends the route's in-flight count; nil before routing
-	upgrade   *upgrade           // a request that asks to switch protocols
+	body       *callerStream
+	watch      *callerWatch
+	cancel     context.CancelFunc // ends the exchange's context: the upstream call
+	inFlight   func()             // ends the route's in-flight count; nil before routing
+	upgrade    *upgrade           // a request that asks to switch protocols
 	endUpgrade func()
 
 	// For the log line: whether a token was had, the time spent waiting
@@ -238,28 +238,7 @@ func (h *Handler) proxy(x *exchange, r *http.Request) (later bool) {
 		// request.
 		r.Header.Del("Upgrade")
 	}
-	if r.Method == http.MethodConnect {
-		x.fail(http.StatusMethodNotAllowed, CodeConnect, "CONNECT is not supported: send plain HTTP to tokenproxy, which speaks HTTPS to the upstream", "")
-		return false
-	}
-	var err *Error
-	if r.URL.IsAbs() && !h.addressedToSelf(r) {
-		x.route, x.target, err = h.table.Load().forward(r)
-	} else {
-		x.route, x.target, err = h.table.Load().byRoute(r)
-	}
-	if err != nil {
-		if x.route != nil {
-			err.Upstream = x.route.Name
-		}
-		err.write(x)
-		return false
-	}
-	if r.Method == http.MethodTrace {
-		// A TRACE answer echoes the request as the upstream received it:
-		// the injected token and vendor key would come back to the caller,
-		// which must never hold a credential.
-		x.fail(http.StatusBadRequest, CodeBadRequest, "TRACE is not forwarded: the upstream would echo the injected credentials back", x.route.Name)
+	if !h.route(x, r) {
 		return false
 	}
 	x.inFlight = h.metrics.Started(x.route.Name)
@@ -302,6 +281,36 @@ func (h *Handler) proxy(x *exchange, r *http.Request) (later bool) {
 	removeHopByHop(resp.Header)
 	h.modifyResponse(x, resp)
 	return x.answer(resp)
+}
+
+// route finds r's route and target, or answers the caller why there is
+// none, and reports whether it found them.
+func (h *Handler) route(x *exchange, r *http.Request) bool {
+	if r.Method == http.MethodConnect {
+		x.fail(http.StatusMethodNotAllowed, CodeConnect, "CONNECT is not supported: send plain HTTP to tokenproxy, which speaks HTTPS to the upstream", "")
+		return false
+	}
+	var err *Error
+	if r.URL.IsAbs() && !h.addressedToSelf(r) {
+		x.route, x.target, err = h.table.Load().forward(r)
+	} else {
+		x.route, x.target, err = h.table.Load().byRoute(r)
+	}
+	if err != nil {
+		if x.route != nil {
+			err.Upstream = x.route.Name
+		}
+		err.write(x)
+		return false
+	}
+	if r.Method == http.MethodTrace {
+		// A TRACE answer echoes the request as the upstream received it:
+		// the injected token and vendor key would come back to the caller,
+		// which must never hold a credential.
+		x.fail(http.StatusBadRequest, CodeBadRequest, "TRACE is not forwarded: the upstream would echo the injected credentials back", x.route.Name)
+		return false
+	}
+	return true
 }
 
 // outbound is the request to the upstream, made from the caller's as

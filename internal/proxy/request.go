@@ -11,6 +11,7 @@ import (
 	"net/textproto"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,7 +50,7 @@ func callerRequest(ctx *fasthttp.RequestCtx, ctx2 context.Context, b *callerStre
 	proto := fh.Protocol()
 	r.Proto, r.ProtoMajor, r.ProtoMinor = string(proto), int(proto[5]-'0'), int(proto[7]-'0')
 	var err error
-	if r.URL, err = url.ParseRequestURI(r.RequestURI); err != nil {
+	if r.URL, err = parseTarget(r.Method, r.RequestURI); err != nil {
 		return nil, err
 	}
 	readHeader(fh.RawHeaders(), r.Header)
@@ -93,6 +94,20 @@ func callerRequest(ctx *fasthttp.RequestCtx, ctx2 context.Context, b *callerStre
 		r.Body = b
 	}
 	return r.WithContext(ctx2), nil
+}
+
+// parseTarget reads a request-target as net/http's server does: a CONNECT's
+// authority-form as a URL with that host alone.
+func parseTarget(method, target string) (*url.URL, error) {
+	if method != http.MethodConnect || strings.HasPrefix(target, "/") {
+		return url.ParseRequestURI(target)
+	}
+	u, err := url.ParseRequestURI("http://" + target)
+	if err != nil {
+		return nil, err
+	}
+	u.Scheme = ""
+	return u, nil
 }
 
 // readHeader adds raw's header lines (checked by checkRequest: each a

@@ -35,6 +35,8 @@ func newTestServer(h *Handler) *testServer {
 func testFastServer(h *Handler) *fasthttp.Server {
 	return &fasthttp.Server{
 		Handler:                      h.Serve,
+		ErrorHandler:                 h.Refused,
+		MaxIdleWorkerDuration:        time.Second,
 		StreamRequestBody:            true,
 		DisablePreParseMultipartForm: true,
 		NoDefaultServerHeader:        true,
