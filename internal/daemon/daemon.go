@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
 	"go.opentelemetry.io/otel"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -304,10 +305,10 @@ func (d *Daemon) Run(ctx context.Context, signals <-chan os.Signal) int {
 		}
 		return 1
 	}
-	dataSrv := d.server(d.proxy)
-	// OPTIONS * goes to the proxy, which answers it in the contract's shape,
-	// instead of net/http's empty 200 that no log line or metric would see.
-	dataSrv.DisableGeneralOptionsHandler = true
+	// OPTIONS * goes to the proxy, which answers it in the contract's shape
+	// (fasthttp, unlike net/http, has no answer of its own for it).
+	dataSrv := proxy.NewServer(fasthttpadaptor.NewFastHTTPHandler(d.proxy), // TODO(lead): d.proxy.Serve
+		proxy.ServerOptions{ReadHeaderTimeout: cfg.ReadHeaderTimeout.Duration, Log: d.log.Named("http")})
 	adminSrv := d.server((&admin.Server{Upstreams: d.states, Draining: &d.draining, Gatherer: d.reg, Version: d.opt.Version,
 		Vault: d.vaultState, Config: d.configInfo, LogLevel: d.levelHandler()}).Handler())
 	failed := make(chan error, 2)
@@ -349,7 +350,7 @@ func (d *Daemon) Run(ctx context.Context, signals <-chan os.Signal) int {
 // drain turns readiness off, keeps serving for drain_delay so that load
 // balancers notice, then lets in-flight requests finish within
 // shutdown_timeout. A second signal cuts the delay short.
-func (d *Daemon) drain(dataSrv, adminSrv *http.Server, signals <-chan os.Signal) int {
+func (d *Daemon) drain(dataSrv *proxy.Server, adminSrv *http.Server, signals <-chan os.Signal) int {
 	d.draining.Store(true)
 	cfg := d.config()
 	delay := time.NewTimer(cfg.DrainDelay.Duration)
@@ -383,6 +384,7 @@ func (d *Daemon) drain(dataSrv, adminSrv *http.Server, signals <-chan os.Signal)
 	return code
 }
 
+// server is the admin plane's server.
 func (d *Daemon) server(h http.Handler) *http.Server {
 	return &http.Server{
 		Handler:           h,
