@@ -307,7 +307,13 @@ func (d *Daemon) Run(ctx context.Context, signals <-chan os.Signal) int {
 	}
 	// OPTIONS * goes to the proxy, which answers it in the contract's shape
 	// (fasthttp, unlike net/http, has no answer of its own for it).
-	dataSrv := proxy.NewServer(fasthttpadaptor.NewFastHTTPHandler(d.proxy), // TODO(lead): d.proxy.Serve
+	// fasthttpadaptor gives the handler the RequestCtx as its context,
+	// which fasthttp ends at Shutdown: every request in flight would end
+	// at SIGTERM instead of finishing.
+	adapted := fasthttpadaptor.NewFastHTTPHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		d.proxy.ServeHTTP(w, r.WithContext(context.WithoutCancel(r.Context())))
+	}))
+	dataSrv := proxy.NewServer(adapted, // TODO(lead): d.proxy.Serve
 		proxy.ServerOptions{ReadHeaderTimeout: cfg.ReadHeaderTimeout.Duration, Log: d.log.Named("http")})
 	adminSrv := d.server((&admin.Server{Upstreams: d.states, Draining: &d.draining, Gatherer: d.reg, Version: d.opt.Version,
 		Vault: d.vaultState, Config: d.configInfo, LogLevel: d.levelHandler()}).Handler())
