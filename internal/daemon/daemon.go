@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/valyala/fasthttp"
 	"net"
 	"net/http"
 	"net/url"
@@ -305,7 +304,7 @@ func (d *Daemon) Run(ctx context.Context, signals <-chan os.Signal) int {
 		}
 		return 1
 	}
-	dataSrv := d.dataServer()
+	dataSrv := d.proxy.Server(proxy.ServerOptions{ReadHeaderTimeout: cfg.ReadHeaderTimeout.Duration, Log: d.log.Named("http")})
 	adminSrv := d.server((&admin.Server{Upstreams: d.states, Draining: &d.draining, Gatherer: d.reg, Version: d.opt.Version,
 		Vault: d.vaultState, Config: d.configInfo, LogLevel: d.levelHandler()}).Handler())
 	failed := make(chan error, 2)
@@ -335,7 +334,7 @@ func (d *Daemon) Run(ctx context.Context, signals <-chan os.Signal) int {
 			d.log.Info("stopping; draining")
 		case err := <-failed:
 			d.log.Error("listener failed", zap.Error(err))
-			dataSrv.Shutdown()
+			dataSrv.Close()
 			adminSrv.Close()
 			d.closeAll()
 			return 1
@@ -347,7 +346,7 @@ func (d *Daemon) Run(ctx context.Context, signals <-chan os.Signal) int {
 // drain turns readiness off, keeps serving for drain_delay so that load
 // balancers notice, then lets in-flight requests finish within
 // shutdown_timeout. A second signal cuts the delay short.
-func (d *Daemon) drain(dataSrv *fasthttp.Server, adminSrv *http.Server, signals <-chan os.Signal) int {
+func (d *Daemon) drain(dataSrv *proxy.Server, adminSrv *http.Server, signals <-chan os.Signal) int {
 	d.draining.Store(true)
 	cfg := d.config()
 	delay := time.NewTimer(cfg.DrainDelay.Duration)
@@ -359,8 +358,9 @@ func (d *Daemon) drain(dataSrv *fasthttp.Server, adminSrv *http.Server, signals 
 	code := 0
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout.Duration)
 	defer cancel()
-	if err := dataSrv.ShutdownWithContext(ctx); err != nil {
+	if err := dataSrv.Shutdown(ctx); err != nil {
 		d.log.Warn("requests still in flight at shutdown_timeout; closing them", zap.Error(err))
+		dataSrv.Close()
 		code = 1
 	}
 	// Shutdown does not wait for connections that switched protocols: they
@@ -380,26 +380,7 @@ func (d *Daemon) drain(dataSrv *fasthttp.Server, adminSrv *http.Server, signals 
 	return code
 }
 
-// dataServer is a temporary stand-in for the server helper's NewServer.
-func (d *Daemon) dataServer() *fasthttp.Server {
-	return &fasthttp.Server{
-		Handler:                       d.proxy.Serve,
-		ErrorHandler:                  d.proxy.Refused,
-		MaxIdleWorkerDuration:         time.Second,
-		StreamRequestBody:             true,
-		DisablePreParseMultipartForm:  true,
-		NoDefaultServerHeader:         true,
-		NoDefaultContentType:          true,
-		ReadBufferSize:                64 << 10,
-		WriteBufferSize:               32 << 10,
-		IdleTimeout:                   2 * time.Minute,
-		ReadTimeout:                   d.config().ReadHeaderTimeout.Duration,
-		SecureErrorLogMessage:         true,
-		MaxRequestBodySize:            1,
-		DisableHeaderNamesNormalizing: false,
-	}
-}
-
+// server is the admin plane's server.
 func (d *Daemon) server(h http.Handler) *http.Server {
 	return &http.Server{
 		Handler:           h,

@@ -267,38 +267,25 @@ func (x *exchange) fail(status int, code, msg, upstream string) {
 	(&Error{Status: status, Code: code, Msg: msg, Upstream: upstream}).write(x)
 }
 
-// refuse answers a request refused before routing as net/http's server
-// does (a plain-text status line; Go 1.26 net/http server.go), closing
-// the connection: what follows cannot be trusted to be a request.
-func refuse(ctx *fasthttp.RequestCtx, status int, reason string) {
-	ctx.Response.Reset()
-	ctx.SetStatusCode(status)
-	ctx.SetContentType("text/plain; charset=utf-8")
-	text := strconv.Itoa(status) + " " + http.StatusText(status)
-	if reason != "" {
-		text += ": " + reason
-	}
-	ctx.SetBodyString(text)
-	ctx.SetConnectionClose()
-}
-
-// Refused is the data plane's fasthttp.Server ErrorHandler: a request
-// fasthttp's parser refused gets net/http's status for the same fault
-// (parseErrorStatus) in net/http's plain shape; but a request-target that
-// fasthttp refuses and net/http hands to its handler (asterisk-form with a
-// method other than OPTIONS, "PRI * HTTP/2.0", an absolute URI without
-// "//") is answered as the handler answers it, in the contract's shape,
-// logged and counted. None of those names an upstream's host, so none is
-// forwarded: the request's header lines were never read.
-func (h *Handler) Refused(ctx *fasthttp.RequestCtx, err error) {
+// answerTarget answers a request whose target fasthttp's parser refused
+// and net/http hands to its handler (asterisk-form with a method other
+// than OPTIONS, "PRI * HTTP/2.0", an absolute URI without "//") as the
+// handler answers it, in the contract's shape, logged and counted, and
+// reports whether err was such a refusal. None of those targets names an
+// upstream's host, so none is forwarded: the request's header lines were
+// never read.
+func (h *Handler) answerTarget(ctx *fasthttp.RequestCtx, err error) bool {
 	method := string(ctx.Request.Header.Method())
-	if target, ok := refusedTarget(err); ok && token([]byte(method)) {
-		if u, perr := parseTarget(method, target); perr == nil {
-			h.serveTarget(ctx, method, target, u)
-			return
-		}
+	target, ok := refusedTarget(err)
+	if !ok || !token([]byte(method)) {
+		return false
 	}
-	refuse(ctx, parseErrorStatus(err), "")
+	u, perr := parseTarget(method, target)
+	if perr != nil {
+		return false
+	}
+	h.serveTarget(ctx, method, target, u)
+	return true
 }
 
 // refusedTarget is the request-target fasthttp's parser quoted in err when

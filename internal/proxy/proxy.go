@@ -152,21 +152,12 @@ func exchangeOf(ctx context.Context) *exchange {
 	return x
 }
 
-// Serve is the data plane's fasthttp.RequestHandler. The answer is ready
+// Serve is the data plane's fasthttp.RequestHandler, behind NewServer's
+// checks (checkRequest). The answer is ready
 // in ctx.Response when it returns; its body may stream from the upstream
 // after that (answer), and a switched connection is carried on by a
 // hijack handler.
 func (h *Handler) Serve(ctx *fasthttp.RequestCtx) {
-	fh := &ctx.Request.Header
-	if status, reason := checkRequest(fh); status != 0 {
-		// Refused before routing, as net/http's server refuses it: no
-		// log line, no metric.
-		refuse(ctx, status, reason)
-		return
-	}
-	if wantsClose(fh) {
-		ctx.SetConnectionClose()
-	}
 	// Every answer is flushed when written, even with a pipelined request
 	// behind it: a 1xx answer (interim) goes straight to the connection,
 	// and must not pass an answer fasthttp still holds.
@@ -179,7 +170,7 @@ func (h *Handler) Serve(ctx *fasthttp.RequestCtx) {
 	r, err := callerRequest(ctx, cctx, x.body)
 	if err != nil {
 		cancel()
-		refuse(ctx, http.StatusBadRequest, "invalid request target")
+		answerPlain(ctx, http.StatusBadRequest, "invalid request target") // checkRequest parsed it
 		return
 	}
 	x.id = requestID(r.Header)

@@ -1,19 +1,18 @@
 package proxy
 
 import (
+	"context"
 	"net"
 	"net/http"
-	"time"
-
-	"github.com/valyala/fasthttp"
 )
 
-// testServer is a Handler on fasthttp's server at a 127.0.0.1 port, as the
-// daemon serves it, with what the tests used of httptest.Server.
+// testServer is a Handler on the data plane's server (NewServer) at a
+// 127.0.0.1 port, as the daemon serves it, with what the tests used of
+// httptest.Server.
 type testServer struct {
 	URL      string
 	Listener net.Listener
-	srv      *fasthttp.Server
+	srv      *Server
 	done     chan struct{}
 	client   *http.Client
 }
@@ -24,7 +23,7 @@ func newTestServer(h *Handler) *testServer {
 		panic(err)
 	}
 	s := &testServer{URL: "http://" + ln.Addr().String(), Listener: ln, done: make(chan struct{}),
-		srv: testFastServer(h), client: &http.Client{Transport: &http.Transport{}}}
+		srv: h.Server(ServerOptions{}), client: &http.Client{Transport: &http.Transport{}}}
 	go func() {
 		defer close(s.done)
 		s.srv.Serve(ln)
@@ -32,27 +31,10 @@ func newTestServer(h *Handler) *testServer {
 	return s
 }
 
-func testFastServer(h *Handler) *fasthttp.Server {
-	return &fasthttp.Server{
-		Handler:                      h.Serve,
-		ErrorHandler:                 h.Refused,
-		MaxIdleWorkerDuration:        time.Second,
-		StreamRequestBody:            true,
-		DisablePreParseMultipartForm: true,
-		NoDefaultServerHeader:        true,
-		NoDefaultContentType:         true,
-		ReadBufferSize:               64 << 10,
-		WriteBufferSize:              32 << 10,
-		IdleTimeout:                  2 * time.Minute,
-		SecureErrorLogMessage:        true,
-		MaxRequestBodySize:           1,
-	}
-}
-
 func (s *testServer) Client() *http.Client { return s.client }
 
 func (s *testServer) Close() {
-	s.srv.Shutdown()
+	s.srv.Shutdown(context.Background())
 	<-s.done
 	s.client.CloseIdleConnections()
 }

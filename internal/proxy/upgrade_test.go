@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/pem"
 	"errors"
-	"github.com/valyala/fasthttp"
 	"io"
 	"net"
 	"net/http"
@@ -81,7 +80,7 @@ type upgradeEnv struct {
 	creds  map[string]string
 	tokens *simTokens
 	h      *Handler
-	srv    *fasthttp.Server
+	srv    *Server
 	addr   string // host:port of the data plane
 	logs   *observer.ObservedLogs
 }
@@ -129,9 +128,9 @@ func newUpgradeEnv(t *testing.T) *upgradeEnv {
 	}
 	e.addr = ln.Addr().String()
 	e.h = New(NewTable([]*Route{route}), e.addr, nil, zap.New(core))
-	e.srv = testFastServer(e.h)
+	e.srv = e.h.Server(ServerOptions{})
 	go e.srv.Serve(ln)
-	t.Cleanup(func() { e.srv.Shutdown() })
+	t.Cleanup(e.srv.Close)
 	return e
 }
 
@@ -383,7 +382,7 @@ func TestUpgradeClosedWhenShutdownTimeoutEnds(t *testing.T) {
 	c := e.dial(t, ctx, nil)
 	echo(t, ctx, c, "before")
 	// The server's shutdown does not wait for a hijacked connection...
-	if err := e.srv.ShutdownWithContext(ctx); err != nil {
+	if err := e.srv.Shutdown(ctx); err != nil {
 		t.Fatal(err)
 	}
 	echo(t, ctx, c, "after Shutdown")
