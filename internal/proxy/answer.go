@@ -56,7 +56,7 @@ func (x *exchange) answer(resp *http.Response) (later bool) {
 		if resp.ContentLength >= 0 && x.in.Method == http.MethodHead {
 			rh.SetContentLength(int(resp.ContentLength))
 		}
-		resp.Body.Close()
+		drain(resp.Body) // read to its (empty) end, the connection is reused
 		return false
 	}
 	b := &answerBody{x: x, rc: resp.Body, trailer: resp.Trailer}
