@@ -59,28 +59,27 @@ func (x *exchange) answer(resp *http.Response) (later bool) {
 		drain(resp.Body) // read to its (empty) end, the connection is reused
 		return false
 	}
-	b := &answerBody{x: x, rc: resp.Body, trailer: resp.Trailer}
+	b := &answerBody{x: x, rc: resp.Body, trailer: resp.Trailer, buf: buffers.Get().(*[]byte)}
 	if resp.ContentLength < 0 {
 		x.ctx.Response.SetBodyStream(b, -1)
 		return true
 	}
-	buf := buffers.Get().(*[]byte)
-	defer buffers.Put(buf)
-	p := (*buf)[:min(int64(len(*buf)), max(resp.ContentLength, 1))]
+	p := (*b.buf)[:min(int64(len(*b.buf)), max(resp.ContentLength, 1))]
 	n, err := resp.Body.Read(p)
 	x.bytes += int64(n)
 	switch {
 	case err == io.EOF && int64(n) == resp.ContentLength:
 		x.ctx.Response.SetBody(p[:n])
+		buffers.Put(b.buf)
 		return false
 	case err != nil:
 		// Cut short: the caller must not take what came for the answer.
+		buffers.Put(b.buf)
 		resp.Body.Close()
 		abort(x.ctx)
 		return false
 	}
-	b.first = append([]byte(nil), p[:n]...)
-	b.direct = true
+	b.first, b.direct = n, true
 	x.ctx.Response.ImmediateHeaderFlush = true
 	x.ctx.Response.SetBodyStream(b, int(resp.ContentLength))
 	return true
@@ -105,61 +104,73 @@ func copyHeader(rh *fasthttp.ResponseHeader, h http.Header) {
 	}
 }
 
-// answerBody is an upstream's answer body on its way to the caller. Read
-// serves fasthttp's chunked writer (a body of unknown length); for a body
-// of known length (direct) WriteTo writes what was read first and the rest
-// straight to the caller's connection. At the body's end the upstream's
-// trailer fields are set, for fasthttp to write after the last chunk;
-// Close, which fasthttp calls when the answer is written or has failed,
-// ends the exchange.
+// answerBody is an upstream's answer body on its way to the caller,
+// through fasthttp's writer of the body (WriteTo, fasthttp.BodyWriterTo):
+// of unknown length, as chunks, each flushed, the upstream's trailer
+// fields set at the end for fasthttp to write after the last chunk; of
+// known length (direct), straight to the caller's connection, the first
+// piece (read before the headers went) first. Pieces are read into buf,
+// 32 KiB: fasthttp's own copy reads 4 KiB at a time, and wrote a 64 KiB
+// answer as 16 chunks. Close, which fasthttp calls when the answer is
+// written or has failed, ends the exchange.
 type answerBody struct {
 	x       *exchange
 	rc      io.ReadCloser
 	trailer http.Header
-	first   []byte
+	buf     *[]byte // from buffers; holds the first piece, first bytes
+	first   int
 	direct  bool
 }
 
+// Read is there for io.Reader's sake: fasthttp calls WriteTo.
 func (b *answerBody) Read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
 	b.x.bytes += int64(n)
 	if err == io.EOF {
-		rh := &b.x.ctx.Response.Header
-		for k, vs := range b.trailer {
-			for _, v := range vs {
-				rh.Add(k, v)
-			}
-		}
+		b.setTrailer()
 	}
 	return n, err
 }
 
-// SupportsBodyWriteTo tells fasthttp to call WriteTo for a body of known
-// length (fasthttp.BodyWriterTo).
-func (b *answerBody) SupportsBodyWriteTo() bool { return b.direct }
-
-// WriteTo writes the body to the caller's connection, not to w (fasthttp's
-// buffered writer, already flushed), and returns the bytes written.
-func (b *answerBody) WriteTo(io.Writer) (int64, error) {
-	c := b.x.ctx.Conn()
-	n, err := c.Write(b.first)
-	total := int64(n)
-	if err != nil {
-		return total, err
+// setTrailer sets the upstream's trailer fields, announced in the header.
+func (b *answerBody) setTrailer() {
+	rh := &b.x.ctx.Response.Header
+	for k, vs := range b.trailer {
+		for _, v := range vs {
+			rh.Add(k, v)
+		}
 	}
-	buf := buffers.Get().(*[]byte)
-	defer buffers.Put(buf)
+}
+
+func (b *answerBody) SupportsBodyWriteTo() bool { return true }
+
+// WriteTo writes the body to w, fasthttp's chunk writer, or for a body of
+// known length to the caller's connection (w, fasthttp's buffered writer,
+// has been flushed: ImmediateHeaderFlush), and returns the bytes written.
+func (b *answerBody) WriteTo(w io.Writer) (int64, error) {
+	if b.direct {
+		w = b.x.ctx.Conn()
+	}
+	var total int64
+	if b.first > 0 {
+		n, err := w.Write((*b.buf)[:b.first])
+		total += int64(n)
+		if err != nil {
+			return total, err
+		}
+	}
 	for {
-		n, rerr := b.rc.Read(*buf)
+		n, rerr := b.rc.Read(*b.buf)
 		b.x.bytes += int64(n)
 		if n > 0 {
-			w, err := c.Write((*buf)[:n])
-			total += int64(w)
+			m, err := w.Write((*b.buf)[:n])
+			total += int64(m)
 			if err != nil {
 				return total, err
 			}
 		}
 		if rerr == io.EOF {
+			b.setTrailer()
 			return total, nil
 		}
 		if rerr != nil {
@@ -175,6 +186,10 @@ func (b *answerBody) Close() error {
 		b.x.body.stop()
 	}
 	b.rc.Close()
+	if b.buf != nil {
+		buffers.Put(b.buf)
+		b.buf = nil
+	}
 	b.x.done()
 	return nil
 }
