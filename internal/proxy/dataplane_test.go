@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -544,5 +545,36 @@ func TestSlowAnswerWithALengthPassesPieceByPiece(t *testing.T) {
 				t.Fatalf("rest: %q (%v)", rest, err)
 			}
 		})
+	}
+}
+
+// An upstream that answers before it has read the body (a 413, a 401) has
+// its answer reach a caller still sending a large body: the caller's
+// connection is closed after the answer without a reset (linger), which
+// would have cost the caller the answer ("connection reset by peer" on its
+// write, found in e2e TestReplaysOnceAfter401 one run in three).
+func TestEarlyAnswerReachesACallerStillSending(t *testing.T) {
+	up := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusRequestEntityTooLarge)
+	}))
+	t.Cleanup(up.Close)
+	base, _ := url.Parse(up.URL)
+	tr := NewClient(up.Client().Transport.(*http.Transport))
+	t.Cleanup(tr.CloseIdleConnections)
+	h := New(NewTable([]*Route{{Name: "up", Base: base, Tokens: &switchTokens{}, Transport: tr,
+		Timeout: 10 * time.Second, ReplayMaxBytes: 1 << 10}}), "127.0.0.1:0", nil, nil)
+	srv := newTestServer(h)
+	t.Cleanup(srv.Close)
+	body := bytes.Repeat([]byte("y"), 4<<20)
+	for i := range 20 {
+		c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+		resp, err := c.Post(srv.URL+"/up/upload", "application/octet-stream", bytes.NewReader(body))
+		if err != nil {
+			t.Fatalf("upload %d: %v, want the upstream's 413", i, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestEntityTooLarge || !resp.Close {
+			t.Fatalf("upload %d: %d, close %v; want 413 and the connection closed", i, resp.StatusCode, resp.Close)
+		}
 	}
 }

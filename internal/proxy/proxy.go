@@ -6,8 +6,10 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptrace"
@@ -182,6 +184,42 @@ func (h *Handler) Serve(ctx *fasthttp.RequestCtx) {
 	if !h.proxy(x, r) {
 		x.done()
 	}
+	if x.body.stream != nil && !x.body.readWhole() && !ctx.Hijacked() {
+		// Answered before the caller's body was read whole: the answer is
+		// written here, and the connection closed, as linger does.
+		// fasthttp's server would close it at once (a connection marked
+		// to close is never hijacked, so the mark is set here too).
+		ctx.Response.Header.ResetConnectionClose()
+		ctx.HijackSetNoResponse(true)
+		raw := ctx.Conn()
+		ctx.Hijack(func(c net.Conn) {
+			ctx.Response.Header.SetConnectionClose()
+			bw := bufio.NewWriterSize(c, 4<<10)
+			if ctx.Response.Write(bw) == nil && bw.Flush() == nil {
+				linger(raw, c)
+			}
+		})
+	}
+}
+
+// lingerTime bounds how long a connection closed with a request body
+// unread goes on being read (net/http's rstAvoidanceDelay).
+const lingerTime = 500 * time.Millisecond
+
+// linger closes a connection whose answer went out before its request body
+// was read whole, as net/http's server does (closeWriteAndWait): no more is
+// written (a FIN after the answer), and what the caller still sends is read
+// and dropped for up to lingerTime before the close. Closed at once, with
+// the caller's bytes unread, the connection is reset, and a caller still
+// writing its body may lose the answer to the reset (an upload refused
+// with a 401 became "connection reset by peer"). raw is the connection, c
+// fasthttp's hijacked view of it (which reads what was buffered first).
+func linger(raw, c net.Conn) {
+	if cw, ok := raw.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	raw.SetReadDeadline(time.Now().Add(lingerTime))
+	io.Copy(io.Discard, c)
 }
 
 // done ends the exchange once its answer has gone, or was never sent:

@@ -199,6 +199,16 @@ func (b *callerStream) Read(p []byte) (int, error) {
 
 func (b *callerStream) Close() error { return nil }
 
+// readWhole reports whether the body has been read to its end; false
+// while a read is in progress.
+func (b *callerStream) readWhole() bool {
+	if !b.mu.TryLock() {
+		return false
+	}
+	defer b.mu.Unlock()
+	return b.ended
+}
+
 // stop ends the body's reading, waiting for a read in progress to return,
 // and reports whether all of it had been read (fasthttp can then read the
 // connection's next request; else the connection must close).
