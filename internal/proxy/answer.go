@@ -29,8 +29,11 @@ import (
 //     writer would hold a slow answer's pieces until 32 KiB had come;
 //   - a body of unknown length streams through fasthttp's chunked writer,
 //     which flushes every chunk, the upstream's trailer fields after it;
-//   - HEAD answers and those without a body keep the upstream's
-//     Content-Length and send nothing.
+//   - a HEAD answer keeps the upstream's Content-Length and sends no body;
+//     a 204 or 304 sends none either (RFC 9110 §15.3.5, §15.4.5).
+//
+// The caller's Date is the server's own (fasthttp sets it, as net/http
+// set it when the upstream sent none); every other field is copied.
 //
 // net/http's data plane (httputil.ReverseProxy with a 1 ms flush interval)
 // did the same in other ways: no answer waits for more of its body before
