@@ -3,9 +3,7 @@
 # 127.0.0.1: one HTTPS upstream (bench/upstream), reached directly (the
 # baseline), through tokenproxy (an HGEM upstream with a warm token, so two
 # headers are injected: Authorization and hgem-api-key) and through each peer
-# configured to inject the same two headers as static values; and through
-# bench/sketch, tokenproxy's per-request work on fasthttp (a measurement of
-# what that HTTP stack would buy, not a product: BENCHMARKS.md).
+# configured to inject the same two headers as static values.
 #
 # Throughput: wrk -t2 -c64, 1 KiB and 64 KiB bodies, median of RUNS runs of
 # DUR. Latency: vegeta, open loop at RATE req/s for LAT_DUR, LAT_RUNS times;
@@ -37,8 +35,7 @@ usage: bench/run.sh [--check-only | --quick] [--no-request-log] [--out DIR] [--p
   --report DIR      measure nothing: write DIR's report (and publish it) again from its raw outputs
 
 Settings (environment): RUNS=3 DUR=6s SIZES="1k 64k" THREADS=2 CONNS=64 RATE=1000
-LAT_DUR=10s LAT_RUNS=3 BIG_MIB=100 TARGETS="direct tokenproxy nginx haproxy caddy fasthttp"
-(fasthttp: bench/sketch, tokenproxy's per-request work on fasthttp; a measurement, not shipped)
+LAT_DUR=10s LAT_RUNS=3 BIG_MIB=100 TARGETS="direct tokenproxy nginx haproxy caddy"
 TOKENPROXY_BIN=<a built binary to measure instead of building this checkout>
 UPSTREAM_H1=1 offers HTTP/1.1 only (no h2) at the upstream, so every proxy speaks HTTP/1.1 to it.
 KEEP=1 keeps the scratch directory (configs, logs) for a look afterwards.
@@ -75,11 +72,11 @@ if [ -n "$quick" ]; then
 fi
 RUNS=${RUNS:-3} DUR=${DUR:-6s} SIZES=${SIZES:-1k 64k} THREADS=${THREADS:-2} CONNS=${CONNS:-64}
 RATE=${RATE:-1000} LAT_DUR=${LAT_DUR:-10s} LAT_RUNS=${LAT_RUNS:-3} BIG_MIB=${BIG_MIB:-100}
-TARGETS=${TARGETS:-direct tokenproxy nginx haproxy caddy fasthttp} TP_LOG=${TP_LOG:-info}
+TARGETS=${TARGETS:-direct tokenproxy nginx haproxy caddy} TP_LOG=${TP_LOG:-info}
 read -r -a targets <<<"$TARGETS"
 for t in "${targets[@]}"; do
-	case $t in direct | tokenproxy | nginx | haproxy | caddy | fasthttp) ;; *)
-		echo "bench/run.sh: TARGETS: unknown target $t (known: direct tokenproxy nginx haproxy caddy fasthttp)" >&2
+	case $t in direct | tokenproxy | nginx | haproxy | caddy) ;; *)
+		echo "bench/run.sh: TARGETS: unknown target $t (known: direct tokenproxy nginx haproxy caddy)" >&2
 		exit 2
 		;;
 	esac
@@ -141,9 +138,6 @@ for t in nginx:nginx-light haproxy:haproxy caddy:caddy; do has "${t%%:*}" && too
 
 step "building"
 (cd "$here" && go build -o "$tmp/upstream" ./upstream && go build -o "$tmp/report" ./report)
-if has fasthttp; then
-	(cd "$here" && go build -o "$tmp/sketch" ./sketch)
-fi
 if [ -n "${TOKENPROXY_BIN:-}" ]; then
 	cp "$TOKENPROXY_BIN" "$tmp/tokenproxy"
 	binary="$TOKENPROXY_BIN: $("$tmp/tokenproxy" version | head -n 1)"
@@ -163,7 +157,7 @@ fi
 # connections would take them.
 read -r eph _ </proc/sys/net/ipv4/ip_local_port_range
 declare -A port
-for name in upstream tokenproxy admin nginx haproxy caddy fasthttp; do
+for name in upstream tokenproxy admin nginx haproxy caddy; do
 	while :; do
 		p=$((10000 + RANDOM % (eph - 10000)))
 		case " ${port[*]} " in *" $p "*) continue ;; esac
@@ -181,7 +175,6 @@ declare -A url=(
 	[nginx]=http://127.0.0.1:${port[nginx]}/up
 	[haproxy]=http://127.0.0.1:${port[haproxy]}/up
 	[caddy]=http://127.0.0.1:${port[caddy]}/up
-	[fasthttp]=http://127.0.0.1:${port[fasthttp]}/up
 )
 declare -A pid
 
@@ -317,12 +310,6 @@ if has caddy; then
 	EOF
 	XDG_DATA_HOME=$tmp XDG_CONFIG_HOME=$tmp start caddy caddy run --config "$tmp/Caddyfile" --adapter caddyfile
 	wait_up caddy "${url[caddy]}/p/1k"
-fi
-
-if has fasthttp; then
-	start fasthttp "$tmp/sketch" -listen "127.0.0.1:${port[fasthttp]}" -upstream "$up" -ca "$tmp/ca.pem" \
-		-token "$static_token" -api-key "$api_key"
-	wait_up fasthttp "${url[fasthttp]}/p/1k"
 fi
 
 stat_field() { curl -sf --cacert "$tmp/ca.pem" "https://$up/stats" | sed -E "s/.*\"$1\":([0-9]+).*/\\1/"; }
@@ -513,7 +500,9 @@ sample missing_total upstream - - "$(($(stat_field missing) - missing0))"
 	has nginx && echo "nginx=$(nginx -v 2>&1 | sed 's/.*nginx\///')"
 	has haproxy && echo "haproxy=$(haproxy -v | awk 'NR==1{sub(/-.*/, "", $3); print $3}')"
 	has caddy && echo "caddy=$(caddy version | awk '{print $1}')"
-	has fasthttp && echo "fasthttp=$(cd "$here" && go list -m -f '{{.Version}}' github.com/valyala/fasthttp)"
+	# What tokenproxy's data plane runs on, read from the binary measured
+	# (TOKENPROXY_BIN may be another revision's): its fasthttp version.
+	has tokenproxy && echo "fasthttp=$(go version -m "$tmp/tokenproxy" | awk '$1 == "dep" && $2 == "github.com/valyala/fasthttp" {print $3}')"
 	echo "wrk=$(wrk -v 2>&1 | awk 'NR==1{print $2}')"
 	echo "vegeta=$vegeta_version"
 	echo "loadavg_start=$loadavg_start"

@@ -36,7 +36,6 @@ var colours = map[string]color.Color{
 	"nginx":      color.RGBA{0x2c, 0xa0, 0x2c, 0xff},
 	"haproxy":    color.RGBA{0x1f, 0x77, 0xb4, 0xff},
 	"caddy":      color.RGBA{0xff, 0x7f, 0x0e, 0xff},
-	"fasthttp":   color.RGBA{0x94, 0x67, 0xbd, 0xff},
 }
 
 // plotLatency draws each target's latency by percentile on a log latency

@@ -113,7 +113,8 @@ func fakeRun(t *testing.T, missing string) string {
 	os.WriteFile(filepath.Join(dir, "machine.env"), []byte(strings.Join([]string{
 		"date=2026-11-30T11:00Z", "command=bench/run.sh", "cores=2", "cpu=AMD EPYC", "targets=" + strings.Join(targets, " "),
 		"sizes=1k 64k", "runs=3", "dur=6s", "threads=2", "conns=64", "rate=1000", "lat_dur=10s", "lat_runs=1", "big_mib=100",
-		"tp_log=info", "nginx=1.22.1", "haproxy=2.6.12", "caddy=2.6.2"}, "\n")), 0o644)
+		"tp_log=info", "nginx=1.22.1", "haproxy=2.6.12", "caddy=2.6.2", "go=go1.26.0",
+		"binary=built from commit abc1234", "fasthttp=v1.78.0"}, "\n")), 0o644)
 	samples := strings.Join([]string{
 		"proto\ttokenproxy\t-\t-\tHTTP/2",
 		"rss_idle_kib\ttokenproxy\t-\t-\t20480",
@@ -143,6 +144,7 @@ func TestRun(t *testing.T) {
 	text, _ := os.ReadFile(md)
 	for _, want := range []string{
 		"| tokenproxy (default config, request log on) | 38,156 (38,156–38,156) | 1.00 |",
+		"; tokenproxy built from commit abc1234, its data plane on fasthttp v1.78.0; load average",
 		"| 48 µs | 20.0 MiB | 35.0 MiB | HTTP/2 |", // 1.9 s of CPU over 39,200 requests
 		"| idle, warm token | 20.0 MiB |",
 		"| CPU ≤ 0.05 core per 1,000 req/s | 4.945 | 4.945 | no |", // 0.5 core at 101.1 req/s
@@ -227,5 +229,28 @@ func TestRunWithoutPeers(t *testing.T) {
 	text, _ := os.ReadFile(md)
 	if bytes.Contains(text, []byte("Peers:")) || !bytes.Contains(text, []byte("\nwrk ")) {
 		t.Errorf("report.md names peers, or not wrk:\n%s", text)
+	}
+}
+
+// A binary without fasthttp in its build info (TOKENPROXY_BIN from before
+// the data plane moved to it) is named without a data plane.
+func TestRunWithoutFasthttp(t *testing.T) {
+	dir := fakeRun(t, "0")
+	env := filepath.Join(dir, "machine.env")
+	b, _ := os.ReadFile(env)
+	var kept []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(l, "fasthttp=") {
+			kept = append(kept, l)
+		}
+	}
+	os.WriteFile(env, []byte(strings.Join(kept, "\n")+"\n"), 0o644)
+	md := filepath.Join(dir, "report.md")
+	if err := run(dir, md, filepath.Join(dir, "latency.png"), "", ""); err != nil {
+		t.Fatal(err)
+	}
+	text, _ := os.ReadFile(md)
+	if !bytes.Contains(text, []byte("; tokenproxy built from commit abc1234; load average")) {
+		t.Errorf("report.md names a data plane the binary lacks:\n%s", text)
 	}
 }

@@ -83,9 +83,6 @@ func label(t string, env map[string]string) string {
 			log = "request log off (log_level " + env["tp_log"] + ")"
 		}
 		return "tokenproxy (default config, " + log + ")"
-	case "fasthttp":
-		// bench/sketch: a measurement, never to be read as a peer.
-		return "sketch: tokenproxy's per-request work on fasthttp " + env["fasthttp"] + "'s server and tokenproxy's client (not shipped)"
 	}
 	if v := env[t]; v != "" {
 		return t + " " + v
@@ -161,8 +158,14 @@ func (r *results) markdown(pngLink string) string {
 	var b strings.Builder
 	e := r.Env
 	w := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
-	w("Measured %s on %s cores (%s), %s, %s; tokenproxy %s; load average %s at the start, %s at the end.\n\n",
-		e["date"], e["cores"], e["cpu"], e["kernel"], e["go"], e["binary"], e["loadavg_start"], e["loadavg"])
+	// fasthttp= is the version in the measured binary's build info: what
+	// its data plane serves on (none in a binary from before the move).
+	dataPlane := ""
+	if v := e["fasthttp"]; v != "" {
+		dataPlane = ", its data plane on fasthttp " + v
+	}
+	w("Measured %s on %s cores (%s), %s, %s; tokenproxy %s%s; load average %s at the start, %s at the end.\n\n",
+		e["date"], e["cores"], e["cpu"], e["kernel"], e["go"], e["binary"], dataPlane, e["loadavg_start"], e["loadavg"])
 	w("```sh\n%s\n# %s\n```\n\n", e["command"], e["settings"])
 	var peers []string
 	for _, t := range []string{"nginx", "haproxy", "caddy"} {
