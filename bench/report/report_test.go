@@ -210,18 +210,15 @@ func TestReplaceMarkedWithoutMarkers(t *testing.T) {
 func TestRunWithoutPeers(t *testing.T) {
 	dir := fakeRun(t, "0")
 	env := filepath.Join(dir, "machine.env")
-	b, _ := os.ReadFile(env)
-	var kept []string
-	for _, l := range strings.Split(string(b), "\n") {
+	editEnv(env, func(l string) (string, bool) {
 		switch {
 		case strings.HasPrefix(l, "targets="):
-			kept = append(kept, "targets=direct tokenproxy")
+			return "targets=direct tokenproxy", true
 		case strings.HasPrefix(l, "nginx="), strings.HasPrefix(l, "haproxy="), strings.HasPrefix(l, "caddy="):
-		default:
-			kept = append(kept, l)
+			return "", false
 		}
-	}
-	os.WriteFile(env, []byte(strings.Join(kept, "\n")+"\n"), 0o644)
+		return l, true
+	})
 	md := filepath.Join(dir, "report.md")
 	if err := run(dir, md, filepath.Join(dir, "latency.png"), "", ""); err != nil {
 		t.Fatal(err)
@@ -237,14 +234,7 @@ func TestRunWithoutPeers(t *testing.T) {
 func TestRunWithoutFasthttp(t *testing.T) {
 	dir := fakeRun(t, "0")
 	env := filepath.Join(dir, "machine.env")
-	b, _ := os.ReadFile(env)
-	var kept []string
-	for _, l := range strings.Split(string(b), "\n") {
-		if !strings.HasPrefix(l, "fasthttp=") {
-			kept = append(kept, l)
-		}
-	}
-	os.WriteFile(env, []byte(strings.Join(kept, "\n")+"\n"), 0o644)
+	editEnv(env, func(l string) (string, bool) { return l, !strings.HasPrefix(l, "fasthttp=") })
 	md := filepath.Join(dir, "report.md")
 	if err := run(dir, md, filepath.Join(dir, "latency.png"), "", ""); err != nil {
 		t.Fatal(err)
@@ -253,4 +243,17 @@ func TestRunWithoutFasthttp(t *testing.T) {
 	if !bytes.Contains(text, []byte("; tokenproxy built from commit abc1234; load average")) {
 		t.Errorf("report.md names a data plane the binary lacks:\n%s", text)
 	}
+}
+
+// editEnv rewrites a run's machine.env line by line: edit returns a line's
+// replacement and whether to keep it.
+func editEnv(env string, edit func(line string) (string, bool)) {
+	b, _ := os.ReadFile(env)
+	var kept []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if l, ok := edit(l); ok {
+			kept = append(kept, l)
+		}
+	}
+	os.WriteFile(env, []byte(strings.Join(kept, "\n")+"\n"), 0o644)
 }

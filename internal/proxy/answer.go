@@ -248,28 +248,8 @@ func (x *exchange) switchProtocols(resp *http.Response) (later bool) {
 		defer backend.Close()
 		x.upgrade.hijacked(raw)
 		errc := make(chan error, 2)
-		go func() {
-			_, err := io.Copy(backend, c)
-			if err == nil {
-				if cw, ok := backend.(interface{ CloseWrite() error }); ok {
-					err = cw.CloseWrite()
-				} else {
-					err = errCopyDone
-				}
-			}
-			errc <- err
-		}()
-		go func() {
-			_, err := io.Copy(c, backend)
-			if err == nil {
-				if cw, ok := raw.(interface{ CloseWrite() error }); ok {
-					err = cw.CloseWrite()
-				} else {
-					err = errCopyDone
-				}
-			}
-			errc <- err
-		}()
+		go copyThenCloseWrite(backend, c, backend, errc)
+		go copyThenCloseWrite(c, backend, raw, errc)
 		if err := <-errc; err == nil {
 			<-errc
 		}
@@ -279,6 +259,21 @@ func (x *exchange) switchProtocols(resp *http.Response) (later bool) {
 }
 
 var errCopyDone = errors.New("switched connection copy complete")
+
+// copyThenCloseWrite copies src to dst until src ends, then passes the end
+// on by half-closing w (dst's connection), and sends its error to errc:
+// errCopyDone when w cannot half-close, which ends both copies.
+func copyThenCloseWrite(dst io.Writer, src io.Reader, w any, errc chan<- error) {
+	_, err := io.Copy(dst, src)
+	if err == nil {
+		if cw, ok := w.(interface{ CloseWrite() error }); ok {
+			err = cw.CloseWrite()
+		} else {
+			err = errCopyDone
+		}
+	}
+	errc <- err
+}
 
 // fail answers with the contract's error shape.
 func (x *exchange) fail(status int, code, msg, upstream string) {
