@@ -4,9 +4,35 @@ package proxy
 
 import (
 	"crypto/tls"
+	"errors"
 	"net"
 	"syscall"
 )
+
+// peek looks at c's next byte without consuming it: at once, or with wait
+// when there is none yet, until there is, the stream ends or a read
+// deadline passes. n is 0 at the end of the stream; err is the peek's
+// (EAGAIN: nothing to read) or, first, the connection's.
+func peek(c net.Conn, wait bool) (n int, err error) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return 0, errors.ErrUnsupported
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var b [1]byte
+	var perr error
+	err = rc.Read(func(fd uintptr) bool {
+		n, _, perr = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		return !wait || perr != syscall.EAGAIN && perr != syscall.EWOULDBLOCK
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n, perr
+}
 
 // alive reports whether an idle connection is still open: nothing to read
 // (not even the end of the stream or a TLS close_notify), looked at without
@@ -15,42 +41,14 @@ func alive(c net.Conn) bool {
 	if tc, ok := c.(*tls.Conn); ok {
 		c = tc.NetConn()
 	}
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return true
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	open := false
-	var b [1]byte
-	err = rc.Read(func(fd uintptr) bool {
-		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		open = err == syscall.EAGAIN || err == syscall.EWOULDBLOCK
-		return true
-	})
-	return err == nil && open
+	_, err := peek(c, false)
+	return err == syscall.EAGAIN || err == syscall.EWOULDBLOCK || err == errors.ErrUnsupported
 }
 
 // waitGone blocks until c has something to read or has ended, or a read
 // deadline passes, and reports whether the peer went away (the end of the
 // stream, or a reset) rather than sent more. Nothing is consumed.
 func waitGone(c net.Conn) bool {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return false
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	var b [1]byte
-	var n int
-	var rerr error
-	err = rc.Read(func(fd uintptr) bool {
-		n, _, rerr = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		return rerr != syscall.EAGAIN && rerr != syscall.EWOULDBLOCK
-	})
-	return err == nil && (rerr == nil && n == 0 || rerr == syscall.ECONNRESET)
+	n, err := peek(c, true)
+	return err == nil && n == 0 || err == syscall.ECONNRESET
 }
