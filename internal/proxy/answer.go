@@ -22,7 +22,8 @@ import (
 //     request's own;
 //   - a body of known length that is whole in its first read (every small
 //     answer) becomes ctx's body: status, headers and body go out in one
-//     write;
+//     write; that read is made only when some of the body has come with
+//     the headers (bodyBuffered), so that a late body never holds them;
 //   - a longer or slower one is written by answerBody straight to the
 //     caller's connection after fasthttp has flushed the headers
 //     (ImmediateHeaderFlush), each piece as it comes: fasthttp's own
@@ -48,7 +49,9 @@ func (x *exchange) answer(resp *http.Response) (later bool) {
 	if len(resp.Trailer) > 0 {
 		keys := make([]string, 0, len(resp.Trailer))
 		for k := range resp.Trailer {
-			keys = append(keys, k)
+			if answerTrailer(k) {
+				keys = append(keys, k)
+			}
 		}
 		rh.SetTrailer(strings.Join(keys, ", "))
 	}
@@ -63,26 +66,38 @@ func (x *exchange) answer(resp *http.Response) (later bool) {
 		return false
 	}
 	b := &answerBody{x: x, rc: resp.Body, trailer: resp.Trailer, buf: buffers.Get().(*[]byte)}
+	// The status and headers wait for the body's first bytes only when
+	// those have already come (bodyBuffered): an answer whose body is
+	// late gets them at once, as from net/http's data plane.
+	now := !bodyBuffered(resp.Body)
 	if resp.ContentLength < 0 {
+		x.ctx.Response.ImmediateHeaderFlush = now
 		x.ctx.Response.SetBodyStream(b, -1)
 		return true
 	}
-	p := (*b.buf)[:min(int64(len(*b.buf)), max(resp.ContentLength, 1))]
-	n, err := resp.Body.Read(p)
-	x.bytes += int64(n)
-	switch {
-	case err == io.EOF && int64(n) == resp.ContentLength:
-		x.ctx.Response.SetBody(p[:n])
-		buffers.Put(b.buf)
-		return false
-	case err != nil:
-		// Cut short: the caller must not take what came for the answer.
-		buffers.Put(b.buf)
-		resp.Body.Close()
-		abort(x.ctx)
-		return false
+	if !now {
+		p := (*b.buf)[:min(int64(len(*b.buf)), max(resp.ContentLength, 1))]
+		n, err := resp.Body.Read(p)
+		x.bytes += int64(n)
+		switch {
+		case err == io.EOF && int64(n) == resp.ContentLength:
+			x.ctx.Response.SetBody(p[:n])
+			buffers.Put(b.buf)
+			return false
+		case err != nil:
+			// Cut short: the caller must not take what came for the
+			// answer.
+			buffers.Put(b.buf)
+			resp.Body.Close()
+			if x.watch.left.Load() {
+				x.status = 0 // nothing went out: logged 499
+			}
+			abort(x.ctx)
+			return false
+		}
+		b.first = n
 	}
-	b.first, b.direct = n, true
+	b.direct = true
 	x.ctx.Response.ImmediateHeaderFlush = true
 	x.ctx.Response.SetBodyStream(b, int(resp.ContentLength))
 	return true
@@ -135,14 +150,28 @@ func (b *answerBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// setTrailer sets the upstream's trailer fields, announced in the header.
+// setTrailer sets the upstream's trailer fields, for fasthttp to write
+// after the last chunk: those announced in the header, and those that came
+// unannounced (announced now, too late for the header: as
+// httputil.ReverseProxy passed them), but the ones answerTrailer keeps out.
 func (b *answerBody) setTrailer() {
 	rh := &b.x.ctx.Response.Header
 	for k, vs := range b.trailer {
+		if !answerTrailer(k) || rh.AddTrailer(k) != nil { // a name fasthttp refuses in a trailer
+			continue
+		}
 		for _, v := range vs {
 			rh.Add(k, v)
 		}
 	}
+}
+
+// answerTrailer reports whether an upstream's trailer field named k goes
+// on to the caller: not X-Request-Id or Tokenproxy-Error (only tokenproxy
+// sets those), nor a field about the connection or the framing (RFC 9110
+// §6.5.1).
+func answerTrailer(k string) bool {
+	return !sameName(k, requestIDHeader) && !sameName(k, "Tokenproxy-Error") && !hopByHop(k)
 }
 
 func (b *answerBody) SupportsBodyWriteTo() bool { return true }

@@ -1,12 +1,14 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"sync"
 	"testing"
 	"time"
 
@@ -72,5 +74,59 @@ func TestCallerGoneGetsNoAnswer(t *testing.T) {
 	}
 	if n := o.logs.FilterMessage("upstream unreachable").Len(); n != 0 {
 		t.Errorf("a caller gone blamed on the upstream %d times", n)
+	}
+}
+
+// An answer's status and headers reach the caller at once even when its
+// body is late (a break-it tester's input: they waited for the first body
+// byte, and forever for a body that never came); and a caller that leaves
+// while the upstream stalls its body ends the upstream's answer, the
+// request's log line and its in-flight count, rather than waiting for the
+// upstream to close.
+func TestLateAnswerBody(t *testing.T) {
+	for _, length := range []string{"100", ""} { // known, and chunked
+		release := make(chan struct{})
+		ended := make(chan error, 1)
+		g := newRecRig(t, "", func(w http.ResponseWriter, r *http.Request) {
+			if length != "" {
+				w.Header().Set("Content-Length", length)
+			}
+			w.WriteHeader(http.StatusOK)
+			w.(http.Flusher).Flush()
+			select {
+			case <-release:
+				io.WriteString(w, "late")
+			case <-r.Context().Done():
+				ended <- r.Context().Err()
+			}
+		})
+		// Registered after the rig's, so run before them: a failure leaves
+		// no answer stalled for the server's shutdown to wait on.
+		var once sync.Once
+		t.Cleanup(func() { once.Do(func() { close(release) }) })
+		c, err := net.Dial("tcp", g.addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, "GET /up/x HTTP/1.1\r\nHost: x\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("length %q: %v, want the headers before the body", length, err)
+		}
+		c.Close() // gone, the body still stalled
+		select {
+		case err := <-ended:
+			if err == nil {
+				t.Fatalf("length %q: the upstream's request ended without an error", length)
+			}
+		case <-time.After(10 * time.Second): // a deadline for the wait, not a timing
+			t.Fatalf("length %q: the upstream's answer went on after the caller left", length)
+		}
+		waitUntil(t, "the log line", func() bool { return g.logs.FilterMessage("request").Len() == 1 })
+		if got := testutil.ToFloat64(g.h.metrics.InFlight.WithLabelValues("up")); got != 0 {
+			t.Errorf("length %q: %v requests in flight after the caller left", length, got)
+		}
+		once.Do(func() { close(release) })
 	}
 }

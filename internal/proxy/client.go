@@ -729,6 +729,15 @@ func (b *body) finish(complete bool) {
 	b.c.close()
 }
 
+// bodyBuffered reports whether some of rc, an answer's body from a
+// Client, has already been read from its connection, so that a first read
+// of it returns without waiting for the upstream. False for any other
+// body, and when the bytes wait in the TLS layer instead.
+func bodyBuffered(rc io.ReadCloser) bool {
+	b, ok := rc.(*body)
+	return ok && b.c.br.Buffered() > 0
+}
+
 // fillWait bounds how long a read of an answer goes on after its first
 // bytes, gathering more to pass on in one write. The records of one burst
 // arrive microseconds apart.

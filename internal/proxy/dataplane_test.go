@@ -578,3 +578,55 @@ func TestEarlyAnswerReachesACallerStillSending(t *testing.T) {
 		}
 	}
 }
+
+// A caller that closes before its body reaches its Content-Length never
+// has the part it sent reach the upstream as a whole request (a
+// break-it tester's input: fasthttp's body stream ended it like a whole
+// one, and the upstream answered 200 to 200 bytes of 500), whether the
+// body was being read whole or streamed.
+func TestTruncatedCallerBodyNeverReachesTheUpstreamWhole(t *testing.T) {
+	for _, replayMax := range []int64{1 << 20, 4} {
+		g := newRecRig(t, "", nil)
+		g.h.table.Load().byName["up"].ReplayMaxBytes = replayMax
+		c, err := net.Dial("tcp", g.addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, "POST /up/x HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n"+strings.Repeat("a", 200))
+		c.(*net.TCPConn).CloseWrite()
+		got, _ := io.ReadAll(c)
+		c.Close()
+		if strings.HasPrefix(string(got), "HTTP/1.1 200") {
+			t.Errorf("replay_max_bytes %d: the caller got %q for a body cut short", replayMax, got)
+		}
+		waitUntil(t, "the log line", func() bool { return g.logs.FilterMessage("request").Len() == 1 })
+		for _, r := range g.requests() {
+			if r.bodyErr == nil {
+				t.Errorf("replay_max_bytes %d: the upstream got a whole request of %d bytes", replayMax, len(r.body))
+			}
+		}
+	}
+}
+
+// An upstream's answer trailers reach the caller after the last chunk,
+// announced or not (as httputil.ReverseProxy passed them; a break-it
+// tester found the unannounced dropped), but X-Request-Id and
+// Tokenproxy-Error, which only tokenproxy sets.
+func TestAnswerTrailersForwarded(t *testing.T) {
+	g := newRecRig(t, "", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Trailer", "X-Sum, X-Request-Id")
+		w.WriteHeader(http.StatusOK)
+		io.WriteString(w, "body")
+		w.(http.Flusher).Flush()
+		w.Header().Set("X-Sum", "abc")
+		w.Header().Set("X-Request-Id", "upstream-id")
+		w.Header().Set(http.TrailerPrefix+"X-Late", "def")
+		w.Header().Set(http.TrailerPrefix+"Tokenproxy-Error", "forged")
+	})
+	resp, body := g.raw(t, "GET /up/t HTTP/1.1\r\nHost: x\r\n\r\n")
+	if body != "body" || resp.Trailer.Get("X-Sum") != "abc" || resp.Trailer.Get("X-Late") != "def" ||
+		resp.Trailer.Get("Tokenproxy-Error") != "" || resp.Trailer.Get("X-Request-Id") != "" {
+		t.Fatalf("body %q, trailer %v: want X-Sum and X-Late alone", body, resp.Trailer)
+	}
+}

@@ -290,9 +290,11 @@ func (h *Handler) proxy(x *exchange, r *http.Request) (later bool) {
 		x.body.onEnd = x.watch.arm
 	}
 	resp, rtErr := h.inject.RoundTrip(out)
-	if x.watch.stop() || out.Context().Err() != nil {
+	if x.watch.left.Load() || out.Context().Err() != nil {
 		// The caller went away (or CloseUpgraded ended the request): no
-		// answer may go out. done logs and counts it, as 499.
+		// answer may go out. done logs and counts it, as 499. Otherwise
+		// the watch goes on while the answer streams: a caller gone then
+		// ends the upstream's answer too, which may never end by itself.
 		if rtErr == nil {
 			resp.Body.Close()
 		}

@@ -90,7 +90,7 @@ func callerRequest(ctx *fasthttp.RequestCtx, ctx2 context.Context, b *callerStre
 		if b.stream == nil {
 			b.stream = bytes.NewReader(ctx.Request.Body())
 		}
-		b.header, b.trailer, b.chunked = fh, r.Trailer, r.ContentLength < 0
+		b.header, b.trailer, b.chunked, b.left = fh, r.Trailer, r.ContentLength < 0, r.ContentLength
 		r.Body = b
 	}
 	return r.WithContext(ctx2), nil
@@ -142,6 +142,7 @@ func readHeader(raw []byte, h http.Header) {
 type callerStream struct {
 	stream  io.Reader
 	chunked bool
+	left    int64 // of a body of known length, bytes not read yet
 	header  *fasthttp.RequestHeader
 	trailer http.Header
 
@@ -170,6 +171,12 @@ func (b *callerStream) Read(p []byte) (int, error) {
 		return 0, errStopped
 	}
 	n, err := b.stream.Read(p)
+	b.left -= int64(n)
+	if err == io.EOF && !b.chunked && b.left > 0 {
+		// fasthttp's stream ends a body cut short by the caller's close
+		// like a whole one: the request would reach the upstream complete.
+		err = io.ErrUnexpectedEOF
+	}
 	var ne net.Error
 	if b.chunked && err != nil && err != io.EOF && err != io.ErrUnexpectedEOF && !errors.As(err, &ne) {
 		// fasthttp's words for a chunk it cannot parse ("empty hex
