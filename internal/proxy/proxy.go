@@ -154,9 +154,9 @@ func exchangeOf(ctx context.Context) *exchange {
 	return x
 }
 
-// Serve is the data plane's fasthttp.RequestHandler, behind NewServer's
-// checks (checkRequest). The answer is ready
-// in ctx.Response when it returns; its body may stream from the upstream
+// Serve is the data plane's fasthttp.RequestHandler, behind its server's
+// checks (Handler.Server, checkRequest). The answer is ready in
+// ctx.Response when it returns; its body may stream from the upstream
 // after that (answer), and a switched connection is carried on by a
 // hijack handler.
 func (h *Handler) Serve(ctx *fasthttp.RequestCtx) {

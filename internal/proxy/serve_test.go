@@ -6,7 +6,7 @@ import (
 	"net/http"
 )
 
-// testServer is a Handler on the data plane's server (NewServer) at a
+// testServer is a Handler on the data plane's server (Handler.Server) at a
 // 127.0.0.1 port, as the daemon serves it, with what the tests used of
 // httptest.Server.
 type testServer struct {

@@ -20,7 +20,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 )
 
-// startServer serves h with NewServer on 127.0.0.1, its log observed at
+// startServer serves h with newServer on 127.0.0.1, its log observed at
 // debug; the test's cleanup shuts it down.
 func startServer(t *testing.T, h fasthttp.RequestHandler, o ServerOptions) (string, *observer.ObservedLogs) {
 	t.Helper()
