@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/base64"
@@ -148,10 +149,12 @@ func (c *conn) close() {
 // API's headers are a few KiB).
 const maxResponseHeader = 1 << 20
 
-// limitReader bounds what the response header reads may consume.
+// limitReader bounds what the response header reads may consume, and
+// keeps a copy of those reads when rec is set (see connectionField).
 type limitReader struct {
-	r io.Reader
-	n int64 // < 0: no limit
+	r   io.Reader
+	n   int64 // < 0: no limit
+	rec *[]byte
 }
 
 var errHeaderTooLarge = errors.New("the upstream's response headers exceed 1 MiB")
@@ -168,6 +171,9 @@ func (l *limitReader) Read(p []byte) (int, error) {
 	}
 	n, err := l.r.Read(p)
 	l.n -= int64(n)
+	if l.rec != nil {
+		*l.rec = append(*l.rec, p[:n]...)
+	}
 	return n, err
 }
 
@@ -600,11 +606,22 @@ func (c *conn) readResponse(req *http.Request) (*http.Response, error) {
 	}
 	var trace *httptrace.ClientTrace
 	for n := 0; ; n++ {
+		// The answer's header as sent: what is buffered, when its end is
+		// there (ReadResponse then reads nothing more), else that and
+		// every read that ReadResponse makes.
+		raw, _ := c.br.Peek(c.br.Buffered())
+		if !headerInside(raw) {
+			raw = append([]byte(nil), raw...)
+			c.lim.rec = &raw
+		}
 		c.lim.n = maxResponseHeader
 		resp, err := http.ReadResponse(c.br, req)
-		c.lim.n = -1
+		c.lim.n, c.lim.rec = -1, nil
 		if err != nil {
 			return nil, err
+		}
+		if resp.Close && resp.ProtoAtLeast(1, 1) && resp.Header["Connection"] == nil {
+			connectionField(resp.Header, raw)
 		}
 		code := resp.StatusCode
 		if code < 100 || code > 199 || code == http.StatusSwitchingProtocols {
@@ -621,6 +638,30 @@ func (c *conn) readResponse(req *http.Request) (*http.Response, error) {
 				return nil, err
 			}
 		}
+	}
+}
+
+// headerInside reports whether b holds a whole header block: the empty
+// line that ends it (RFC 9112 §2.1; a bare LF ends a line, as net/http
+// reads one).
+func headerInside(b []byte) bool {
+	return bytes.Contains(b, []byte("\n\n")) || bytes.Contains(b, []byte("\n\r\n"))
+}
+
+// connectionField puts back into h the Connection field that raw, the
+// answer's header block as sent, holds. ReadResponse deletes a Connection
+// field that lists "close" (net/http transfer.go shouldClose), and with it
+// the other fields it names, which are hop-by-hop and must not reach the
+// caller (RFC 9110 §7.6.1); removeHopByHop needs the list. Only an answer
+// that closes its connection pays for this second reading.
+func connectionField(h http.Header, raw []byte) {
+	tp := textproto.NewReader(bufio.NewReader(bytes.NewReader(raw)))
+	if _, err := tp.ReadLine(); err != nil {
+		return
+	}
+	m, _ := tp.ReadMIMEHeader()
+	if v := m["Connection"]; v != nil {
+		h["Connection"] = v
 	}
 }
 

@@ -306,6 +306,53 @@ func TestSteeringAndCredentialHeadersRemoved(t *testing.T) {
 	}
 }
 
+// The fields a Connection field names are hop-by-hop (RFC 9110 §7.6.1),
+// also when it lists "close", which net/http's ReadResponse reads by
+// deleting the field; in a header block the first read holds whole, and in
+// one it does not (the client reads 4 KiB at a time). The caller's side too.
+func TestConnectionListedFieldsRemovedBesideClose(t *testing.T) {
+	for _, c := range []struct {
+		name       string
+		connection []string
+		big        int
+	}{
+		{"one field", []string{"close, X-Hop"}, 0},
+		{"two fields", []string{"close", "X-Hop"}, 0},
+		{"close last", []string{"X-Hop, close"}, 0},
+		{"header over the first read", []string{"close, X-Hop"}, 12 << 10},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			g := newRecRig(t, "", func(w http.ResponseWriter, r *http.Request) {
+				if c.big > 0 {
+					// net/http writes fields sorted: this one goes before Connection.
+					w.Header().Set("A-Big", strings.Repeat("b", c.big))
+				}
+				w.Header()["Connection"] = c.connection
+				w.Header().Set("X-Hop", "upstream-hop")
+				w.Header().Set("X-Kept", "kept")
+				io.WriteString(w, "ok")
+			})
+			for range 2 { // a new upstream connection each time
+				resp, body := g.raw(t, "GET /up/x HTTP/1.1\r\nHost: x\r\nConnection: close, X-Caller-Hop\r\nX-Caller-Hop: caller-hop\r\n\r\n")
+				if resp.StatusCode != http.StatusOK || body != "ok" {
+					t.Fatalf("%d %q", resp.StatusCode, body)
+				}
+				if v := resp.Header.Values("X-Hop"); v != nil {
+					t.Errorf("the caller got X-Hop %q, listed in the upstream's Connection", v)
+				}
+				if resp.Header.Get("X-Kept") != "kept" || (c.big > 0 && len(resp.Header.Get("A-Big")) != c.big) {
+					t.Errorf("the answer lost fields it should keep: %v", resp.Header)
+				}
+			}
+			for _, r := range g.requests() {
+				if v := r.header.Values("X-Caller-Hop"); v != nil {
+					t.Errorf("the upstream got X-Caller-Hop %q, listed in the caller's Connection", v)
+				}
+			}
+		})
+	}
+}
+
 func TestSameName(t *testing.T) {
 	for _, c := range []struct {
 		a, b string
