@@ -289,6 +289,29 @@ func TestServerTimeouts(t *testing.T) {
 		})
 	})
 
+	// fasthttp's ReduceMemoryUsage reads a new connection's first byte
+	// without a read buffer, under read_header_timeout, which then starts
+	// again: a caller has it whole for its headers, from its first byte.
+	t.Run("a first request that starts late", func(t *testing.T) {
+		serve(t, func(t *testing.T, ln *pipeListener) {
+			c := ln.dial()
+			defer c.Close()
+			time.Sleep(rht - time.Millisecond)
+			io.WriteString(c, "G")
+			time.Sleep(rht - time.Millisecond)
+			io.WriteString(c, "ET /a HTTP/1.1\r\nHost: x\r\n")
+			if d := closedAfter(t, c); d != time.Millisecond {
+				t.Errorf("closed %s after the second write, want read_header_timeout from the first byte", d)
+			}
+
+			silent := ln.dial()
+			defer silent.Close()
+			if d := closedAfter(t, silent); d != rht {
+				t.Errorf("a silent connection was closed after %s, want read_header_timeout", d)
+			}
+		})
+	})
+
 	t.Run("a later request's headers and the idle wait", func(t *testing.T) {
 		serve(t, func(t *testing.T, ln *pipeListener) {
 			c := ln.dial()
