@@ -16,10 +16,9 @@ import (
 // ServerOptions are what the daemon's config sets on the data plane's
 // listener.
 type ServerOptions struct {
-	// ReadHeaderTimeout bounds the time to read a request's headers: from
-	// the connection's opening for its first request, from the first byte
-	// of each later one (config read_header_timeout; net/http's
-	// Server.ReadHeaderTimeout).
+	// ReadHeaderTimeout bounds the time to read a request's headers, from
+	// its first byte, and a new connection's wait for that byte (config
+	// read_header_timeout; net/http's Server.ReadHeaderTimeout).
 	ReadHeaderTimeout time.Duration
 	// Log receives the server's own errors (a failed accept, a connection
 	// that broke), never a request's bytes.
@@ -54,9 +53,9 @@ func (h *Handler) Server(o ServerOptions) *Server { return newServer(h.Serve, h.
 // h is logged and ends that connection, as net/http's server does.
 //
 // Timeouts, mapped onto fasthttp v1.78.0's (server.go serveConnCounted):
-// ReadTimeout is armed when a connection opens (its first request) and
-// again at the first byte of each later request, after an IdleTimeout wait
-// for that byte: net/http's ReadHeaderTimeout and IdleTimeout. fasthttp
+// ReadTimeout is armed when a connection opens and again at the first
+// byte of each request, after a wait for that byte under IdleTimeout on a
+// kept-alive connection: net/http's ReadHeaderTimeout and IdleTimeout. fasthttp
 // leaves ReadTimeout armed through the body; the handler is called with
 // the connection's read deadline cleared, as net/http (ReadTimeout 0)
 // leaves the body unbounded, so that it may set its own per read. One
