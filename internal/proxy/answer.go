@@ -227,7 +227,8 @@ func (b *answerBody) Close() error {
 }
 
 // interim passes an upstream's 1xx answer to the caller, as
-// httputil.ReverseProxy does, written straight to the connection (fasthttp
+// httputil.ReverseProxy does but without its hop-by-hop fields, written
+// straight to the connection (fasthttp
 // writes only final answers): not to an HTTP/1.0 caller (RFC 9110 §15.2),
 // and not a 100 Continue that fasthttp's server has already sent for an
 // Expect: 100-continue. A write that fails is left for the final answer to
@@ -242,7 +243,10 @@ func (x *exchange) interim(code int, h textproto.MIMEHeader) error {
 	b = append(b, ' ')
 	b = append(b, http.StatusText(code)...)
 	b = append(b, "\r\n"...)
-	for k, vs := range h {
+	// Hop-by-hop fields stay on the upstream's hop (RFC 9110 §7.6.1).
+	hh := http.Header(h).Clone()
+	removeHopByHop(hh)
+	for k, vs := range hh {
 		if k == requestIDHeader {
 			continue
 		}
@@ -255,10 +259,10 @@ func (x *exchange) interim(code int, h textproto.MIMEHeader) error {
 	return nil
 }
 
-// switchProtocols answers the caller with the upstream's 101 and, once
-// fasthttp has written it, carries bytes both ways between the two
-// connections until either ends (httputil.ReverseProxy's
-// handleUpgradeResponse); the exchange ends then.
+// switchProtocols answers the caller with the upstream's 101, written
+// once fasthttp has handed the connection over, and carries bytes both
+// ways between the two connections until either ends
+// (httputil.ReverseProxy's handleUpgradeResponse); the exchange ends then.
 func (x *exchange) switchProtocols(resp *http.Response) (later bool) {
 	backend, ok := resp.Body.(io.ReadWriteCloser)
 	if !ok {
@@ -266,22 +270,41 @@ func (x *exchange) switchProtocols(resp *http.Response) (later bool) {
 		x.fail(http.StatusBadGateway, CodeUnreachable, x.route.Name+": the upstream's protocol switch failed", x.route.Name)
 		return false
 	}
+	// The upstream's Connection is about its own connection: the caller's
+	// says Upgrade and names nothing else (RFC 9110 §7.6.1, §7.8).
+	upType := resp.Header.Get("Upgrade")
+	removeHopByHop(resp.Header)
 	rh := &x.ctx.Response.Header
 	rh.SetStatusCode(http.StatusSwitchingProtocols)
 	copyHeader(rh, resp.Header)
 	rh.Set(requestIDHeader, x.id)
 	x.status = http.StatusSwitchingProtocols
 	raw := x.ctx.Conn()
+	// The 101 is written by the hijack handler, not by fasthttp's server,
+	// which would close a connection it has marked to close (the caller's
+	// Connection: close, a Transfer-Encoding, a shutdown begun) after the
+	// answer without ever handing it over: the switch would never end.
+	x.ctx.HijackSetNoResponse(true)
 	x.ctx.Hijack(func(c net.Conn) {
 		defer x.done()
 		defer backend.Close()
 		x.upgrade.hijacked(raw)
+		rh.ResetConnectionClose()
+		rh.Set("Connection", "Upgrade")
+		rh.Set("Upgrade", upType)
+		if _, err := c.Write(rh.Header()); err != nil {
+			return
+		}
 		errc := make(chan error, 2)
 		go copyThenCloseWrite(backend, c, backend, errc)
 		go copyThenCloseWrite(c, backend, raw, errc)
-		if err := <-errc; err == nil {
-			<-errc
+		if err := <-errc; err != nil {
+			raw.Close()
+			backend.Close()
 		}
+		// Both copies have ended before the handler returns: fasthttp
+		// reuses what c reads through once it has.
+		<-errc
 		raw.Close()
 	})
 	return true

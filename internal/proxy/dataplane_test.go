@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/textproto"
 	"net/url"
 	"slices"
 	"strings"
@@ -350,6 +351,41 @@ func TestConnectionListedFieldsRemovedBesideClose(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A 1xx answer's hop-by-hop fields stay on the upstream's hop too.
+func TestInterimAnswerHopByHopFieldsRemoved(t *testing.T) {
+	g := newRecRig(t, "", func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Link", "</style.css>; rel=preload")
+		h.Set("Connection", "close, X-Hop")
+		h.Set("X-Hop", "upstream-hop")
+		h.Set("Keep-Alive", "timeout=5")
+		w.WriteHeader(http.StatusEarlyHints)
+		for _, k := range []string{"Link", "Connection", "X-Hop", "Keep-Alive"} {
+			h.Del(k)
+		}
+		io.WriteString(w, "ok")
+	})
+	c, err := net.Dial("tcp", g.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "GET /up/x HTTP/1.1\r\nHost: x\r\n\r\n")
+	tp := textproto.NewReader(bufio.NewReader(c))
+	line, err := tp.ReadLine()
+	if err != nil || line != "HTTP/1.1 103 Early Hints" {
+		t.Fatalf("first answer %q (%v), want the 103", line, err)
+	}
+	h, err := tp.ReadMIMEHeader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.Get("Link") == "" || h["Connection"] != nil || h["X-Hop"] != nil || h["Keep-Alive"] != nil {
+		t.Errorf("the caller's 103: %v; want Link and no hop-by-hop field", h)
 	}
 }
 

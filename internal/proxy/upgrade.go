@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"time"
 
 	"golang.org/x/net/http/httpguts"
 )
@@ -126,8 +127,17 @@ func (u *upgrades) close(ctx context.Context) int {
 	}
 	if len(left) > 0 {
 		// With both connections closed, both copies end, and so does the
-		// handler.
-		<-empty
+		// handler: at once. Not waited for past endWait: a switch whose
+		// caller's connection was closed before fasthttp handed it over
+		// (Server.Close in the moment between) has no handler to end it.
+		select {
+		case <-empty:
+		case <-time.After(endWait):
+		}
 	}
 	return len(left)
 }
+
+// endWait bounds how long upgrades.close waits for the switches it closed
+// to end.
+const endWait = 5 * time.Second

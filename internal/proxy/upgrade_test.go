@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/coder/websocket"
@@ -494,5 +495,137 @@ func TestUpgradeRequestsAreRoutedLikeAnyOther(t *testing.T) {
 		}
 		defer c.CloseNow()
 		echo(t, ctx, c, "through HTTP_PROXY")
+	})
+}
+
+// fasthttp's server closes a connection it has marked to close after the
+// answer, without running a hijack handler: the caller's Connection:
+// close, an upstream's 101 that says close, a shutdown begun. Each switch
+// must still be carried, and end.
+func TestUpgradeSwitchesWhateverMarksTheConnectionToClose(t *testing.T) {
+	e := newUpgradeEnv(t)
+	e.sim.HandleAPI("GET /api/upgrade/closing", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Connection", "Upgrade, close, X-Hop")
+		w.Header().Set("X-Hop", "upstream-hop")
+		w.Header().Set("Upgrade", r.Header.Get("Upgrade"))
+		w.WriteHeader(http.StatusSwitchingProtocols)
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		io.Copy(conn, brw)
+	}))
+	switched := func(t *testing.T, conn net.Conn, br *bufio.Reader, resp *http.Response, n int) {
+		t.Helper()
+		if resp.StatusCode != 101 {
+			t.Fatalf("got %d, want 101", resp.StatusCode)
+		}
+		if c := resp.Header.Values("Connection"); len(c) != 1 || c[0] != "Upgrade" || resp.Header.Get("X-Hop") != "" {
+			t.Errorf("the caller's 101 says Connection %q, X-Hop %q; want Upgrade alone", c, resp.Header.Get("X-Hop"))
+		}
+		io.WriteString(conn, "ping\n")
+		if l, err := br.ReadString('\n'); l != "ping\n" {
+			t.Fatalf("echo: %q %v", l, err)
+		}
+		conn.(*net.TCPConn).CloseWrite()
+		if rest, err := io.ReadAll(br); len(rest) != 0 || err != nil {
+			t.Fatalf("after the caller closed: %q %v, want EOF", rest, err)
+		}
+		if l := e.logged(t, n)[n-1].ContextMap(); l["status"] != int64(101) {
+			t.Errorf("log line %v, want status 101", l)
+		}
+	}
+	t.Run("the caller's Connection: close", func(t *testing.T) {
+		conn, br, resp := rawUpgrade(t, e.addr, "/hgem"+vendorsim.UpgradePath, "Connection: close")
+		switched(t, conn, br, resp, 1)
+	})
+	t.Run("the upstream's Connection: close", func(t *testing.T) {
+		conn, br, resp := rawUpgrade(t, e.addr, "/hgem/api/upgrade/closing")
+		switched(t, conn, br, resp, 2)
+	})
+	if n := e.h.CloseUpgraded(context.Background()); n != 0 {
+		t.Fatalf("CloseUpgraded closed %d, want every switch ended", n)
+	}
+}
+
+func TestUpgradeAnsweredWhileDraining(t *testing.T) {
+	e := newUpgradeEnv(t)
+	entered, release := make(chan struct{}), make(chan struct{})
+	e.sim.HandleAPI("GET /api/upgrade/held", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(entered)
+		<-release
+		w.Header().Set("Connection", "Upgrade")
+		w.Header().Set("Upgrade", r.Header.Get("Upgrade"))
+		w.WriteHeader(http.StatusSwitchingProtocols)
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		io.Copy(conn, brw)
+	}))
+	// An idle connection: Shutdown closes it once it has begun.
+	probe := dialRaw(t, e.addr)
+	io.WriteString(probe, "GET /hgem/api/visits HTTP/1.1\r\nHost: x\r\n\r\n")
+	pbr := bufio.NewReader(probe)
+	if resp, err := http.ReadResponse(pbr, nil); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("probe: %v %v", resp, err)
+	} else {
+		io.Copy(io.Discard, resp.Body)
+	}
+
+	conn := dialRaw(t, e.addr)
+	io.WriteString(conn, "GET /hgem/api/upgrade/held HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: line-echo\r\n\r\n")
+	<-entered
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	shut := make(chan error, 1)
+	go func() { shut <- e.srv.Shutdown(ctx) }()
+	if _, err := pbr.ReadByte(); err == nil {
+		t.Fatal("the idle connection got bytes, want it closed by Shutdown")
+	}
+	close(release)
+
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 101 {
+		t.Fatalf("got %v %v, want 101", resp, err)
+	}
+	io.WriteString(conn, "ping\n")
+	if l, err := br.ReadString('\n'); l != "ping\n" {
+		t.Fatalf("echo while draining: %q %v", l, err)
+	}
+	if err := <-shut; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	ended, end := context.WithCancel(context.Background())
+	end()
+	if n := e.h.CloseUpgraded(ended); n != 1 {
+		t.Fatalf("CloseUpgraded closed %d, want the switched connection", n)
+	}
+	if _, err := br.ReadByte(); err == nil {
+		t.Fatal("the switched connection is still open after CloseUpgraded")
+	}
+	if l := e.logged(t, 2)[1].ContextMap(); l["status"] != int64(101) {
+		t.Errorf("log line %v, want status 101", l)
+	}
+}
+
+// A switch that never ends by itself (its handler never ran) holds
+// CloseUpgraded for endWait, not for ever.
+func TestCloseUpgradedBoundsItsWait(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		u := upgrades{live: map[*upgrade]struct{}{}}
+		u.add(func() {}) // never stopped
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		start := time.Now()
+		if n := u.close(ctx); n != 1 {
+			t.Errorf("closed %d, want 1", n)
+		}
+		if d := time.Since(start); d != endWait {
+			t.Errorf("returned after %s, want endWait (%s)", d, endWait)
+		}
 	})
 }
