@@ -228,11 +228,10 @@ func (b *answerBody) Close() error {
 
 // interim passes an upstream's 1xx answer to the caller, as
 // httputil.ReverseProxy does but without its hop-by-hop fields, written
-// straight to the connection (fasthttp
-// writes only final answers): not to an HTTP/1.0 caller (RFC 9110 §15.2),
-// and not a 100 Continue that fasthttp's server has already sent for an
-// Expect: 100-continue. A write that fails is left for the final answer to
-// find.
+// straight to the connection (fasthttp writes only final answers): not to
+// an HTTP/1.0 caller (RFC 9110 §15.2), and not a 100 Continue that
+// fasthttp's server has already sent for an Expect: 100-continue. A write
+// that fails is left for the final answer to find.
 func (x *exchange) interim(code int, h textproto.MIMEHeader) error {
 	if !x.in.ProtoAtLeast(1, 1) || code == http.StatusContinue && x.ctx.Request.MayContinue() {
 		return nil

@@ -55,11 +55,11 @@ func (h *Handler) Server(o ServerOptions) *Server { return newServer(h.Serve, h.
 // Timeouts, mapped onto fasthttp v1.78.0's (server.go serveConnCounted):
 // ReadTimeout is armed when a connection opens and again at the first
 // byte of each request, after a wait for that byte under IdleTimeout on a
-// kept-alive connection: net/http's ReadHeaderTimeout and IdleTimeout. fasthttp
-// leaves ReadTimeout armed through the body; the handler is called with
-// the connection's read deadline cleared, as net/http (ReadTimeout 0)
-// leaves the body unbounded, so that it may set its own per read. One
-// difference remains: fasthttp reads the first min(Content-Length, 8 KiB)
+// kept-alive connection: net/http's ReadHeaderTimeout and IdleTimeout.
+// fasthttp leaves ReadTimeout armed through the body; the handler is
+// called with the connection's read deadline cleared, as net/http
+// (ReadTimeout 0) leaves the body unbounded, so that it may set its own
+// per read. One difference remains: fasthttp reads the first min(Content-Length, 8 KiB)
 // bytes of a body before calling the handler (http.go
 // readBodyWithStreaming), under read_header_timeout.
 func newServer(h fasthttp.RequestHandler, target func(*fasthttp.RequestCtx, error) bool, o ServerOptions) *Server {
