@@ -276,6 +276,19 @@ func TestServerTimeouts(t *testing.T) {
 		return fmt.Sprint(r.StatusCode, " ", string(b))
 	}
 
+	// slowHeaders sends a request's first byte, then, just within
+	// read_header_timeout, more of its headers but not their end: the
+	// connection must close read_header_timeout after that first byte.
+	slowHeaders := func(t *testing.T, c net.Conn) {
+		t.Helper()
+		io.WriteString(c, "G")
+		time.Sleep(rht - time.Millisecond)
+		io.WriteString(c, "ET /a HTTP/1.1\r\nHost: x\r\n")
+		if d := closedAfter(t, c); d != time.Millisecond {
+			t.Errorf("closed %s after the second write, want read_header_timeout from the first byte", d)
+		}
+	}
+
 	t.Run("first request's headers", func(t *testing.T) {
 		serve(t, func(t *testing.T, ln *pipeListener) {
 			c := ln.dial()
@@ -297,12 +310,7 @@ func TestServerTimeouts(t *testing.T) {
 			c := ln.dial()
 			defer c.Close()
 			time.Sleep(rht - time.Millisecond)
-			io.WriteString(c, "G")
-			time.Sleep(rht - time.Millisecond)
-			io.WriteString(c, "ET /a HTTP/1.1\r\nHost: x\r\n")
-			if d := closedAfter(t, c); d != time.Millisecond {
-				t.Errorf("closed %s after the second write, want read_header_timeout from the first byte", d)
-			}
+			slowHeaders(t, c)
 
 			silent := ln.dial()
 			defer silent.Close()
@@ -322,12 +330,7 @@ func TestServerTimeouts(t *testing.T) {
 				t.Fatalf("first request: %s", got)
 			}
 			time.Sleep(time.Minute) // idle, under the idle timeout
-			io.WriteString(c, "G")
-			time.Sleep(rht - time.Millisecond)
-			io.WriteString(c, "ET /a HTTP/1.1\r\nHost: x\r\n")
-			if d := closedAfter(t, c); d != time.Millisecond {
-				t.Errorf("closed %s after the second write, want read_header_timeout from the first byte", d)
-			}
+			slowHeaders(t, c)
 
 			c2 := ln.dial()
 			defer c2.Close()

@@ -285,17 +285,23 @@ func TestUpgradeOtherProtocolOverHTTP1(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		t.Fatalf("got %d %q %s, want 101 to line-echo", resp.StatusCode, resp.Header.Get("Tokenproxy-Error"), b)
 	}
+	echoThenHalfClose(t, conn, br)
+	if r := e.ended(t, 1); r.Status != 101 || r.Header.Get("Authorization") != "Bearer "+e.tokens.cur.AccessToken {
+		t.Fatalf("the simulator saw %d with another Authorization", r.Status)
+	}
+}
+
+// echoThenHalfClose has a line echoed through a switched connection, then
+// half-closes it: the upstream sees the end and closes too.
+func echoThenHalfClose(t *testing.T, conn net.Conn, br *bufio.Reader) {
+	t.Helper()
 	io.WriteString(conn, "ping\n")
 	if l, err := br.ReadString('\n'); l != "ping\n" {
 		t.Fatalf("echo: %q %v", l, err)
 	}
-	// The caller half-closes: the upstream sees the end and closes too.
 	conn.(*net.TCPConn).CloseWrite()
 	if rest, err := io.ReadAll(br); len(rest) != 0 || err != nil {
 		t.Fatalf("after the caller closed: %q %v, want EOF", rest, err)
-	}
-	if r := e.ended(t, 1); r.Status != 101 || r.Header.Get("Authorization") != "Bearer "+e.tokens.cur.AccessToken {
-		t.Fatalf("the simulator saw %d with another Authorization", r.Status)
 	}
 }
 
@@ -498,6 +504,21 @@ func TestUpgradeRequestsAreRoutedLikeAnyOther(t *testing.T) {
 	})
 }
 
+// switchAndEcho is an upstream's answer to an upgrade: a 101 whose
+// Connection field is connection, then every byte of the new protocol
+// echoed until the proxy closes.
+func switchAndEcho(w http.ResponseWriter, r *http.Request, connection string) {
+	w.Header().Set("Connection", connection)
+	w.Header().Set("Upgrade", r.Header.Get("Upgrade"))
+	w.WriteHeader(http.StatusSwitchingProtocols)
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	io.Copy(conn, brw)
+}
+
 // fasthttp's server closes a connection it has marked to close after the
 // answer, without running a hijack handler: the caller's Connection:
 // close, an upstream's 101 that says close, a shutdown begun. Each switch
@@ -505,16 +526,8 @@ func TestUpgradeRequestsAreRoutedLikeAnyOther(t *testing.T) {
 func TestUpgradeSwitchesWhateverMarksTheConnectionToClose(t *testing.T) {
 	e := newUpgradeEnv(t)
 	e.sim.HandleAPI("GET /api/upgrade/closing", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Connection", "Upgrade, close, X-Hop")
 		w.Header().Set("X-Hop", "upstream-hop")
-		w.Header().Set("Upgrade", r.Header.Get("Upgrade"))
-		w.WriteHeader(http.StatusSwitchingProtocols)
-		conn, brw, err := http.NewResponseController(w).Hijack()
-		if err != nil {
-			return
-		}
-		defer conn.Close()
-		io.Copy(conn, brw)
+		switchAndEcho(w, r, "Upgrade, close, X-Hop")
 	}))
 	switched := func(t *testing.T, conn net.Conn, br *bufio.Reader, resp *http.Response, n int) {
 		t.Helper()
@@ -524,14 +537,7 @@ func TestUpgradeSwitchesWhateverMarksTheConnectionToClose(t *testing.T) {
 		if c := resp.Header.Values("Connection"); len(c) != 1 || c[0] != "Upgrade" || resp.Header.Get("X-Hop") != "" {
 			t.Errorf("the caller's 101 says Connection %q, X-Hop %q; want Upgrade alone", c, resp.Header.Get("X-Hop"))
 		}
-		io.WriteString(conn, "ping\n")
-		if l, err := br.ReadString('\n'); l != "ping\n" {
-			t.Fatalf("echo: %q %v", l, err)
-		}
-		conn.(*net.TCPConn).CloseWrite()
-		if rest, err := io.ReadAll(br); len(rest) != 0 || err != nil {
-			t.Fatalf("after the caller closed: %q %v, want EOF", rest, err)
-		}
+		echoThenHalfClose(t, conn, br)
 		if l := e.logged(t, n)[n-1].ContextMap(); l["status"] != int64(101) {
 			t.Errorf("log line %v, want status 101", l)
 		}
@@ -555,15 +561,7 @@ func TestUpgradeAnsweredWhileDraining(t *testing.T) {
 	e.sim.HandleAPI("GET /api/upgrade/held", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		close(entered)
 		<-release
-		w.Header().Set("Connection", "Upgrade")
-		w.Header().Set("Upgrade", r.Header.Get("Upgrade"))
-		w.WriteHeader(http.StatusSwitchingProtocols)
-		conn, brw, err := http.NewResponseController(w).Hijack()
-		if err != nil {
-			return
-		}
-		defer conn.Close()
-		io.Copy(conn, brw)
+		switchAndEcho(w, r, "Upgrade")
 	}))
 	// An idle connection: Shutdown closes it once it has begun.
 	probe := dialRaw(t, e.addr)
