@@ -269,6 +269,14 @@ func (x *exchange) switchProtocols(resp *http.Response) (later bool) {
 		x.fail(http.StatusBadGateway, CodeUnreachable, x.route.Name+": the upstream's protocol switch failed", x.route.Name)
 		return false
 	}
+	// From here on the copies carry the caller's end of stream to the
+	// upstream: the watch would take a half-close for the caller gone,
+	// and cut the upstream's reply to it.
+	if x.watch.stop() {
+		backend.Close()
+		abort(x.ctx)
+		return false
+	}
 	// The upstream's Connection is about its own connection: the caller's
 	// says Upgrade and names nothing else (RFC 9110 §7.6.1, §7.8).
 	upType := resp.Header.Get("Upgrade")

@@ -42,9 +42,10 @@ func printable(s string) bool {
 // start until their handler returns (for a switched connection, when it
 // closes).
 type upgrades struct {
-	mu    sync.Mutex
-	live  map[*upgrade]struct{}
-	empty chan struct{} // closed when live becomes empty; nil when nobody waits
+	mu      sync.Mutex
+	live    map[*upgrade]struct{}
+	empty   chan struct{} // closed when live becomes empty; nil when nobody waits
+	closing bool          // close's wait has ended: a request added now is closed at once
 }
 
 // upgrade is one tracked request and the means to end it.
@@ -80,12 +81,18 @@ func (u *upgrade) close() {
 }
 
 // add tracks a request whose context cancel ends; it must report the
-// hijacked connection to the upgrade, and call stop when it ends.
+// hijacked connection to the upgrade, and call stop when it ends. Added
+// after close has stopped waiting (shutdown_timeout has passed), it is
+// closed at once.
 func (u *upgrades) add(cancel context.CancelFunc) (up *upgrade, stop func()) {
 	up = &upgrade{cancel: cancel}
 	u.mu.Lock()
 	u.live[up] = struct{}{}
+	closing := u.closing
 	u.mu.Unlock()
+	if closing {
+		up.close()
+	}
 	return up, func() {
 		u.mu.Lock()
 		defer u.mu.Unlock()
@@ -117,6 +124,7 @@ func (u *upgrades) close(ctx context.Context) int {
 	case <-ctx.Done():
 	}
 	u.mu.Lock()
+	u.closing = true
 	left := make([]*upgrade, 0, len(u.live))
 	for up := range u.live {
 		left = append(left, up)

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -626,4 +627,53 @@ func TestCloseUpgradedBoundsItsWait(t *testing.T) {
 			t.Errorf("returned after %s, want endWait (%s)", d, endWait)
 		}
 	})
+}
+
+// A caller that half-closes a switched connection has said all it will
+// send, not that it has gone: the upstream's reply to that end still
+// reaches it, also from an upstream slower than watchAfter to switch
+// (the watch for a caller gone was on when the switch began).
+func TestUpgradeCallerHalfCloseKeepsTheUpstreamsReply(t *testing.T) {
+	e := newUpgradeEnv(t)
+	e.sim.HandleAPI("GET /api/upgrade/slow", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(3 * watchAfter) // a slow upstream, not a wait for an event
+		w.Header().Set("Connection", "Upgrade")
+		w.Header().Set("Upgrade", r.Header.Get("Upgrade"))
+		w.WriteHeader(http.StatusSwitchingProtocols)
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		b, _ := io.ReadAll(brw) // to the caller's half-close
+		io.WriteString(conn, "got "+strconv.Itoa(len(b))+" bytes\n")
+	}))
+	for i := range 3 {
+		conn, br, resp := rawUpgrade(t, e.addr, "/hgem/api/upgrade/slow")
+		if resp.StatusCode != 101 {
+			t.Fatalf("got %d, want 101", resp.StatusCode)
+		}
+		conn.(*net.TCPConn).CloseWrite()
+		if rest, err := io.ReadAll(br); string(rest) != "got 0 bytes\n" || err != nil {
+			t.Fatalf("try %d: after the caller's half-close: %q %v, want the upstream's reply", i, rest, err)
+		}
+	}
+}
+
+// A request that asks to switch after CloseUpgraded has stopped waiting
+// is ended at once, not left open past it.
+func TestUpgradeAddedAfterCloseUpgradedIsClosed(t *testing.T) {
+	u := upgrades{live: map[*upgrade]struct{}{}}
+	var stop func()
+	_, stop = u.add(func() { go stop() }) // its handler ends once it is cancelled
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if n := u.close(ctx); n != 1 {
+		t.Fatalf("closed %d, want 1", n)
+	}
+	late, end := context.WithCancel(context.Background())
+	defer end()
+	if up, _ := u.add(end); late.Err() == nil || !up.closed {
+		t.Errorf("a request added after close: cancelled %v, closed %v; want both", late.Err() != nil, up.closed)
+	}
 }
