@@ -611,11 +611,14 @@ func (c *conn) readResponse(req *http.Request) (*http.Response, error) {
 		// every read that ReadResponse makes.
 		raw, _ := c.br.Peek(c.br.Buffered())
 		if !headerInside(raw) {
-			raw = append([]byte(nil), raw...)
-			c.lim.rec = &raw
+			rec := append([]byte(nil), raw...) // on the heap only here
+			c.lim.rec = &rec
 		}
 		c.lim.n = maxResponseHeader
 		resp, err := http.ReadResponse(c.br, req)
+		if c.lim.rec != nil {
+			raw = *c.lim.rec
+		}
 		c.lim.n, c.lim.rec = -1, nil
 		if err != nil {
 			return nil, err
