@@ -46,7 +46,8 @@ func (x *exchange) answer(resp *http.Response) (later bool) {
 	rh := &x.ctx.Response.Header
 	rh.SetStatusCode(resp.StatusCode)
 	copyHeader(rh, resp.Header)
-	if len(resp.Trailer) > 0 {
+	unframed := resp.ContentLength < 0 && !x.in.ProtoAtLeast(1, 1)
+	if len(resp.Trailer) > 0 && !unframed {
 		keys := make([]string, 0, len(resp.Trailer))
 		for k := range resp.Trailer {
 			if answerTrailer(k) {
@@ -70,6 +71,12 @@ func (x *exchange) answer(resp *http.Response) (later bool) {
 	// those have already come (bodyBuffered): an answer whose body is
 	// late gets them at once, as from net/http's data plane.
 	now := !bodyBuffered(resp.Body)
+	if unframed {
+		// No length and no chunks: the connection's close ends the body.
+		rh.SetContentLength(-2)
+		x.unframed = b
+		return true
+	}
 	if resp.ContentLength < 0 {
 		x.ctx.Response.ImmediateHeaderFlush = now
 		x.ctx.Response.SetBodyStream(b, -1)

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -711,5 +712,84 @@ func TestAnswerTrailersForwarded(t *testing.T) {
 	if body != "body" || resp.Trailer.Get("X-Sum") != "abc" || resp.Trailer.Get("X-Late") != "def" ||
 		resp.Trailer.Get("Tokenproxy-Error") != "" || resp.Trailer.Get("X-Request-Id") != "" {
 		t.Fatalf("body %q, trailer %v: want X-Sum and X-Late alone", body, resp.Trailer)
+	}
+}
+
+// An answer of unknown length goes to an HTTP/1.0 caller unframed, ended
+// by the connection's close: HTTP/1.0 has no chunked coding (RFC 9112
+// §7.1), and no trailers.
+func TestHTTP10CallerGetsAnUnframedBody(t *testing.T) {
+	body := strings.Repeat("a", 60000)
+	g := newRecRig(t, "", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Trailer", "X-T")
+		io.WriteString(w, body[:100])
+		w.(http.Flusher).Flush() // no length from here on
+		io.WriteString(w, body[100:])
+		w.Header().Set("X-T", "t")
+	})
+	c, err := net.Dial("tcp", g.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "GET /up/x HTTP/1.0\r\n\r\n")
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, rest, _ := strings.Cut(string(got), "\r\n\r\n")
+	if !strings.HasPrefix(head, "HTTP/1.1 200 ") || strings.Contains(strings.ToLower(head), "transfer-encoding") ||
+		strings.Contains(strings.ToLower(head), "trailer") || strings.Contains(strings.ToLower(head), "content-length") {
+		t.Errorf("header %q: want 200 with no framing and no Trailer", head)
+	}
+	if rest != body {
+		t.Errorf("body of %d bytes (%q...), want the upstream's %d as they are", len(rest), rest[:min(len(rest), 12)], len(body))
+	}
+	if l := g.logs.FilterMessage("request").All(); len(l) != 1 || l[0].ContextMap()["status"] != int64(200) {
+		t.Errorf("log lines %v, want one with 200", l)
+	}
+}
+
+// An answer that fasthttp's server hands over (written before the
+// caller's body was read whole) is still the drain's to wait for, and to
+// close at shutdown_timeout: fasthttp's Shutdown no longer sees it,
+// CloseUpgraded does.
+func TestDrainSeesAnAnswerWrittenBeforeTheBody(t *testing.T) {
+	e := newUpgradeEnv(t)
+	release := make(chan struct{})
+	defer close(release)
+	e.sim.HandleAPI("POST /api/early", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "start\n") // the body unread
+		w.(http.Flusher).Flush()
+		<-release
+	}))
+	c := dialRaw(t, e.addr)
+	io.WriteString(c, "POST /hgem/api/early HTTP/1.1\r\nHost: x\r\nContent-Length: 8000000\r\n\r\n")
+	go io.Copy(c, strings.NewReader(strings.Repeat("z", 2<<20))) // part of it
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("%v %v", resp, err)
+	}
+	rb := bufio.NewReader(resp.Body)
+	if l, err := rb.ReadString('\n'); l != "start\n" {
+		t.Fatalf("first line %q %v", l, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.srv.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	timedOut, end := context.WithCancel(context.Background())
+	end()
+	if n := e.h.CloseUpgraded(timedOut); n != 1 {
+		t.Fatalf("CloseUpgraded closed %d, want the answer still streaming", n)
+	}
+	if rest, err := io.ReadAll(rb); err == nil {
+		t.Errorf("read %q to a clean end, want the answer cut", rest)
+	}
+	if l := e.logged(t, 1)[0].ContextMap(); l["status"] != int64(200) {
+		t.Errorf("log line %v, want status 200", l)
 	}
 }

@@ -118,7 +118,8 @@ type exchange struct {
 	idValue    []string      // id, as a header's values
 	upstreamID string        // the upstream's own X-Request-Id, when it sent another
 	replayed   bool
-	switched   bool // the upstream answered 101: the connection now carries another protocol
+	switched   bool        // the upstream answered 101: the connection now carries another protocol
+	unframed   *answerBody // an HTTP/1.0 caller's answer body of unknown length (writeHijacked)
 
 	// What went to the caller: the final status (0: none, logged as 499),
 	// the Tokenproxy-Error code when tokenproxy answered, the body's bytes.
@@ -184,22 +185,47 @@ func (h *Handler) Serve(ctx *fasthttp.RequestCtx) {
 	if !h.proxy(x, r) {
 		x.done()
 	}
-	if x.body.stream != nil && !x.body.readWhole() && !ctx.Hijacked() {
-		// Answered before the caller's body was read whole: the answer is
-		// written here, and the connection closed, as linger does.
-		// fasthttp's server would close it at once (a connection marked
-		// to close is never hijacked, so the mark is set here too).
-		ctx.Response.Header.ResetConnectionClose()
-		ctx.HijackSetNoResponse(true)
-		raw := ctx.Conn()
-		ctx.Hijack(func(c net.Conn) {
-			ctx.Response.Header.SetConnectionClose()
-			bw := bufio.NewWriterSize(c, 4<<10)
-			if ctx.Response.Write(bw) == nil && bw.Flush() == nil {
-				linger(raw, c)
-			}
-		})
+	unread := x.body.stream != nil && !x.body.readWhole()
+	if (unread || x.unframed != nil) && !ctx.Hijacked() {
+		x.writeHijacked(unread)
 	}
+}
+
+// writeHijacked writes the answer on the connection fasthttp hands over,
+// then closes it: after lingering when the caller's body was not read
+// whole (fasthttp's server would close at once), and unframed for an
+// HTTP/1.0 caller's body of unknown length (fasthttp would send it
+// chunked, which HTTP/1.0 cannot read: RFC 9112 §7.1). fasthttp's Shutdown
+// no longer sees a hijacked connection: the answer is tracked with the
+// switched connections, so that the daemon's drain (CloseUpgraded) waits
+// for it until shutdown_timeout.
+func (x *exchange) writeHijacked(unread bool) {
+	ctx := x.ctx
+	ctx.HijackSetNoResponse(true)
+	raw := ctx.Conn()
+	up, stop := x.h.upgrades.add(x.cancel)
+	ctx.Hijack(func(c net.Conn) {
+		defer stop()
+		up.hijacked(raw)
+		ctx.Response.Header.SetConnectionClose()
+		bw := bufio.NewWriterSize(c, 4<<10)
+		var err error
+		if b := x.unframed; b != nil {
+			// The body's end is the connection's (RFC 9112 §6.3); its
+			// pieces go out as they come.
+			_, err = c.Write(ctx.Response.Header.Header())
+			if err == nil {
+				b.direct = true
+				_, err = b.WriteTo(c)
+			}
+			b.Close()
+		} else {
+			err = ctx.Response.Write(bw)
+		}
+		if err == nil && bw.Flush() == nil && unread {
+			linger(raw, c)
+		}
+	})
 }
 
 // lingerTime bounds how long a connection closed with a request body
