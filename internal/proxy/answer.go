@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/textproto"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -50,7 +51,7 @@ func (x *exchange) answer(resp *http.Response) (later bool) {
 	if len(resp.Trailer) > 0 && !unframed {
 		keys := make([]string, 0, len(resp.Trailer))
 		for k := range resp.Trailer {
-			if answerTrailer(k) {
+			if x.answerTrailer(k) {
 				keys = append(keys, k)
 			}
 		}
@@ -164,7 +165,7 @@ func (b *answerBody) Read(p []byte) (int, error) {
 func (b *answerBody) setTrailer() {
 	rh := &b.x.ctx.Response.Header
 	for k, vs := range b.trailer {
-		if !answerTrailer(k) || rh.AddTrailer(k) != nil { // a name fasthttp refuses in a trailer
+		if !b.x.answerTrailer(k) || rh.AddTrailer(k) != nil { // a name fasthttp refuses in a trailer
 			continue
 		}
 		for _, v := range vs {
@@ -176,9 +177,10 @@ func (b *answerBody) setTrailer() {
 // answerTrailer reports whether an upstream's trailer field named k goes
 // on to the caller: not X-Request-Id or Tokenproxy-Error (only tokenproxy
 // sets those), nor a field about the connection or the framing (RFC 9110
-// §6.5.1).
-func answerTrailer(k string) bool {
-	return !sameName(k, requestIDHeader) && !sameName(k, "Tokenproxy-Error") && !hopByHop(k)
+// §6.5.1), nor one the upstream's Connection listed (§7.6.1).
+func (x *exchange) answerTrailer(k string) bool {
+	return !sameName(k, requestIDHeader) && !sameName(k, "Tokenproxy-Error") && !hopByHop(k) &&
+		!slices.ContainsFunc(x.answerHop, func(n string) bool { return sameName(n, k) })
 }
 
 func (b *answerBody) SupportsBodyWriteTo() bool { return true }

@@ -520,6 +520,38 @@ func TestRequestTrailersForwarded(t *testing.T) {
 	}
 }
 
+// A trailer carries the trailer section's values alone: not those of a
+// field of the same name in the header block, nor a field the message's
+// Connection names (RFC 9110 §6.5, §7.6.1); both ways.
+func TestTrailersCarryTheTrailerSectionAlone(t *testing.T) {
+	g := newRecRig(t, "", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Connection", "X-Hop")
+		w.Header().Set("Trailer", "X-Hop, X-Sum")
+		io.WriteString(w, "ok")
+		w.Header().Set("X-Hop", "upstream-hop")
+		w.Header().Set("X-Sum", "upstream-sum")
+	})
+	req := "POST /up/t HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: X-Hop\r\n" +
+		"Trailer: X-Sum, X-Hop, X-Header-Only\r\nX-Sum: in-header\r\nX-Header-Only: in-header\r\n\r\n" +
+		"5\r\nhello\r\n0\r\nX-Sum: in-trailer\r\nX-Hop: caller-hop\r\n\r\n"
+	resp, body := g.raw(t, req)
+	if resp.StatusCode != 200 || body != "ok" {
+		t.Fatalf("%d %q", resp.StatusCode, body)
+	}
+	if tr := resp.Trailer; tr.Get("X-Sum") != "upstream-sum" || tr["X-Hop"] != nil {
+		t.Errorf("the caller's trailer %v: want X-Sum alone", tr)
+	}
+	s := g.requests()[0]
+	for k, v := range s.trailer { // an announced name that never came has no value
+		if len(v) > 0 && (k != "X-Sum" || !slices.Equal(v, []string{"in-trailer"})) || k == "X-Hop" {
+			t.Errorf("the upstream's trailer %v: want X-Sum: in-trailer alone", s.trailer)
+		}
+	}
+	if s.header.Get("X-Sum") != "in-header" || s.header.Get("X-Header-Only") != "in-header" {
+		t.Errorf("the upstream's header %v: want X-Sum and X-Header-Only as sent", s.header)
+	}
+}
+
 // A caller that stops sending its body is cut off after the route's timeout
 // of silence (answered, or its connection closed), whether its body was being read whole (for a
 // replay) or streamed to the upstream; a body that arrives in time, and an

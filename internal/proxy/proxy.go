@@ -120,6 +120,7 @@ type exchange struct {
 	replayed   bool
 	switched   bool        // the upstream answered 101: the connection now carries another protocol
 	unframed   *answerBody // an HTTP/1.0 caller's answer body of unknown length (writeHijacked)
+	answerHop  []string    // the names the upstream's Connection listed
 
 	// What went to the caller: the final status (0: none, logged as 499),
 	// the Tokenproxy-Error code when tokenproxy answered, the body's bytes.
@@ -335,6 +336,7 @@ func (h *Handler) proxy(x *exchange, r *http.Request) (later bool) {
 		h.modifyResponse(x, resp)
 		return x.switchProtocols(resp)
 	}
+	x.answerHop = connectionNames(resp.Header) // for its trailer, too
 	removeHopByHop(resp.Header)
 	h.modifyResponse(x, resp)
 	return x.answer(resp)
@@ -419,16 +421,26 @@ var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy
 // removeHopByHop removes from h the hop-by-hop fields and those its
 // Connection fields list.
 func removeHopByHop(h http.Header) {
-	for _, f := range h["Connection"] {
-		for sf := range strings.SplitSeq(f, ",") {
-			if sf = textproto.TrimString(sf); sf != "" {
-				h.Del(sf)
-			}
-		}
+	for _, name := range connectionNames(h) {
+		h.Del(name)
 	}
 	for _, k := range hopHeaders {
 		delete(h, k)
 	}
+}
+
+// connectionNames are the field names h's Connection fields list (RFC
+// 9110 §7.6.1); nil when there is none.
+func connectionNames(h http.Header) []string {
+	var names []string
+	for _, f := range h["Connection"] {
+		for sf := range strings.SplitSeq(f, ",") {
+			if sf = textproto.TrimString(sf); sf != "" {
+				names = append(names, sf)
+			}
+		}
+	}
+	return names
 }
 
 // abort closes the caller's connection without an answer.

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/textproto"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -74,10 +75,17 @@ func callerRequest(ctx *fasthttp.RequestCtx, ctx2 context.Context, b *callerStre
 		if names, ok := r.Header["Trailer"]; ok {
 			delete(r.Header, "Trailer")
 			r.Trailer = http.Header{}
+			b.inHeader = map[string]int{}
 			for _, v := range names {
 				for k := range bytes.SplitSeq([]byte(v), []byte(",")) {
 					if k = trimSpaceTab(k); len(k) > 0 {
-						r.Trailer[textproto.CanonicalMIMEHeaderKey(string(k))] = nil
+						name := textproto.CanonicalMIMEHeaderKey(string(k))
+						if !slices.ContainsFunc(connectionNames(r.Header), func(n string) bool { return sameName(n, name) }) {
+							// One that Connection names is about this hop
+							// (RFC 9110 §7.6.1): never passed on.
+							r.Trailer[name] = nil
+							b.inHeader[name] = len(r.Header[name])
+						}
 					}
 				}
 			}
@@ -145,6 +153,9 @@ type callerStream struct {
 	left    int64 // of a body of known length, bytes not read yet
 	header  *fasthttp.RequestHeader
 	trailer http.Header
+	// How many of each trailer name's values came in the header block:
+	// fasthttp adds the trailer's after them, in the same header.
+	inHeader map[string]int
 
 	idle        time.Duration
 	setDeadline func(time.Time) error // the caller connection's SetReadDeadline
@@ -186,7 +197,8 @@ func (b *callerStream) Read(p []byte) (int, error) {
 	if err == io.EOF {
 		b.ended = true
 		for k := range b.trailer {
-			if v := b.header.PeekAll(k); len(v) > 0 {
+			if v := b.header.PeekAll(k); len(v) > b.inHeader[k] {
+				v = v[b.inHeader[k]:]
 				vs := make([]string, len(v))
 				for i := range v {
 					vs[i] = string(v[i])
