@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/textproto"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -180,7 +179,7 @@ func (b *answerBody) setTrailer() {
 // §6.5.1), nor one the upstream's Connection listed (§7.6.1).
 func (x *exchange) answerTrailer(k string) bool {
 	return !sameName(k, requestIDHeader) && !sameName(k, "Tokenproxy-Error") && !hopByHop(k) &&
-		!slices.ContainsFunc(x.answerHop, func(n string) bool { return sameName(n, k) })
+		!connectionLists(x.answerConn, k)
 }
 
 func (b *answerBody) SupportsBodyWriteTo() bool { return true }

@@ -120,7 +120,7 @@ type exchange struct {
 	replayed   bool
 	switched   bool        // the upstream answered 101: the connection now carries another protocol
 	unframed   *answerBody // an HTTP/1.0 caller's answer body of unknown length (writeHijacked)
-	answerHop  []string    // the names the upstream's Connection listed
+	answerConn []string    // the upstream's Connection field values
 
 	// What went to the caller: the final status (0: none, logged as 499),
 	// the Tokenproxy-Error code when tokenproxy answered, the body's bytes.
@@ -336,7 +336,7 @@ func (h *Handler) proxy(x *exchange, r *http.Request) (later bool) {
 		h.modifyResponse(x, resp)
 		return x.switchProtocols(resp)
 	}
-	x.answerHop = connectionNames(resp.Header) // for its trailer, too
+	x.answerConn = resp.Header["Connection"] // for its trailer, too
 	removeHopByHop(resp.Header)
 	h.modifyResponse(x, resp)
 	return x.answer(resp)
@@ -421,26 +421,29 @@ var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy
 // removeHopByHop removes from h the hop-by-hop fields and those its
 // Connection fields list.
 func removeHopByHop(h http.Header) {
-	for _, name := range connectionNames(h) {
-		h.Del(name)
+	for _, f := range h["Connection"] {
+		for sf := range strings.SplitSeq(f, ",") {
+			if sf = textproto.TrimString(sf); sf != "" {
+				h.Del(sf)
+			}
+		}
 	}
 	for _, k := range hopHeaders {
 		delete(h, k)
 	}
 }
 
-// connectionNames are the field names h's Connection fields list (RFC
-// 9110 §7.6.1); nil when there is none.
-func connectionNames(h http.Header) []string {
-	var names []string
-	for _, f := range h["Connection"] {
+// connectionLists reports whether connection, a message's Connection
+// field values, lists the field named k (RFC 9110 §7.6.1).
+func connectionLists(connection []string, k string) bool {
+	for _, f := range connection {
 		for sf := range strings.SplitSeq(f, ",") {
-			if sf = textproto.TrimString(sf); sf != "" {
-				names = append(names, sf)
+			if sameName(textproto.TrimString(sf), k) {
+				return true
 			}
 		}
 	}
-	return names
+	return false
 }
 
 // abort closes the caller's connection without an answer.

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/textproto"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -80,7 +79,7 @@ func callerRequest(ctx *fasthttp.RequestCtx, ctx2 context.Context, b *callerStre
 				for k := range bytes.SplitSeq([]byte(v), []byte(",")) {
 					if k = trimSpaceTab(k); len(k) > 0 {
 						name := textproto.CanonicalMIMEHeaderKey(string(k))
-						if !slices.ContainsFunc(connectionNames(r.Header), func(n string) bool { return sameName(n, name) }) {
+						if !connectionLists(r.Header["Connection"], name) {
 							// One that Connection names is about this hop
 							// (RFC 9110 §7.6.1): never passed on.
 							r.Trailer[name] = nil
