@@ -299,6 +299,21 @@ var allowedDifferences = []difference{
 		"asterisk-form other than OPTIONS (RFC 9112 §3.2.4), absolute-form other than http:// and https:// and the HTTP/2 " +
 			"preface: tokenproxy's handler answers each 400 bad_request (e2e TestMalformedRequests); only the body differs. " +
 			"fasthttp checks the target first: 400 where net/http finds another fault first (505 for HTTP/0.0)"},
+	{"a request both refuse, fasthttp's parser first",
+		func(raw []byte, o, c wireExchange) bool {
+			return refused(o) && len(o.answers) > 0 && o.answers[0].status >= 400 &&
+				len(c.answers) > 0 && c.answers[0].fasthttp && c.answers[0].status >= 400
+		},
+		"a request with two faults: fasthttp's parser refuses the first it meets (a target it cannot read, " +
+			"\"http://]\", 400, where net/http finds HTTP/0.0 first, 505; an empty Host beside an Expect net/http " +
+			"refuses, 417); both refuse, and nothing reaches the handler"},
+	{"a header block just over 64 KiB",
+		func(raw []byte, o, c wireExchange) bool {
+			h, _ := splitHead(raw)
+			return byFasthttp(c, 431) && len(h) > 60<<10
+		},
+		"net/http reads up to MaxHeaderBytes (64 KiB) plus 4,096 bytes of slack (server.go initialReadLimitSize); " +
+			"fasthttp's read buffer holds 64 KiB, request line included. fasthttp refuses (431) where net/http serves"},
 	{"an unsupported Transfer-Encoding and a fault net/http finds first",
 		func(raw []byte, o, c wireExchange) bool {
 			return byFasthttp(c, 501) && refused(o) && len(o.answers) > 0 && o.answers[0].status == 400 &&
