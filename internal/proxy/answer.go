@@ -67,16 +67,16 @@ func (x *exchange) answer(resp *http.Response) (later bool) {
 		return false
 	}
 	b := &answerBody{x: x, rc: resp.Body, trailer: resp.Trailer, buf: buffers.Get().(*[]byte)}
-	// The status and headers wait for the body's first bytes only when
-	// those have already come (bodyBuffered): an answer whose body is
-	// late gets them at once, as from net/http's data plane.
-	now := !bodyBuffered(resp.Body)
 	if unframed {
 		// No length and no chunks: the connection's close ends the body.
 		rh.SetContentLength(-2)
 		x.unframed = b
 		return true
 	}
+	// The status and headers wait for the body's first bytes only when
+	// those have already come (bodyBuffered): an answer whose body is
+	// late gets them at once, as from net/http's data plane.
+	now := !bodyBuffered(resp.Body)
 	if resp.ContentLength < 0 {
 		x.ctx.Response.ImmediateHeaderFlush = now
 		x.ctx.Response.SetBodyStream(b, -1)

@@ -369,12 +369,7 @@ func TestInterimAnswerHopByHopFieldsRemoved(t *testing.T) {
 		}
 		io.WriteString(w, "ok")
 	})
-	c, err := net.Dial("tcp", g.addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c := dialRaw(t, g.addr())
 	io.WriteString(c, "GET /up/x HTTP/1.1\r\nHost: x\r\n\r\n")
 	tp := textproto.NewReader(bufio.NewReader(c))
 	line, err := tp.ReadLine()
@@ -759,12 +754,7 @@ func TestHTTP10CallerGetsAnUnframedBody(t *testing.T) {
 		io.WriteString(w, body[100:])
 		w.Header().Set("X-T", "t")
 	})
-	c, err := net.Dial("tcp", g.addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c := dialRaw(t, g.addr())
 	io.WriteString(c, "GET /up/x HTTP/1.0\r\n\r\n")
 	got, err := io.ReadAll(c)
 	if err != nil {

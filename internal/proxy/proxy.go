@@ -209,7 +209,6 @@ func (x *exchange) writeHijacked(unread bool) {
 		defer stop()
 		up.hijacked(raw)
 		ctx.Response.Header.SetConnectionClose()
-		bw := bufio.NewWriterSize(c, 4<<10)
 		var err error
 		if b := x.unframed; b != nil {
 			// The body's end is the connection's (RFC 9112 §6.3); its
@@ -221,9 +220,12 @@ func (x *exchange) writeHijacked(unread bool) {
 			}
 			b.Close()
 		} else {
-			err = ctx.Response.Write(bw)
+			bw := bufio.NewWriterSize(c, 4<<10)
+			if err = ctx.Response.Write(bw); err == nil {
+				err = bw.Flush()
+			}
 		}
-		if err == nil && bw.Flush() == nil && unread {
+		if err == nil && unread {
 			linger(raw, c)
 		}
 	})
@@ -452,7 +454,8 @@ func abort(ctx *fasthttp.RequestCtx) {
 	ctx.Hijack(func(net.Conn) {})
 }
 
-// CloseUpgraded waits until every connection that switched protocols has
+// CloseUpgraded waits until every connection that switched protocols, and
+// every answer written on a hijacked connection (writeHijacked), has
 // closed, or ctx is done, and then closes those still open; it returns how
 // many it closed. The server's shutdown does not wait for these
 // connections (they are hijacked), so the daemon calls this after it, with

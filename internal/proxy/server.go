@@ -59,9 +59,9 @@ func (h *Handler) Server(o ServerOptions) *Server { return newServer(h.Serve, h.
 // fasthttp leaves ReadTimeout armed through the body; the handler is
 // called with the connection's read deadline cleared, as net/http
 // (ReadTimeout 0) leaves the body unbounded, so that it may set its own
-// per read. One difference remains: fasthttp reads the first min(Content-Length, 8 KiB)
-// bytes of a body before calling the handler (http.go
-// readBodyWithStreaming), under read_header_timeout.
+// per read. One difference remains: fasthttp reads the first
+// min(Content-Length, 8 KiB) bytes of a body before calling the handler
+// (http.go readBodyWithStreaming), under read_header_timeout.
 func newServer(h fasthttp.RequestHandler, target func(*fasthttp.RequestCtx, error) bool, o ServerOptions) *Server {
 	s := &Server{conns: map[net.Conn]struct{}{}}
 	log := o.Log

@@ -40,7 +40,8 @@ func printable(s string) bool {
 
 // upgrades tracks the requests that asked to switch protocols, from their
 // start until their handler returns (for a switched connection, when it
-// closes).
+// closes), and the answers written on a hijacked connection, until it
+// closes (writeHijacked).
 type upgrades struct {
 	mu      sync.Mutex
 	live    map[*upgrade]struct{}

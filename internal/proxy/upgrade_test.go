@@ -505,10 +505,10 @@ func TestUpgradeRequestsAreRoutedLikeAnyOther(t *testing.T) {
 	})
 }
 
-// switchAndEcho is an upstream's answer to an upgrade: a 101 whose
-// Connection field is connection, then every byte of the new protocol
-// echoed until the proxy closes.
-func switchAndEcho(w http.ResponseWriter, r *http.Request, connection string) {
+// switchUpstream is an upstream's answer to an upgrade: a 101 whose
+// Connection field is connection, then serve on the switched connection,
+// which is closed when serve returns.
+func switchUpstream(w http.ResponseWriter, r *http.Request, connection string, serve func(net.Conn, *bufio.ReadWriter)) {
 	w.Header().Set("Connection", connection)
 	w.Header().Set("Upgrade", r.Header.Get("Upgrade"))
 	w.WriteHeader(http.StatusSwitchingProtocols)
@@ -517,7 +517,13 @@ func switchAndEcho(w http.ResponseWriter, r *http.Request, connection string) {
 		return
 	}
 	defer conn.Close()
-	io.Copy(conn, brw)
+	serve(conn, brw)
+}
+
+// switchAndEcho switches (switchUpstream), then echoes every byte of the
+// new protocol until the proxy closes.
+func switchAndEcho(w http.ResponseWriter, r *http.Request, connection string) {
+	switchUpstream(w, r, connection, func(conn net.Conn, brw *bufio.ReadWriter) { io.Copy(conn, brw) })
 }
 
 // fasthttp's server closes a connection it has marked to close after the
@@ -637,16 +643,10 @@ func TestUpgradeCallerHalfCloseKeepsTheUpstreamsReply(t *testing.T) {
 	e := newUpgradeEnv(t)
 	e.sim.HandleAPI("GET /api/upgrade/slow", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		time.Sleep(3 * watchAfter) // a slow upstream, not a wait for an event
-		w.Header().Set("Connection", "Upgrade")
-		w.Header().Set("Upgrade", r.Header.Get("Upgrade"))
-		w.WriteHeader(http.StatusSwitchingProtocols)
-		conn, brw, err := http.NewResponseController(w).Hijack()
-		if err != nil {
-			return
-		}
-		defer conn.Close()
-		b, _ := io.ReadAll(brw) // to the caller's half-close
-		io.WriteString(conn, "got "+strconv.Itoa(len(b))+" bytes\n")
+		switchUpstream(w, r, "Upgrade", func(conn net.Conn, brw *bufio.ReadWriter) {
+			b, _ := io.ReadAll(brw) // to the caller's half-close
+			io.WriteString(conn, "got "+strconv.Itoa(len(b))+" bytes\n")
+		})
 	}))
 	for i := range 3 {
 		conn, br, resp := rawUpgrade(t, e.addr, "/hgem/api/upgrade/slow")
