@@ -299,8 +299,7 @@ func (x *exchange) switchProtocols(resp *http.Response) (later bool) {
 	// which would close a connection it has marked to close (the caller's
 	// Connection: close, a Transfer-Encoding, a shutdown begun) after the
 	// answer without ever handing it over: the switch would never end.
-	x.ctx.HijackSetNoResponse(true)
-	x.ctx.Hijack(func(c net.Conn) {
+	hijack(x.ctx, func(c net.Conn) {
 		defer x.done()
 		defer backend.Close()
 		x.upgrade.hijacked(raw)
@@ -321,6 +320,10 @@ func (x *exchange) switchProtocols(resp *http.Response) (later bool) {
 		// reuses what c reads through once it has.
 		<-errc
 		raw.Close()
+	}, func() {
+		x.status = 0 // the 101 never went out: logged 499
+		backend.Close()
+		x.done()
 	})
 	return true
 }

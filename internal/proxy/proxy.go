@@ -202,10 +202,15 @@ func (h *Handler) Serve(ctx *fasthttp.RequestCtx) {
 // for it until shutdown_timeout.
 func (x *exchange) writeHijacked(unread bool) {
 	ctx := x.ctx
-	ctx.HijackSetNoResponse(true)
 	raw := ctx.Conn()
 	up, stop := x.h.upgrades.add(x.cancel)
-	ctx.Hijack(func(c net.Conn) {
+	// The body that streams after Serve (unframed, or fasthttp's to write),
+	// whose Close ends the exchange; nil when it has ended.
+	body := x.unframed
+	if body == nil {
+		body, _ = ctx.Response.BodyStream().(*answerBody)
+	}
+	hijack(ctx, func(c net.Conn) {
 		defer stop()
 		up.hijacked(raw)
 		ctx.Response.Header.SetConnectionClose()
@@ -228,6 +233,12 @@ func (x *exchange) writeHijacked(unread bool) {
 		if err == nil && unread {
 			linger(raw, c)
 		}
+	}, func() {
+		if body != nil {
+			x.status = 0 // nothing went out: logged 499
+			body.Close()
+		}
+		stop()
 	})
 }
 
@@ -450,8 +461,7 @@ func connectionLists(connection []string, k string) bool {
 
 // abort closes the caller's connection without an answer.
 func abort(ctx *fasthttp.RequestCtx) {
-	ctx.HijackSetNoResponse(true)
-	ctx.Hijack(func(net.Conn) {})
+	hijack(ctx, func(net.Conn) {}, nil) // nothing to end: fasthttp closes the connection either way
 }
 
 // CloseUpgraded waits until every connection that switched protocols, and

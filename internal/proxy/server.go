@@ -7,6 +7,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -32,9 +33,12 @@ type ServerOptions struct {
 type Server struct {
 	fast *fasthttp.Server
 
-	mu    sync.Mutex
-	ln    net.Listener
-	conns map[net.Conn]struct{} // served and not hijacked: Close ends them
+	mu sync.Mutex
+	ln net.Listener
+	// Served and not hijacked: Close ends them. A connection whose request
+	// asked for a hijack holds its handover (hijack) until fasthttp says
+	// whether it made it.
+	conns map[net.Conn]*handover
 }
 
 // idleTimeout is how long a kept-alive connection may wait for its next
@@ -50,7 +54,8 @@ func (h *Handler) Server(o ServerOptions) *Server { return newServer(h.Serve, h.
 // net/http's checks that fasthttp lacks (checkRequest): one that fails is
 // answered as net/http answers it and never reaches h; one that asks to
 // close (wantsClose) has its connection closed after h's answer. A panic in
-// h is logged and ends that connection, as net/http's server does.
+// h is logged and ends that connection, as net/http's server does. A
+// hijack h asked for is noted for track (noteHandover).
 //
 // Timeouts, mapped onto fasthttp v1.78.0's (server.go serveConnCounted):
 // ReadTimeout is armed when a connection opens and again at the first
@@ -63,7 +68,8 @@ func (h *Handler) Server(o ServerOptions) *Server { return newServer(h.Serve, h.
 // min(Content-Length, 8 KiB) bytes of a body before calling the handler
 // (http.go readBodyWithStreaming), under read_header_timeout.
 func newServer(h fasthttp.RequestHandler, target func(*fasthttp.RequestCtx, error) bool, o ServerOptions) *Server {
-	s := &Server{conns: map[net.Conn]struct{}{}}
+	s := &Server{conns: map[net.Conn]*handover{}}
+	h = s.noteHandover(h)
 	log := o.Log
 	if log == nil {
 		log = zap.NewNop()
@@ -164,18 +170,93 @@ func (s *Server) closeListener() {
 	}
 }
 
-// track keeps the set Close closes. It runs at every request's start and
-// end as well; those states cost a comparison.
+// track keeps the set Close closes, and runs the dropped end of a
+// handover fasthttp did not make (hijack). It runs at every request's
+// start and end as well; those states cost a comparison.
 func (s *Server) track(c net.Conn, state fasthttp.ConnState) {
 	switch state {
 	case fasthttp.StateNew:
 		s.mu.Lock()
-		s.conns[c] = struct{}{}
+		s.conns[c] = nil
 		s.mu.Unlock()
 	case fasthttp.StateClosed, fasthttp.StateHijacked:
 		s.mu.Lock()
+		ho := s.conns[c]
 		delete(s.conns, c)
 		s.mu.Unlock()
+		if ho != nil && state == fasthttp.StateClosed {
+			ho.drop()
+		}
+	}
+}
+
+// hijack has fasthttp hand ctx's connection to handler once the request
+// handler has returned, fasthttp writing no answer (HijackSetNoResponse),
+// and runs dropped instead (when not nil) if fasthttp never calls handler:
+// exactly one of the two runs. Every hijack of the data plane goes
+// through here.
+//
+// fasthttp v1.78.0 calls a hijack handler only at the end of
+// serveConnCounted (server.go 2993-3016): it flushes what it holds, clears
+// the deadlines (c.SetDeadline) and starts `go hijackConnHandler`,
+// returning errHijacked. A failure before that, such as SetDeadline on a
+// connection that Server.Close (or serveChecked, after a panic) closed
+// while the request handler returned, breaks out without the handler; the
+// worker then closes the connection and reports StateClosed, and reports
+// StateHijacked for errHijacked alone (workerpool.go 225-242). So track
+// sees StateClosed for a connection with a handover exactly when fasthttp
+// dropped its handler, after serveConnCounted has returned, on the
+// goroutine that ran the request handler: dropped may use what the
+// request handler left, ctx included, which fasthttp does not reuse (it
+// releases a ctx that took a hijack handler only in hijackConnHandler,
+// after the handler: server.go 3088, 3133).
+//
+// Handler and dropped each claim the handover before running, so that
+// one runs, once, even were fasthttp to report a closed connection after
+// starting the handler; today they never compete.
+func hijack(ctx *fasthttp.RequestCtx, handler fasthttp.HijackHandler, dropped func()) {
+	ho := &handover{dropped: dropped}
+	ctx.SetUserValue(handoverKey{}, ho) // replaces an earlier one: the last Hijack wins
+	ctx.HijackSetNoResponse(true)
+	ctx.Hijack(func(c net.Conn) {
+		if ho.claimed.CompareAndSwap(false, true) {
+			handler(c)
+		}
+	})
+}
+
+// handover is one hijack's other end: what its handler would have ended,
+// run if fasthttp drops the handler.
+type handover struct {
+	claimed atomic.Bool
+	dropped func()
+}
+
+type handoverKey struct{}
+
+func (ho *handover) drop() {
+	if ho.dropped != nil && ho.claimed.CompareAndSwap(false, true) {
+		ho.dropped()
+	}
+}
+
+// noteHandover is h, then, for a request that asked for a hijack, its
+// handover kept with its connection for track. Deferred, so that it is
+// kept after a panic too: serveChecked closes the connection then, and
+// fasthttp drops the handler.
+func (s *Server) noteHandover(h fasthttp.RequestHandler) fasthttp.RequestHandler {
+	return func(ctx *fasthttp.RequestCtx) {
+		defer func() {
+			if !ctx.Hijacked() {
+				return
+			}
+			if ho, ok := ctx.UserValue(handoverKey{}).(*handover); ok {
+				s.mu.Lock()
+				s.conns[ctx.Conn()] = ho
+				s.mu.Unlock()
+			}
+		}()
+		h(ctx)
 	}
 }
 

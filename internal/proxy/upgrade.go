@@ -136,9 +136,10 @@ func (u *upgrades) close(ctx context.Context) int {
 	}
 	if len(left) > 0 {
 		// With both connections closed, both copies end, and so does the
-		// handler: at once. Not waited for past endWait: a switch whose
-		// caller's connection was closed before fasthttp handed it over
-		// (Server.Close in the moment between) has no handler to end it.
+		// handler: at once. A switch whose connection was closed before
+		// fasthttp handed it over has no handler; its handover's dropped
+		// end ends it (hijack). endWait is a backstop, not a wait anything
+		// known needs.
 		select {
 		case <-empty:
 		case <-time.After(endWait):
