@@ -209,7 +209,7 @@ func (s *Server) track(c net.Conn, state fasthttp.ConnState) {
 // goroutine that ran the request handler: dropped may use what the
 // request handler left, ctx included, which fasthttp does not reuse (it
 // releases a ctx that took a hijack handler only in hijackConnHandler,
-// after the handler: server.go 3088, 3133).
+// after the handler: server.go 3088-3090, 3134).
 //
 // Handler and dropped each claim the handover before running, so that
 // one runs, once, even were fasthttp to report a closed connection after
