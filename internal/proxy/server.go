@@ -33,8 +33,9 @@ type ServerOptions struct {
 type Server struct {
 	fast *fasthttp.Server
 
-	mu sync.Mutex
-	ln net.Listener
+	mu      sync.Mutex
+	ln      net.Listener
+	stopped bool // Shutdown or Close has begun: a later Serve returns at once
 	// Served and not hijacked: Close ends them. A connection whose request
 	// asked for a hijack holds its handover (hijack) until fasthttp says
 	// whether it made it.
@@ -129,11 +130,18 @@ func newServer(h fasthttp.RequestHandler, target func(*fasthttp.RequestCtx, erro
 }
 
 // Serve accepts connections on ln until Shutdown or Close; it returns nil
-// then, else the listener's error.
+// then, else the listener's error. After either has begun it closes ln and
+// returns nil at once.
 func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Lock()
+	if s.stopped {
+		s.mu.Unlock()
+		ln.Close()
+		return nil
+	}
 	s.ln = ln
 	s.mu.Unlock()
+	// A Shutdown from here on closes ln: fasthttp's accept then ends.
 	return s.fast.Serve(ln)
 }
 
@@ -143,7 +151,8 @@ func (s *Server) Serve(ln net.Listener) error {
 // connections are not waited for, as with net/http's Shutdown.
 func (s *Server) Shutdown(ctx context.Context) error {
 	// Closed here as well: fasthttp forgets a Shutdown that comes before
-	// Serve has registered its listener.
+	// Serve has registered its listener (and a Serve that comes after it
+	// returns at once).
 	s.closeListener()
 	if err := s.fast.ShutdownWithContext(ctx); err != nil && ctx.Err() != nil {
 		return ctx.Err()
@@ -165,6 +174,7 @@ func (s *Server) Close() {
 func (s *Server) closeListener() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.stopped = true
 	if s.ln != nil {
 		s.ln.Close()
 	}

@@ -158,6 +158,44 @@ func TestServerServesAndCloses(t *testing.T) {
 	}
 }
 
+// A Shutdown or Close that comes before Serve holds: Serve returns at once
+// and closes its listener (fasthttp's Shutdown forgets a listener it has
+// not seen; a daemon stopped as it starts, or a test's cleanup, waited on
+// an accept for ever).
+func TestServerStoppedBeforeServe(t *testing.T) {
+	for _, stop := range []string{"Shutdown", "Close"} {
+		t.Run(stop, func(t *testing.T) {
+			s := newServer(func(*fasthttp.RequestCtx) {}, nil, ServerOptions{})
+			if stop == "Shutdown" {
+				if err := s.Shutdown(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				s.Close()
+			}
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			served := make(chan error, 1)
+			go func() { served <- s.Serve(ln) }()
+			select {
+			case err := <-served:
+				if err != nil {
+					t.Errorf("Serve after %s: %v, want nil", stop, err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("Serve after %s: still serving after 5 s", stop)
+			}
+			if c, err := net.Dial("tcp", ln.Addr().String()); err == nil {
+				c.Close()
+				t.Errorf("the listener still accepts after %s", stop)
+			}
+		})
+	}
+}
+
 // A panic in the handler is logged and ends its connection; the server
 // goes on.
 func TestServerPanic(t *testing.T) {
