@@ -492,7 +492,9 @@ func (h *Handler) finish(x *exchange, status int) {
 		return
 	}
 	r := x.in
-	f := make([]zap.Field, 0, 12) // every field below at most once
+	fp := logFields.Get().(*[12]zap.Field)
+	defer logFields.Put(fp)
+	f := fp[:0] // every field below at most once
 	f = append(f,
 		zap.String("upstream", name),
 		zap.String("method", r.Method),
@@ -522,7 +524,13 @@ func (h *Handler) finish(x *exchange, status int) {
 		f = append(f, zap.String("upstream_request_id", x.upstreamID))
 	}
 	ce.Write(f...)
+	clear(f) // the pool holds no strings of this request
 }
+
+// logFields holds the request log's fields between requests: a request's
+// 12 fields were 896 allocated bytes, a sixth of what it allocated (the
+// cores encode fields during Write and keep none: zapcore.Core).
+var logFields = sync.Pool{New: func() any { return new([12]zap.Field) }}
 
 // logPath is the request path without its query, which may hold anything.
 func logPath(r *http.Request) string {
