@@ -634,7 +634,64 @@ func TestSIGTERMPastShutdownTimeout(t *testing.T) {
 	if !p.logged("requests still in flight at shutdown_timeout; closing them", nil) {
 		t.Error("no log line says requests were cut off")
 	}
+	// The request cut off is still logged, once, before the process exits.
+	n := 0
+	for _, l := range p.logLines() {
+		if l["msg"] == "request" && l["path"] == "/hgem/api/slow" {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d request log lines for the request cut off at shutdown_timeout, want 1:\n%s", n, p.out.String())
+	}
+	if !p.logged("requests ended at shutdown_timeout", map[string]any{"requests": 1}) {
+		t.Error(`no "requests ended at shutdown_timeout" line counting 1`)
+	}
 	t.Logf("exited %s after SIGTERM", d)
+}
+
+// A SIGHUP during drain_delay reloads, as before the drain; it is not the
+// second signal that cuts the delay short.
+func TestSIGHUPDuringDrainDelayReloads(t *testing.T) {
+	e := newEnv(t)
+	const drainDelay = 3 * time.Second
+	cfg := e.config("hgem")
+	cfg.DrainDelay.Duration, cfg.ShutdownTimeout.Duration = drainDelay, 5*time.Second
+	p := e.start(cfg)
+	p.ready(t)
+
+	start := time.Now()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	waitFor(t, drainDelay, "/readyz 503 after SIGTERM", func() bool {
+		resp, err := noKeepAlive.Get(p.admin + "/readyz")
+		if err != nil {
+			t.Fatalf("/readyz during the drain delay: %v", err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 503
+	})
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, drainDelay, "a reload after the SIGHUP", func() bool { return p.logged("config reloaded", nil) })
+	// Still serving: the delay goes on.
+	resp, err := noKeepAlive.Get(p.data + "/hgem/api/visits")
+	if err != nil {
+		t.Fatalf("a request after the SIGHUP, during drain_delay: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("a request after the SIGHUP, during drain_delay: %d, want 200", resp.StatusCode)
+	}
+	select {
+	case <-p.exited:
+	case <-time.After(20 * time.Second):
+		t.Fatal("no exit within 20s of SIGTERM")
+	}
+	if d := time.Since(start); d < drainDelay {
+		t.Errorf("exited %s after SIGTERM, before drain_delay (%s): the SIGHUP cut it short", d, drainDelay)
+	}
+	if c := exitCode(p); c != 0 {
+		t.Errorf("exit code %d, want 0", c)
+	}
 }
 
 // statusOfAll is /status's upstreams.

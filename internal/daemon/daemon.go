@@ -345,15 +345,26 @@ func (d *Daemon) Run(ctx context.Context, signals <-chan os.Signal) int {
 
 // drain turns readiness off, keeps serving for drain_delay so that load
 // balancers notice, then lets in-flight requests finish within
-// shutdown_timeout. A second signal cuts the delay short.
+// shutdown_timeout. A second SIGTERM or SIGINT cuts the delay short; a
+// SIGHUP during it reloads.
 func (d *Daemon) drain(dataSrv *proxy.Server, adminSrv *http.Server, signals <-chan os.Signal) int {
 	d.draining.Store(true)
 	cfg := d.config()
 	delay := time.NewTimer(cfg.DrainDelay.Duration)
-	select {
-	case <-delay.C:
-	case <-signals:
-		delay.Stop()
+	defer delay.Stop()
+wait:
+	for {
+		select {
+		case <-delay.C:
+			break wait
+		case sig := <-signals:
+			if sig == syscall.SIGHUP {
+				// A reload, as before the drain: not a second signal.
+				d.reload()
+				continue
+			}
+			break wait
+		}
 	}
 	code := 0
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout.Duration)
@@ -369,6 +380,11 @@ func (d *Daemon) drain(dataSrv *proxy.Server, adminSrv *http.Server, signals <-c
 	// code stays.
 	if n := d.proxy.CloseUpgraded(ctx); n > 0 {
 		d.log.Info("upgraded connections closed at shutdown_timeout", zap.Int("connections", n))
+	}
+	// The requests Close cut off end here, each with its log line, before
+	// the log is flushed (closeAll).
+	if n := d.proxy.EndRequests(ctx); n > 0 {
+		d.log.Info("requests ended at shutdown_timeout", zap.Int("requests", n))
 	}
 	d.closeAll()
 	adminCtx, cancelAdmin := context.WithTimeout(context.Background(), time.Second)

@@ -78,6 +78,10 @@ type Handler struct {
 	metrics  *metrics.Metrics
 	log      *zap.Logger
 	upgrades upgrades
+	// Every exchange from its routing until its log line (done), so that
+	// the drain's last step (EndRequests) ends and logs those that
+	// shutdown_timeout cut off.
+	requests upgrades
 	tracer   trace.Tracer // nil: tracing off
 }
 
@@ -87,7 +91,8 @@ func New(t *Table, listen string, m *metrics.Metrics, log *zap.Logger) *Handler 
 	if log == nil {
 		log = zap.NewNop()
 	}
-	h := &Handler{listen: listen, inject: &injector{metrics: m}, metrics: m, log: log, upgrades: upgrades{live: map[*upgrade]struct{}{}}}
+	h := &Handler{listen: listen, inject: &injector{metrics: m}, metrics: m, log: log, upgrades: upgrades{live: map[*upgrade]struct{}{}},
+		requests: upgrades{live: map[*upgrade]struct{}{}}}
 	h.SetTable(t)
 	return h
 }
@@ -130,6 +135,7 @@ type exchange struct {
 
 	body       *callerStream
 	watch      *callerWatch
+	live       upgrade            // in h.requests from routing until done
 	cancel     context.CancelFunc // ends the exchange's context: the upstream call
 	inFlight   func()             // ends the route's in-flight count; nil before routing
 	upgrade    *upgrade           // a request that asks to switch protocols
@@ -183,6 +189,8 @@ func (h *Handler) Serve(ctx *fasthttp.RequestCtx) {
 		r = h.startSpan(r, x)
 	}
 	x.in = r
+	x.live.cancel = cancel
+	h.requests.insert(&x.live)
 	if !h.proxy(x, r) {
 		x.done()
 	}
@@ -287,6 +295,7 @@ func (x *exchange) done() {
 	}
 	x.h.finish(x, status)
 	x.endSpan(status)
+	x.h.requests.remove(&x.live)
 }
 
 // proxy routes r and forwards it, and reports whether the answer goes on
@@ -472,6 +481,17 @@ func abort(ctx *fasthttp.RequestCtx) {
 // the same shutdown_timeout deadline (CONTRACT.md §3).
 func (h *Handler) CloseUpgraded(ctx context.Context) int {
 	return h.upgrades.close(ctx)
+}
+
+// EndRequests waits until every request has ended and been logged, or
+// ctx is done; then it cancels those left (their upstream calls end, and
+// their answers, whose connections Server.Close has closed, fail) and
+// waits at most 5 s for their log lines. It returns how many it ended.
+// The daemon calls it last in the drain, after CloseUpgraded with the
+// same deadline: a request that Server.Close cut off at shutdown_timeout
+// is then still logged once (CONTRACT.md §6) and counted out.
+func (h *Handler) EndRequests(ctx context.Context) int {
+	return h.requests.close(ctx)
 }
 
 // finish logs one line per request (CONTRACT.md §6) and counts it. Besides

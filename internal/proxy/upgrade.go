@@ -87,6 +87,13 @@ func (u *upgrade) close() {
 // closed at once.
 func (u *upgrades) add(cancel context.CancelFunc) (up *upgrade, stop func()) {
 	up = &upgrade{cancel: cancel}
+	u.insert(up)
+	return up, func() { u.remove(up) }
+}
+
+// insert tracks up until remove; inserted after close has stopped
+// waiting, it is closed at once.
+func (u *upgrades) insert(up *upgrade) {
 	u.mu.Lock()
 	u.live[up] = struct{}{}
 	closing := u.closing
@@ -94,14 +101,15 @@ func (u *upgrades) add(cancel context.CancelFunc) (up *upgrade, stop func()) {
 	if closing {
 		up.close()
 	}
-	return up, func() {
-		u.mu.Lock()
-		defer u.mu.Unlock()
-		delete(u.live, up)
-		if len(u.live) == 0 && u.empty != nil {
-			close(u.empty)
-			u.empty = nil
-		}
+}
+
+func (u *upgrades) remove(up *upgrade) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	delete(u.live, up)
+	if len(u.live) == 0 && u.empty != nil {
+		close(u.empty)
+		u.empty = nil
 	}
 }
 
