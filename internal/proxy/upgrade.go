@@ -38,10 +38,12 @@ func printable(s string) bool {
 	return true
 }
 
-// upgrades tracks the requests that asked to switch protocols, from their
-// start until their handler returns (for a switched connection, when it
-// closes), and the answers written on a hijacked connection, until it
-// closes (writeHijacked).
+// upgrades tracks requests until they end, so that a drain can wait for
+// them and then end those left. Handler.upgrades holds the requests that
+// asked to switch protocols, from their start until their handler returns
+// (for a switched connection, when it closes), and the answers written on
+// a hijacked connection, until it closes (writeHijacked);
+// Handler.requests holds every exchange until its log line (EndRequests).
 type upgrades struct {
 	mu      sync.Mutex
 	live    map[*upgrade]struct{}
