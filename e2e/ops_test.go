@@ -525,6 +525,19 @@ func exitCode(p *proc) int {
 	return 0
 }
 
+// waitDraining waits until p's /readyz answers 503, for at most within.
+func waitDraining(t *testing.T, p *proc, within time.Duration) {
+	t.Helper()
+	waitFor(t, within, "/readyz 503 after SIGTERM", func() bool {
+		resp, err := noKeepAlive.Get(p.admin + "/readyz")
+		if err != nil {
+			t.Fatalf("/readyz during the drain delay: %v", err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 503
+	})
+}
+
 func TestSIGTERMDrainsThenFinishesInFlight(t *testing.T) {
 	e := newEnv(t)
 	v := e.vendors["hgem"]
@@ -539,14 +552,7 @@ func TestSIGTERMDrainsThenFinishesInFlight(t *testing.T) {
 	start := time.Now()
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	// Readiness goes first, well within the drain delay.
-	waitFor(t, drainDelay, "/readyz 503 after SIGTERM", func() bool {
-		resp, err := noKeepAlive.Get(p.admin + "/readyz")
-		if err != nil {
-			t.Fatalf("/readyz during the drain delay: %v", err)
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 503
-	})
+	waitDraining(t, p, drainDelay)
 	r := get(t, p.admin+"/readyz")
 	if ready, _ := readyDoc(t, r); ready || !bytes.Contains(r.body, []byte(`"draining": true`)) {
 		t.Errorf("/readyz while draining: %s", r.body)
@@ -662,14 +668,7 @@ func TestSIGHUPDuringDrainDelayReloads(t *testing.T) {
 
 	start := time.Now()
 	p.cmd.Process.Signal(syscall.SIGTERM)
-	waitFor(t, drainDelay, "/readyz 503 after SIGTERM", func() bool {
-		resp, err := noKeepAlive.Get(p.admin + "/readyz")
-		if err != nil {
-			t.Fatalf("/readyz during the drain delay: %v", err)
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 503
-	})
+	waitDraining(t, p, drainDelay)
 	p.cmd.Process.Signal(syscall.SIGHUP)
 	waitFor(t, drainDelay, "a reload after the SIGHUP", func() bool { return p.logged("config reloaded", nil) })
 	// Still serving: the delay goes on.
