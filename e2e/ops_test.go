@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -654,6 +655,96 @@ func TestSIGTERMPastShutdownTimeout(t *testing.T) {
 		t.Error(`no "requests ended at shutdown_timeout" line counting 1`)
 	}
 	t.Logf("exited %s after SIGTERM", d)
+}
+
+// An HTTP/1.0 caller's answer of unknown length goes out on a taken-over
+// connection, its end the connection's close. Still streaming at
+// shutdown_timeout, it is cut off like any request: exit code 1, a warning
+// that counts it, and its one log line with the bytes that went out.
+func TestSIGTERMCutsAnHTTP10StreamPastShutdownTimeout(t *testing.T) {
+	e := newEnv(t)
+	v := e.vendors["hgem"]
+	stop := make(chan struct{})
+	t.Cleanup(func() { close(stop) })
+	v.sim.HandleAPI("GET /api/stream", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		piece := bytes.Repeat([]byte("s"), 1024)
+		for {
+			if _, err := w.Write(piece); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+			select {
+			case <-stop:
+				return
+			case <-r.Context().Done():
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}))
+	cfg := e.config("hgem")
+	cfg.ShutdownTimeout.Duration = time.Second
+	p := e.start(cfg)
+	p.ready(t)
+
+	c, err := net.Dial("tcp", strings.TrimPrefix(p.data, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET /hgem/api/stream HTTP/1.0\r\nHost: x\r\n\r\n")
+	got := make(chan int, 1)
+	go func() {
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			got <- -1
+			return
+		}
+		n, _ := io.Copy(io.Discard, resp.Body)
+		got <- int(n)
+	}()
+	waitFor(t, 20*time.Second, "the stream to reach the upstream", func() bool {
+		for _, r := range v.sim.APIRequests() {
+			if r.Path == "/api/stream" {
+				return true
+			}
+		}
+		return false
+	})
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(20 * time.Second):
+		t.Fatal("no exit within 20s of SIGTERM with a 1s shutdown_timeout")
+	}
+	if c := exitCode(p); c != 1 {
+		t.Errorf("exit code %d, want 1 with an answer cut off:\n%s", c, p.out.String())
+	}
+	if !p.logged("answers still being written at shutdown_timeout; closed", map[string]any{"answers": 1}) {
+		t.Error(`no warning counting the answer cut off`)
+	}
+	if p.logged("upgraded connections closed at shutdown_timeout", nil) {
+		t.Error("the answer was counted as an upgraded connection")
+	}
+	select {
+	case n := <-got:
+		var lines []map[string]any
+		for _, l := range p.logLines() {
+			if l["msg"] == "request" && l["path"] == "/hgem/api/stream" {
+				lines = append(lines, l)
+			}
+		}
+		if len(lines) != 1 {
+			t.Fatalf("%d request log lines for the stream, want 1", len(lines))
+		}
+		// What went out is at least what the caller read (the rest may
+		// have died in the socket's buffers).
+		if b, _ := lines[0]["response_bytes"].(float64); n <= 0 || int(b) < n {
+			t.Errorf("response_bytes %v, the caller read %d bytes of the body", lines[0]["response_bytes"], n)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the caller's connection still open 20 s after the exit")
+	}
 }
 
 // A SIGHUP during drain_delay reloads, as before the drain; it is not the

@@ -378,13 +378,22 @@ wait:
 	// stay open until they end or shutdown_timeout does. Cutting one is
 	// not a failure (a WebSocket may never end by itself), so the exit
 	// code stays.
-	if n := d.proxy.CloseUpgraded(ctx); n > 0 {
-		d.log.Info("upgraded connections closed at shutdown_timeout", zap.Int("connections", n))
+	switched, answers := d.proxy.CloseUpgraded(ctx)
+	if switched > 0 {
+		d.log.Info("upgraded connections closed at shutdown_timeout", zap.Int("connections", switched))
+	}
+	// An answer written on a taken-over connection (an HTTP/1.0 caller's
+	// of unknown length, one given before its request body was read) is a
+	// request like any other: cut off, it makes the exit code 1.
+	if answers > 0 {
+		d.log.Warn("answers still being written at shutdown_timeout; closed", zap.Int("answers", answers))
+		code = 1
 	}
 	// The requests Close cut off end here, each with its log line, before
 	// the log is flushed (closeAll).
 	if n := d.proxy.EndRequests(ctx); n > 0 {
 		d.log.Info("requests ended at shutdown_timeout", zap.Int("requests", n))
+		code = 1
 	}
 	d.closeAll()
 	adminCtx, cancelAdmin := context.WithTimeout(context.Background(), time.Second)

@@ -85,9 +85,9 @@ func (x *exchange) answer(resp *http.Response) (later bool) {
 	if !now {
 		p := (*b.buf)[:min(int64(len(*b.buf)), max(resp.ContentLength, 1))]
 		n, err := resp.Body.Read(p)
-		x.bytes += int64(n)
 		switch {
 		case err == io.EOF && int64(n) == resp.ContentLength:
+			x.bytes += int64(n)
 			x.ctx.Response.SetBody(p[:n])
 			buffers.Put(b.buf)
 			return false
@@ -191,20 +191,23 @@ func (b *answerBody) WriteTo(w io.Writer) (int64, error) {
 	if b.direct {
 		w = b.x.ctx.Conn()
 	}
+	// response_bytes counts what was written, not what was read: an answer
+	// cut off (a caller gone, shutdown_timeout) logs what went out.
 	var total int64
 	if b.first > 0 {
 		n, err := w.Write((*b.buf)[:b.first])
 		total += int64(n)
+		b.x.bytes += int64(n)
 		if err != nil {
 			return total, err
 		}
 	}
 	for {
 		n, rerr := b.rc.Read(*b.buf)
-		b.x.bytes += int64(n)
 		if n > 0 {
 			m, err := w.Write((*b.buf)[:n])
 			total += int64(m)
+			b.x.bytes += int64(m)
 			if err != nil {
 				return total, err
 			}

@@ -805,13 +805,41 @@ func TestDrainSeesAnAnswerWrittenBeforeTheBody(t *testing.T) {
 	}
 	timedOut, end := context.WithCancel(context.Background())
 	end()
-	if n := e.h.CloseUpgraded(timedOut); n != 1 {
-		t.Fatalf("CloseUpgraded closed %d, want the answer still streaming", n)
+	if s, n := e.h.CloseUpgraded(timedOut); s != 0 || n != 1 {
+		t.Fatalf("CloseUpgraded closed %d switches and %d answers, want the answer still streaming", s, n)
 	}
 	if rest, err := io.ReadAll(rb); err == nil {
 		t.Errorf("read %q to a clean end, want the answer cut", rest)
 	}
 	if l := e.logged(t, 1)[0].ContextMap(); l["status"] != int64(200) {
 		t.Errorf("log line %v, want status 200", l)
+	}
+}
+
+// failAfter accepts limit bytes, then fails: a caller's connection that
+// goes away part way through an answer.
+type failAfter struct{ limit int }
+
+func (w *failAfter) Write(p []byte) (int, error) {
+	n := min(len(p), w.limit)
+	w.limit -= n
+	if n < len(p) {
+		return n, errors.New("connection reset by peer")
+	}
+	return n, nil
+}
+
+// response_bytes is what went to the caller, not what came from the
+// upstream: an answer cut off logs the bytes written (README, the request
+// log's fields).
+func TestResponseBytesCountsWhatWasWritten(t *testing.T) {
+	for _, first := range []int{0, 1000} {
+		x := &exchange{}
+		buf := make([]byte, 32<<10)
+		b := &answerBody{x: x, rc: io.NopCloser(strings.NewReader(strings.Repeat("a", 200<<10))), buf: &buf, first: first}
+		n, err := b.WriteTo(&failAfter{limit: 40000})
+		if err == nil || n != 40000 || x.bytes != 40000 {
+			t.Errorf("first piece %d: wrote %d (%v), response_bytes %d; want 40000 written, 40000 counted, an error", first, n, err, x.bytes)
+		}
 	}
 }

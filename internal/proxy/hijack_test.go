@@ -148,8 +148,8 @@ func TestHijackDroppedAtCloseStillEnds(t *testing.T) {
 			})
 			timedOut, end := context.WithCancel(context.Background())
 			end()
-			if n := h.CloseUpgraded(timedOut); n != 0 {
-				t.Errorf("CloseUpgraded closed %d, want nothing left for the drain", n)
+			if s, a := h.CloseUpgraded(timedOut); s+a != 0 {
+				t.Errorf("CloseUpgraded closed %d switches and %d answers, want nothing left for the drain", s, a)
 			}
 		})
 	}

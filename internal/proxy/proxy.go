@@ -211,7 +211,9 @@ func (h *Handler) Serve(ctx *fasthttp.RequestCtx) {
 func (x *exchange) writeHijacked(unread bool) {
 	ctx := x.ctx
 	raw := ctx.Conn()
-	up, stop := x.h.upgrades.add(x.cancel)
+	up := &upgrade{cancel: x.cancel, answer: true}
+	x.h.upgrades.insert(up)
+	stop := func() { x.h.upgrades.remove(up) }
 	// The body that streams after Serve (unframed, or fasthttp's to write),
 	// whose Close ends the exchange; nil when it has ended.
 	body := x.unframed
@@ -476,11 +478,12 @@ func abort(ctx *fasthttp.RequestCtx) {
 // CloseUpgraded waits until every connection that switched protocols, and
 // every answer written on a hijacked connection (writeHijacked), has
 // closed, or ctx is done, and then closes those still open; it returns how
-// many it closed. The server's shutdown does not wait for these
+// many switches and how many answers it closed. The server's shutdown does not wait for these
 // connections (they are hijacked), so the daemon calls this after it, with
 // the same shutdown_timeout deadline (CONTRACT.md §3).
-func (h *Handler) CloseUpgraded(ctx context.Context) int {
-	return h.upgrades.close(ctx)
+func (h *Handler) CloseUpgraded(ctx context.Context) (switched, answers int) {
+	closed, answers := h.upgrades.close(ctx)
+	return closed - answers, answers
 }
 
 // EndRequests waits until every request has ended and been logged, or
@@ -491,7 +494,8 @@ func (h *Handler) CloseUpgraded(ctx context.Context) int {
 // same deadline: a request that Server.Close cut off at shutdown_timeout
 // is then still logged once (CONTRACT.md §6) and counted out.
 func (h *Handler) EndRequests(ctx context.Context) int {
-	return h.requests.close(ctx)
+	n, _ := h.requests.close(ctx)
+	return n
 }
 
 // finish logs one line per request (CONTRACT.md §6) and counts it. Besides

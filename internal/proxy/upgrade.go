@@ -55,6 +55,8 @@ type upgrades struct {
 type upgrade struct {
 	cancel context.CancelFunc // ends the upstream side: ReverseProxy closes it
 
+	answer bool // an answer written on a hijacked connection (writeHijacked), not a switch
+
 	mu     sync.Mutex
 	caller net.Conn // the caller's connection, once hijacked
 	closed bool
@@ -117,12 +119,12 @@ func (u *upgrades) remove(up *upgrade) {
 
 // close waits for every tracked request to end, or ctx to be done, then
 // closes those left and waits for their handlers to return; it returns
-// how many it closed.
-func (u *upgrades) close(ctx context.Context) int {
+// how many it closed, and how many of those were answers (upgrade.answer).
+func (u *upgrades) close(ctx context.Context) (closed, answers int) {
 	u.mu.Lock()
 	if len(u.live) == 0 {
 		u.mu.Unlock()
-		return 0
+		return 0, 0
 	}
 	if u.empty == nil {
 		u.empty = make(chan struct{})
@@ -131,7 +133,7 @@ func (u *upgrades) close(ctx context.Context) int {
 	u.mu.Unlock()
 	select {
 	case <-empty:
-		return 0
+		return 0, 0
 	case <-ctx.Done():
 	}
 	u.mu.Lock()
@@ -143,6 +145,9 @@ func (u *upgrades) close(ctx context.Context) int {
 	u.mu.Unlock()
 	for _, up := range left {
 		up.close()
+		if up.answer {
+			answers++
+		}
 	}
 	if len(left) > 0 {
 		// With both connections closed, both copies end, and so does the
@@ -155,7 +160,7 @@ func (u *upgrades) close(ctx context.Context) int {
 		case <-time.After(endWait):
 		}
 	}
-	return len(left)
+	return len(left), answers
 }
 
 // endWait bounds how long upgrades.close waits for the switches it closed

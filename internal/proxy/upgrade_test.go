@@ -397,7 +397,7 @@ func TestUpgradeClosedWhenShutdownTimeoutEnds(t *testing.T) {
 	// ...CloseUpgraded does, until its context (shutdown_timeout) ends.
 	timeout, endTimeout := context.WithCancel(context.Background())
 	closed := make(chan int, 1)
-	go func() { closed <- e.h.CloseUpgraded(timeout) }()
+	go func() { n, _ := e.h.CloseUpgraded(timeout); closed <- n }()
 	echo(t, ctx, c, "while shutdown_timeout runs")
 	select {
 	case n := <-closed:
@@ -429,7 +429,7 @@ func TestUpgradeClosedByCallerDuringShutdown(t *testing.T) {
 	c := e.dial(t, ctx, nil)
 	echo(t, ctx, c, "before")
 	closed := make(chan int, 1)
-	go func() { closed <- e.h.CloseUpgraded(ctx) }()
+	go func() { n, _ := e.h.CloseUpgraded(ctx); closed <- n }()
 	c.Close(websocket.StatusNormalClosure, "bye")
 	select {
 	case n := <-closed:
@@ -439,7 +439,7 @@ func TestUpgradeClosedByCallerDuringShutdown(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("CloseUpgraded still waiting after the only connection closed")
 	}
-	if n := e.h.CloseUpgraded(ctx); n != 0 {
+	if n, _ := e.h.CloseUpgraded(ctx); n != 0 {
 		t.Fatalf("nothing open, yet CloseUpgraded closed %d", n)
 	}
 }
@@ -557,7 +557,7 @@ func TestUpgradeSwitchesWhateverMarksTheConnectionToClose(t *testing.T) {
 		conn, br, resp := rawUpgrade(t, e.addr, "/hgem/api/upgrade/closing")
 		switched(t, conn, br, resp, 2)
 	})
-	if n := e.h.CloseUpgraded(context.Background()); n != 0 {
+	if n, _ := e.h.CloseUpgraded(context.Background()); n != 0 {
 		t.Fatalf("CloseUpgraded closed %d, want every switch ended", n)
 	}
 }
@@ -606,7 +606,7 @@ func TestUpgradeAnsweredWhileDraining(t *testing.T) {
 	}
 	ended, end := context.WithCancel(context.Background())
 	end()
-	if n := e.h.CloseUpgraded(ended); n != 1 {
+	if n, _ := e.h.CloseUpgraded(ended); n != 1 {
 		t.Fatalf("CloseUpgraded closed %d, want the switched connection", n)
 	}
 	if _, err := br.ReadByte(); err == nil {
@@ -626,7 +626,7 @@ func TestCloseUpgradedBoundsItsWait(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
 		start := time.Now()
-		if n := u.close(ctx); n != 1 {
+		if n, _ := u.close(ctx); n != 1 {
 			t.Errorf("closed %d, want 1", n)
 		}
 		if d := time.Since(start); d != endWait {
@@ -668,7 +668,7 @@ func TestUpgradeAddedAfterCloseUpgradedIsClosed(t *testing.T) {
 	_, stop = u.add(func() { go stop() }) // its handler ends once it is cancelled
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if n := u.close(ctx); n != 1 {
+	if n, _ := u.close(ctx); n != 1 {
 		t.Fatalf("closed %d, want 1", n)
 	}
 	late, end := context.WithCancel(context.Background())
