@@ -843,3 +843,28 @@ func TestResponseBytesCountsWhatWasWritten(t *testing.T) {
 		}
 	}
 }
+
+// An upload still coming when Server.Close cuts its connection (the drain
+// at shutdown_timeout) has no one to answer: logged 499, not a 400 for a
+// body that the caller did not get wrong (a break-it tester's input).
+func TestUploadCutByCloseIsLogged499(t *testing.T) {
+	g := newRecRig(t, "", nil)
+	g.h.table.Load().byName["up"].ReplayMaxBytes = 4 // streamed, not read whole first
+	conn, err := net.Dial("tcp", g.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	io.WriteString(conn, "POST /up/x HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nabc")
+	waitUntil(t, "the upload to be in flight", func() bool {
+		g.h.requests.mu.Lock()
+		defer g.h.requests.mu.Unlock()
+		return len(g.h.requests.live) == 1
+	})
+	g.srv.srv.Close()
+	waitUntil(t, "the upload's log line", func() bool { return g.logs.FilterMessage("request").Len() == 1 })
+	l := g.logs.FilterMessage("request").All()[0].ContextMap()
+	if l["status"] != int64(499) || l["error"] != nil || l["response_bytes"] != int64(0) {
+		t.Errorf("log line %v, want status 499, no error, 0 bytes", l)
+	}
+}

@@ -285,9 +285,6 @@ func (x *exchange) done() {
 		x.ctx.SetConnectionClose()
 	}
 	x.cancel()
-	if x.endUpgrade != nil {
-		x.endUpgrade()
-	}
 	if x.inFlight != nil {
 		x.inFlight()
 	}
@@ -297,7 +294,13 @@ func (x *exchange) done() {
 	}
 	x.h.finish(x, status)
 	x.endSpan(status)
+	// Last, and the switch's tracking after the request's: once
+	// CloseUpgraded has seen a switch end, EndRequests does not find it
+	// (it would count it as a request cut off).
 	x.h.requests.remove(&x.live)
+	if x.endUpgrade != nil {
+		x.endUpgrade()
+	}
 }
 
 // proxy routes r and forwards it, and reports whether the answer goes on
@@ -724,6 +727,10 @@ func (h *Handler) proxyError(x *exchange, err error) {
 	case errors.As(err, &switchErr):
 		h.log.Warn("protocol switch refused", zap.String("upstream", name), zap.String("error", switchErr.Error()))
 		x.fail(http.StatusBadGateway, CodeUnreachable, name+": "+switchErr.Error(), name)
+	case errors.As(err, &bodyErr) && errors.Is(bodyErr, net.ErrClosed):
+		// The caller's connection was closed here (Server.Close at
+		// shutdown_timeout): no answer can go out; logged 499.
+		abort(x.ctx)
 	case errors.As(err, &bodyErr):
 		// The body's framing cannot be trusted, nor what follows it on the
 		// connection.
