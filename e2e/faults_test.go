@@ -223,11 +223,7 @@ func stopClean(t *testing.T, p *proc) {
 	t.Helper()
 	alive(t, p)
 	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.exited:
-	case <-time.After(10 * time.Second):
-		t.Fatalf("tokenproxy still runs 10s after SIGTERM")
-	}
+	p.waitExit(t, 10*time.Second, "tokenproxy still runs 10s after SIGTERM")
 	if p.waitErr != nil || strings.Contains(p.out.String(), "WARNING: DATA RACE") {
 		t.Fatalf("tokenproxy exited with %v after SIGTERM, want 0:\n%s", p.waitErr, p.out.String())
 	}

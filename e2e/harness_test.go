@@ -360,6 +360,17 @@ func (p *proc) logLines() []map[string]any {
 	return out
 }
 
+// waitExit waits until p has exited, for at most within; past that the
+// test fails with what.
+func (p *proc) waitExit(t *testing.T, within time.Duration, what string) {
+	t.Helper()
+	select {
+	case <-p.exited:
+	case <-time.After(within):
+		t.Fatal(what)
+	}
+}
+
 // logged reports whether a log line has msg and every given field value.
 func (p *proc) logged(msg string, fields map[string]any) bool {
 	for _, l := range p.logLines() {

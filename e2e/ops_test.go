@@ -597,11 +597,7 @@ func TestSIGTERMDrainsThenFinishesInFlight(t *testing.T) {
 	if r := <-slow; r == nil || r.StatusCode != 200 || string(r.body) != "done" {
 		t.Fatalf("the request in flight at SIGTERM: %v", r)
 	}
-	select {
-	case <-p.exited:
-	case <-time.After(15 * time.Second):
-		t.Fatal("no exit after the last request finished")
-	}
+	p.waitExit(t, 15*time.Second, "no exit after the last request finished")
 	if c := exitCode(p); c != 0 {
 		t.Fatalf("exit code %d, want 0:\n%s", c, p.out.String())
 	}
@@ -623,11 +619,7 @@ func TestSIGTERMPastShutdownTimeout(t *testing.T) {
 
 	start := time.Now()
 	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.exited:
-	case <-time.After(20 * time.Second):
-		t.Fatal("no exit within 20s of SIGTERM with a 1s shutdown_timeout")
-	}
+	p.waitExit(t, 20*time.Second, "no exit within 20s of SIGTERM with a 1s shutdown_timeout")
 	d := time.Since(start)
 	if c := exitCode(p); c != 1 {
 		t.Fatalf("exit code %d, want 1 with a request still in flight:\n%s", c, p.out.String())
@@ -712,11 +704,7 @@ func TestSIGTERMCutsAnHTTP10StreamPastShutdownTimeout(t *testing.T) {
 		return false
 	})
 	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.exited:
-	case <-time.After(20 * time.Second):
-		t.Fatal("no exit within 20s of SIGTERM with a 1s shutdown_timeout")
-	}
+	p.waitExit(t, 20*time.Second, "no exit within 20s of SIGTERM with a 1s shutdown_timeout")
 	if c := exitCode(p); c != 1 {
 		t.Errorf("exit code %d, want 1 with an answer cut off:\n%s", c, p.out.String())
 	}
@@ -771,11 +759,7 @@ func TestSIGHUPDuringDrainDelayReloads(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Errorf("a request after the SIGHUP, during drain_delay: %d, want 200", resp.StatusCode)
 	}
-	select {
-	case <-p.exited:
-	case <-time.After(20 * time.Second):
-		t.Fatal("no exit within 20s of SIGTERM")
-	}
+	p.waitExit(t, 20*time.Second, "no exit within 20s of SIGTERM")
 	if d := time.Since(start); d < drainDelay {
 		t.Errorf("exited %s after SIGTERM, before drain_delay (%s): the SIGHUP cut it short", d, drainDelay)
 	}

@@ -68,11 +68,7 @@ func TestReadinessWithOneVendorDown(t *testing.T) {
 		t.Errorf("hgem during drain_delay: %d", r.StatusCode)
 	}
 	p.cmd.Process.Signal(syscall.SIGTERM) // a second signal cuts drain_delay short
-	select {
-	case <-p.exited:
-	case <-time.After(20 * time.Second):
-		t.Fatal("no exit after the second SIGTERM")
-	}
+	p.waitExit(t, 20*time.Second, "no exit after the second SIGTERM")
 	if c := exitCode(p); c != 0 {
 		t.Errorf("exit code %d, want 0", c)
 	}

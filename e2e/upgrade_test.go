@@ -218,11 +218,7 @@ func TestUpgradeClosedAtShutdownTimeout(t *testing.T) {
 	if _, _, err := c.Read(ctx); err == nil || ctx.Err() != nil {
 		t.Fatalf("read after shutdown_timeout: %v, want the connection closed", err)
 	}
-	select {
-	case <-p.exited:
-	case <-time.After(20 * time.Second):
-		t.Fatal("no exit within 20s of SIGTERM")
-	}
+	p.waitExit(t, 20*time.Second, "no exit within 20s of SIGTERM")
 	if d := time.Since(start); d < shutdownTimeout {
 		t.Errorf("exited %s after SIGTERM, before shutdown_timeout", d)
 	}
@@ -248,11 +244,7 @@ func TestUpgradeClosedByCallerEndsShutdownEarly(t *testing.T) {
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	wsEcho(t, ctx, c, "while draining")
 	c.Close(websocket.StatusNormalClosure, "bye")
-	select {
-	case <-p.exited:
-	case <-time.After(30 * time.Second):
-		t.Fatal("still running 30s after its only upgraded connection closed (shutdown_timeout 120s)")
-	}
+	p.waitExit(t, 30*time.Second, "still running 30s after its only upgraded connection closed (shutdown_timeout 120s)")
 	if code := exitCode(p); code != 0 {
 		t.Errorf("exit code %d, want 0", code)
 	}
