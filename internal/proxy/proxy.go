@@ -481,9 +481,9 @@ func abort(ctx *fasthttp.RequestCtx) {
 // CloseUpgraded waits until every connection that switched protocols, and
 // every answer written on a hijacked connection (writeHijacked), has
 // closed, or ctx is done, and then closes those still open; it returns how
-// many switches and how many answers it closed. The server's shutdown does not wait for these
-// connections (they are hijacked), so the daemon calls this after it, with
-// the same shutdown_timeout deadline (CONTRACT.md §3).
+// many switches and how many answers it closed. The server's shutdown does
+// not wait for these connections (they are hijacked), so the daemon calls
+// this after it, with the same shutdown_timeout deadline (CONTRACT.md §3).
 func (h *Handler) CloseUpgraded(ctx context.Context) (switched, answers int) {
 	closed, answers := h.upgrades.close(ctx)
 	return closed - answers, answers
