@@ -107,7 +107,7 @@ func New(cfg *config.Config, path string, opt Options) (*Daemon, error) {
 		// out at once, with those before it; all are out when Run returns.
 		bw := &zapcore.BufferedWriteSyncer{WS: writeOnly{os.Stderr}, Size: 64 << 10, FlushInterval: 100 * time.Millisecond}
 		opt.LogOutput, d.flushLog = bw, func() { bw.Stop() }
-		d.log = zap.New(promptCore{opt.logger(d.level).Core()})
+		d.log = zap.New(&promptCore{opt.logger(d.level).Core()})
 	} else {
 		d.log = opt.logger(d.level)
 	}
@@ -210,19 +210,21 @@ func (writeOnly) Sync() error { return nil }
 
 // promptCore writes out its buffer after every entry but the data plane's
 // request lines (logger "proxy", message "request"), so that a warning,
-// an error or a start-up line is never held back.
+// an error or a start-up line is never held back. Its methods take a
+// pointer: Check adds it to every entry, and a value would be copied to
+// the heap each time.
 type promptCore struct{ zapcore.Core }
 
-func (c promptCore) With(f []zapcore.Field) zapcore.Core { return promptCore{c.Core.With(f)} }
+func (c *promptCore) With(f []zapcore.Field) zapcore.Core { return &promptCore{c.Core.With(f)} }
 
-func (c promptCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+func (c *promptCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
 	if c.Enabled(e.Level) {
 		return ce.AddCore(e, c)
 	}
 	return ce
 }
 
-func (c promptCore) Write(e zapcore.Entry, f []zapcore.Field) error {
+func (c *promptCore) Write(e zapcore.Entry, f []zapcore.Field) error {
 	err := c.Core.Write(e, f)
 	if e.LoggerName != "proxy" || e.Message != "request" {
 		err = errors.Join(err, c.Core.Sync())

@@ -18,7 +18,7 @@ func TestPromptCoreHoldsOnlyRequestLines(t *testing.T) {
 	bw := &zapcore.BufferedWriteSyncer{WS: out, Size: 64 << 10, FlushInterval: time.Hour}
 	defer bw.Stop()
 	opt := Options{LogOutput: bw}
-	log := zap.New(promptCore{opt.logger(zapcore.InfoLevel).Core()})
+	log := zap.New(&promptCore{opt.logger(zapcore.InfoLevel).Core()})
 	proxy := log.Named("proxy")
 
 	proxy.Info("request", zap.Int("status", 200))

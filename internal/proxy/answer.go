@@ -394,7 +394,7 @@ func refusedTarget(err error) (string, bool) {
 // known, as Serve would: routing refuses every such target.
 func (h *Handler) serveTarget(ctx *fasthttp.RequestCtx, method, target string, u *url.URL) {
 	ctx.Response.Reset()
-	x := &exchange{h: h, ctx: ctx, start: time.Now(), body: &callerStream{}, cancel: func() {}}
+	x := &exchange{h: h, ctx: ctx, start: time.Now(), cancel: func() {}}
 	x.id = newRequestID()
 	x.idValue = []string{x.id}
 	x.in = &http.Request{Method: method, RequestURI: target, URL: u, Header: http.Header{},

@@ -121,6 +121,7 @@ type exchange struct {
 	in         *http.Request // the caller's request, as net/http reads it
 	id         string        // X-Request-Id (CONTRACT.md §3)
 	idValue    []string      // id, as a header's values
+	idArray    [1]string     // idValue's array
 	upstreamID string        // the upstream's own X-Request-Id, when it sent another
 	replayed   bool
 	switched   bool        // the upstream answered 101: the connection now carries another protocol
@@ -133,8 +134,10 @@ type exchange struct {
 	errCode string
 	bytes   int64
 
-	body       *callerStream
-	watch      *callerWatch
+	body       callerStream
+	vals       exchangeContext // the context's values, below its cancel
+	trace      httptrace.ClientTrace
+	watch      callerWatch        // armed once the request has gone to the upstream
 	live       upgrade            // in h.requests from routing until done
 	cancel     context.CancelFunc // ends the exchange's context: the upstream call
 	inFlight   func()             // ends the route's in-flight count; nil before routing
@@ -162,6 +165,26 @@ func exchangeOf(ctx context.Context) *exchange {
 	return x
 }
 
+// exchangeContext holds an exchange's context values: the exchange
+// (exchangeOf) and the address its connection came in on
+// (http.LocalAddrContextKey). Part of the exchange, it costs no
+// allocation of its own, where context.WithValue made two.
+type exchangeContext struct {
+	context.Context
+	x     *exchange
+	local net.Addr
+}
+
+func (c *exchangeContext) Value(key any) any {
+	switch key {
+	case ctxKey{}:
+		return c.x
+	case http.LocalAddrContextKey:
+		return c.local
+	}
+	return c.Context.Value(key)
+}
+
 // Serve is the data plane's fasthttp.RequestHandler, behind its server's
 // checks (Handler.Server, checkRequest). The answer is ready in
 // ctx.Response when it returns; its body may stream from the upstream
@@ -173,18 +196,19 @@ func (h *Handler) Serve(ctx *fasthttp.RequestCtx) {
 	// and must not pass an answer fasthttp still holds.
 	ctx.SetWriteDeadline(time.Time{})
 	x := &exchange{h: h, ctx: ctx, start: time.Now()}
-	x.body = &callerStream{setDeadline: ctx.Conn().SetReadDeadline}
-	cctx, cancel := context.WithCancel(context.WithValue(context.Background(), http.LocalAddrContextKey, ctx.LocalAddr()))
+	x.body.conn = ctx.Conn()
+	x.vals = exchangeContext{Context: context.Background(), x: x, local: ctx.LocalAddr()}
+	cctx, cancel := context.WithCancel(&x.vals)
 	x.cancel = cancel
-	cctx = context.WithValue(cctx, ctxKey{}, x)
-	r, err := callerRequest(ctx, cctx, x.body)
+	r, err := callerRequest(ctx, cctx, &x.body)
 	if err != nil {
 		cancel()
 		answerPlain(ctx, http.StatusBadRequest, "invalid request target") // checkRequest parsed it
 		return
 	}
 	x.id = requestID(r.Header)
-	x.idValue = []string{x.id}
+	x.idValue = x.idArray[:]
+	x.idArray[0] = x.id
 	if h.tracer != nil {
 		r = h.startSpan(r, x)
 	}
@@ -276,7 +300,7 @@ func linger(raw, c net.Conn) {
 // the caller's body and the watch stop, the upstream call's context ends,
 // and the request is logged and counted.
 func (x *exchange) done() {
-	if x.watch != nil {
+	if x.watch.conn != nil {
 		x.watch.stop()
 	}
 	if x.body.stream != nil && !x.body.stop() {
@@ -337,7 +361,7 @@ func (h *Handler) proxy(x *exchange, r *http.Request) (later bool) {
 		x.upgrade, x.endUpgrade = h.upgrades.add(x.cancel)
 	}
 	out := x.outbound(r, upType)
-	x.watch = &callerWatch{conn: ctx.Conn(), gone: x.cancel}
+	x.watch.conn, x.watch.gone = ctx.Conn(), x.cancel
 	if out.Body == nil {
 		x.watch.arm()
 	} else {
@@ -421,7 +445,7 @@ func (x *exchange) outbound(r *http.Request, upType string) *http.Request {
 	trailers := httpguts.HeaderValuesContainsToken(h["Te"], "trailers")
 	removeHopByHop(h)
 	if trailers {
-		h["Te"] = []string{"trailers"}
+		h["Te"] = teTrailers
 	}
 	if upType != "" {
 		h["Connection"] = []string{"Upgrade"}
@@ -434,11 +458,18 @@ func (x *exchange) outbound(r *http.Request, upType string) *http.Request {
 	}
 	h[requestIDHeader] = x.idValue
 	if _, ok := h["User-Agent"]; !ok {
-		h["User-Agent"] = []string{""} // none, rather than Go's
+		h["User-Agent"] = noUserAgent // none, rather than Go's
 	}
-	trace := &httptrace.ClientTrace{Got1xxResponse: x.interim}
-	return out.WithContext(httptrace.WithClientTrace(r.Context(), trace))
+	x.trace.Got1xxResponse = x.interim
+	return out.WithContext(httptrace.WithClientTrace(r.Context(), &x.trace))
 }
+
+// Header values outbound sets, shared by every request: nothing changes a
+// value in place (http.Header's Set and Del replace the slice).
+var (
+	teTrailers  = []string{"trailers"}
+	noUserAgent = []string{""}
+)
 
 // hopHeaders are the fields about one connection (RFC 9110 §7.6.1), as
 // httputil.ReverseProxy removes them.

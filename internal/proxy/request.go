@@ -35,6 +35,8 @@ import (
 // Trailer announces in r.Trailer, their values set when the body ends; a
 // body of known length with its Content-Length; none (http.NoBody) else.
 // The body reads ctx's request stream through b; r's context is ctx2.
+// RemoteAddr is left empty: nothing reads it, and building it took two
+// allocations a request.
 // ctx's header must have passed checkRequest, which refuses what net/http
 // would, so no error is left to report but the URI's, which cannot fail
 // after it.
@@ -44,7 +46,6 @@ func callerRequest(ctx *fasthttp.RequestCtx, ctx2 context.Context, b *callerStre
 		Method:     string(fh.Method()),
 		RequestURI: string(fh.RequestURI()),
 		Header:     make(http.Header, 8),
-		RemoteAddr: ctx.RemoteAddr().String(),
 		Body:       http.NoBody,
 	}
 	proto := fh.Protocol()
@@ -156,9 +157,9 @@ type callerStream struct {
 	// fasthttp adds the trailer's after them, in the same header.
 	inHeader map[string]int
 
-	idle        time.Duration
-	setDeadline func(time.Time) error // the caller connection's SetReadDeadline
-	onEnd       func()                // at the body's end, on the reader's goroutine; may be nil
+	idle  time.Duration
+	conn  net.Conn // the caller's connection, for its read deadline
+	onEnd func()   // at the body's end, on the reader's goroutine; may be nil
 
 	stopping atomic.Bool
 	mu       sync.Mutex
@@ -175,7 +176,7 @@ func (b *callerStream) Read(p []byte) (int, error) {
 		return 0, io.EOF
 	}
 	if b.idle > 0 {
-		b.setDeadline(time.Now().Add(b.idle))
+		b.conn.SetReadDeadline(time.Now().Add(b.idle))
 	}
 	if b.stopping.Load() {
 		return 0, errStopped
@@ -206,7 +207,7 @@ func (b *callerStream) Read(p []byte) (int, error) {
 			}
 		}
 		if b.idle > 0 {
-			b.setDeadline(time.Time{})
+			b.conn.SetReadDeadline(time.Time{})
 		}
 		if b.onEnd != nil {
 			b.onEnd()
@@ -233,9 +234,9 @@ func (b *callerStream) readWhole() bool {
 func (b *callerStream) stop() (ended bool) {
 	b.stopping.Store(true)
 	if !b.mu.TryLock() {
-		b.setDeadline(aLongTimeAgo) // the read in progress returns
+		b.conn.SetReadDeadline(aLongTimeAgo) // the read in progress returns
 		b.mu.Lock()
-		b.setDeadline(time.Time{})
+		b.conn.SetReadDeadline(time.Time{})
 	}
 	ended = b.ended
 	b.mu.Unlock()
