@@ -43,13 +43,13 @@ import (
 func callerRequest(ctx *fasthttp.RequestCtx, ctx2 context.Context, b *callerStream) (*http.Request, error) {
 	fh := &ctx.Request.Header
 	r := &http.Request{
-		Method:     string(fh.Method()),
+		Method:     known(fh.Method()),
 		RequestURI: string(fh.RequestURI()),
 		Header:     make(http.Header, 8),
 		Body:       http.NoBody,
 	}
 	proto := fh.Protocol()
-	r.Proto, r.ProtoMajor, r.ProtoMinor = string(proto), int(proto[5]-'0'), int(proto[7]-'0')
+	r.Proto, r.ProtoMajor, r.ProtoMinor = known(proto), int(proto[5]-'0'), int(proto[7]-'0')
 	var err error
 	if r.URL, err = parseTarget(r.Method, r.RequestURI); err != nil {
 		return nil, err
@@ -102,6 +102,26 @@ func callerRequest(ctx *fasthttp.RequestCtx, ctx2 context.Context, b *callerStre
 		r.Body = b
 	}
 	return r.WithContext(ctx2), nil
+}
+
+// known is b as a string, without an allocation for the methods and
+// protocol versions most requests carry.
+func known(b []byte) string {
+	switch string(b) {
+	case http.MethodGet:
+		return http.MethodGet
+	case http.MethodPost:
+		return http.MethodPost
+	case http.MethodPut:
+		return http.MethodPut
+	case http.MethodPatch:
+		return http.MethodPatch
+	case http.MethodDelete:
+		return http.MethodDelete
+	case "HTTP/1.1":
+		return "HTTP/1.1"
+	}
+	return string(b)
 }
 
 // parseTarget reads a request-target as net/http's server does: a CONNECT's

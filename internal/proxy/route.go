@@ -123,13 +123,19 @@ func (rt *Route) targetURL(escapedPath, rawQuery string) (*url.URL, *Error) {
 		return nil, badRequest("the request target has a fragment (#)")
 	}
 	escapedPath = escapeIllegal(escapedPath)
-	segs := strings.Split(escapedPath, "/")[1:]
-	for i, seg := range segs {
-		if seg == "" && i < len(segs)-1 {
-			return nil, badRequest("the path has an empty segment (//)")
-		}
-		if err := checkSegment(seg); err != nil {
-			return nil, err
+	if _, rest, ok := strings.Cut(escapedPath, "/"); ok {
+		for {
+			seg, after, more := strings.Cut(rest, "/")
+			if seg == "" && more {
+				return nil, badRequest("the path has an empty segment (//)")
+			}
+			if err := checkSegment(seg); err != nil {
+				return nil, err
+			}
+			if !more {
+				break
+			}
+			rest = after
 		}
 	}
 	p, err := url.PathUnescape(escapedPath)
