@@ -85,3 +85,21 @@ func TestTokenHeadersNeverPrinted(t *testing.T) {
 		t.Errorf("header names are not shown:\n%s", out.String())
 	}
 }
+
+// SetOn shares a token's values: an append to a header it set copies the
+// value, and leaves the token's backing array as it was, even when that
+// array has room.
+func TestSetOnAppendCopies(t *testing.T) {
+	v := make([]string, 1, 4)
+	v[0] = "Bearer tok"
+	h := Header{"Authorization": v}
+	dst := http.Header{}
+	h.SetOn(dst)
+	dst.Add("Authorization", "caller")
+	if got := v[:2]; got[1] != "" || len(h["Authorization"]) != 1 {
+		t.Errorf("an append to the header set wrote into the token's values: %q", got)
+	}
+	if got := dst.Values("Authorization"); len(got) != 2 || got[0] != "Bearer tok" {
+		t.Errorf("dst has %q", got)
+	}
+}

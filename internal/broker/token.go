@@ -62,10 +62,14 @@ func (t Token) MarshalJSON() ([]byte, error) { return json.Marshal(t.String()) }
 type Header http.Header
 
 // SetOn sets every header of h on dst, replacing what dst had under those
-// names: injected headers replace, never append (CONTRACT.md §3).
+// names: injected headers replace, never append (CONTRACT.md §3). dst
+// shares h's value slices, their capacity cut to their length, so that an
+// append to one (http.Header.Add) copies it; nothing may change a value in
+// place. (A copy for every request was a sixteenth of the data plane's
+// allocations.)
 func (h Header) SetOn(dst http.Header) {
 	for k, v := range h {
-		dst[k] = slices.Clone(v)
+		dst[k] = v[:len(v):len(v)]
 	}
 }
 
