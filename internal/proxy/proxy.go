@@ -460,7 +460,9 @@ func (x *exchange) outbound(r *http.Request, upType string) *http.Request {
 	if _, ok := h["User-Agent"]; !ok {
 		h["User-Agent"] = noUserAgent // none, rather than Go's
 	}
-	x.trace.Got1xxResponse = x.interim
+	// Whole, each time: WithClientTrace composes into it the hooks of a
+	// trace the context already has.
+	x.trace = httptrace.ClientTrace{Got1xxResponse: x.interim}
 	return out.WithContext(httptrace.WithClientTrace(r.Context(), &x.trace))
 }
 
