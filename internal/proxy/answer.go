@@ -396,7 +396,6 @@ func (h *Handler) serveTarget(ctx *fasthttp.RequestCtx, method, target string, u
 	ctx.Response.Reset()
 	x := &exchange{h: h, ctx: ctx, start: time.Now(), cancel: func() {}}
 	x.id = newRequestID()
-	x.idValue = []string{x.id}
 	x.in = &http.Request{Method: method, RequestURI: target, URL: u, Header: http.Header{},
 		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Body: http.NoBody}
 	if h.route(x, x.in) {

@@ -120,8 +120,7 @@ type exchange struct {
 	target     *url.URL
 	in         *http.Request // the caller's request, as net/http reads it
 	id         string        // X-Request-Id (CONTRACT.md §3)
-	idValue    []string      // id, as a header's values
-	idArray    [1]string     // idValue's array
+	idHeader   [1]string     // id, as the outbound X-Request-Id's values (outbound)
 	upstreamID string        // the upstream's own X-Request-Id, when it sent another
 	replayed   bool
 	switched   bool        // the upstream answered 101: the connection now carries another protocol
@@ -207,8 +206,6 @@ func (h *Handler) Serve(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	x.id = requestID(r.Header)
-	x.idValue = x.idArray[:]
-	x.idArray[0] = x.id
 	if h.tracer != nil {
 		r = h.startSpan(r, x)
 	}
@@ -456,7 +453,8 @@ func (x *exchange) outbound(r *http.Request, upType string) *http.Request {
 			delete(h, k)
 		}
 	}
-	h[requestIDHeader] = x.idValue
+	x.idHeader[0] = x.id
+	h[requestIDHeader] = x.idHeader[:]
 	if _, ok := h["User-Agent"]; !ok {
 		h["User-Agent"] = noUserAgent // none, rather than Go's
 	}
