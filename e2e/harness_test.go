@@ -373,6 +373,13 @@ func (p *proc) waitExit(t *testing.T, within time.Duration, what string) {
 
 // logged reports whether a log line has msg and every given field value.
 func (p *proc) logged(msg string, fields map[string]any) bool {
+	return len(p.linesWith(msg, fields)) > 0
+}
+
+// linesWith is p's log lines that have msg and every given field value
+// (compared as fmt.Sprint prints them), in order.
+func (p *proc) linesWith(msg string, fields map[string]any) []map[string]any {
+	var out []map[string]any
 	for _, l := range p.logLines() {
 		if l["msg"] != msg {
 			continue
@@ -384,10 +391,10 @@ func (p *proc) logged(msg string, fields map[string]any) bool {
 			}
 		}
 		if ok {
-			return true
+			out = append(out, l)
 		}
 	}
-	return false
+	return out
 }
 
 var client = &http.Client{

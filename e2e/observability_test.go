@@ -253,11 +253,9 @@ func TestRequestIDEndToEnd(t *testing.T) {
 		t.Helper()
 		var found map[string]any
 		waitFor(t, 10*time.Second, "the log line of "+id, func() bool {
-			for _, l := range p.logLines() {
-				if l["msg"] == "request" && l["request_id"] == id {
-					found = l
-					return true
-				}
+			if ls := p.linesWith("request", map[string]any{"request_id": id}); len(ls) > 0 {
+				found = ls[0]
+				return true
 			}
 			return false
 		})

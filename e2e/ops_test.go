@@ -634,13 +634,7 @@ func TestSIGTERMPastShutdownTimeout(t *testing.T) {
 		t.Error("no log line says requests were cut off")
 	}
 	// The request cut off is still logged, once, before the process exits.
-	n := 0
-	for _, l := range p.logLines() {
-		if l["msg"] == "request" && l["path"] == "/hgem/api/slow" {
-			n++
-		}
-	}
-	if n != 1 {
+	if n := len(p.linesWith("request", map[string]any{"path": "/hgem/api/slow"})); n != 1 {
 		t.Errorf("%d request log lines for the request cut off at shutdown_timeout, want 1:\n%s", n, p.out.String())
 	}
 	if !p.logged("requests ended at shutdown_timeout", map[string]any{"requests": 1}) {
@@ -716,12 +710,7 @@ func TestSIGTERMCutsAnHTTP10StreamPastShutdownTimeout(t *testing.T) {
 	}
 	select {
 	case n := <-got:
-		var lines []map[string]any
-		for _, l := range p.logLines() {
-			if l["msg"] == "request" && l["path"] == "/hgem/api/stream" {
-				lines = append(lines, l)
-			}
-		}
+		lines := p.linesWith("request", map[string]any{"path": "/hgem/api/stream"})
 		if len(lines) != 1 {
 			t.Fatalf("%d request log lines for the stream, want 1", len(lines))
 		}
@@ -954,12 +943,7 @@ func TestRequestLogLines(t *testing.T) {
 		return p.logged("request", map[string]any{"upstream": "inspera"})
 	})
 
-	var got []map[string]any
-	for _, l := range p.logLines() {
-		if l["msg"] == "request" {
-			got = append(got, l)
-		}
-	}
+	got := p.linesWith("request", nil)
 	if len(got) != len(want) {
 		t.Errorf("%d request lines for %d requests", len(got), len(want))
 	}
